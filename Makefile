@@ -1,0 +1,36 @@
+# The README's commands are the contract: `make demo` and `make test` set everything up.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha1sum | cut -c1-12)
+ENV := source scripts/env.sh
+COLCON_DIRS := --build-base build --install-base install
+
+.PHONY: venv build test demo bench clean
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $(VENV)/COLCON_IGNORE
+	@rm -f $(VENV)/.installed-* && touch $@
+
+build: $(STAMP)
+	$(ENV) && colcon --log-base log build --base-paths . $(COLCON_DIRS) --event-handlers console_cohesion-
+
+test: build
+	$(ENV) && colcon --log-base log test --base-paths . $(COLCON_DIRS) \
+	  --event-handlers console_direct+ --return-code-on-test-failure \
+	  --pytest-args -p no:cacheprovider; rc=$$?; \
+	  colcon test-result --test-result-base build --verbose; exit $$rc
+
+demo: build
+	$(ENV) && source install/setup.bash && python -m metafusion_ros.demo
+
+bench: build
+	$(ENV) && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done
+
+clean:
+	rm -rf build install log

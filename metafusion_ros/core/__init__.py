@@ -1,0 +1,1 @@
+"""The MetaFusion core: pure numpy, no ROS imports (one module per section of the paper)."""

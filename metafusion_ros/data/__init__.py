@@ -1,0 +1,1 @@
+"""Dataset readers (Cityscapes, CamVid) and the synthetic drive generator."""

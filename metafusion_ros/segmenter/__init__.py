@@ -1,0 +1,1 @@
+"""Segmentation networks: ONNX Runtime and TensorRT backends and the in-graph MetaFusion head."""
