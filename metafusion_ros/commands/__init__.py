@@ -1,0 +1,1 @@
+"""The `metafusion` subcommands, one module each, each with ``register(subparsers)``."""
