@@ -1,0 +1,118 @@
+"""Per-segment features (§3, eq. 6-10): the MetaSeg metrics fed to the meta classifier.
+
+For each heatmap ``h`` in (E, M, V) (eq. 6-8) and segment ``k``: the means ``h``, ``h_in``,
+``h_bd`` over the whole segment, its interior and its boundary; the population variances
+``h_var``, ``h_var_in``, ``h_var_bd``; and the relative forms ``h_rel = h S/S_bd``,
+``h_rel_in = h_in S_in/S_bd``, ``h_var_rel = h_var S/S_bd``, ``h_var_rel_in = h_var_in S_in/S_bd``.
+Then sizes ``S, S_in, S_bd, S_rel, S_rel_in``, the geometric centre (eq. 9) and the neighbourhood
+class distribution ``ndist_<class>`` (eq. 10, reference semantics: one event per boundary pixel
+and per differently-labelled pixel of its 3x3 window; ignore neighbours count only in the
+denominator). Interior quantities are 0 when ``S_in = 0``. A segment without boundary pixels (it
+fills the frame) has ``S_bd = 0``; its relative forms use ``S_bd = 1``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .classes import ClassTable
+from .heatmaps import HEATMAPS
+
+__all__ = ['feature_names', 'segment_features', 'HEATMAP_STATS', 'OFFSETS']
+
+HEATMAP_STATS = ('', '_in', '_bd', '_rel', '_rel_in',
+                 '_var', '_var_in', '_var_bd', '_var_rel', '_var_rel_in')
+SIZE_FEATURES = ('S', 'S_in', 'S_bd', 'S_rel', 'S_rel_in')
+CENTRE_FEATURES = ('mean_x', 'mean_y')
+OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
+
+
+def neighbourhood_classes(table: ClassTable) -> tuple[int, ...]:
+    """Return the classes with an ``ndist`` feature: every class but those merged away."""
+    return tuple(y for y in range(table.num_classes) if y not in table.merged_away)
+
+
+def feature_names(table: ClassTable) -> tuple[str, ...]:
+    """Return the ordered feature schema for ``table`` (spec §3).
+
+    30 heatmap features, 5 sizes, 2 centre coordinates and one ``ndist`` per class that can be
+    predicted (45 for Cityscapes categories, 55 for the 19 classes with rider merged).
+    """
+    heat = tuple(h + s for h in HEATMAPS for s in HEATMAP_STATS)
+    ndist = tuple(f'ndist_{table.class_names[y]}' for y in neighbourhood_classes(table))
+    return heat + SIZE_FEATURES + CENTRE_FEATURES + ndist
+
+
+def _moments(values: np.ndarray, ids: np.ndarray, n: int, counts: np.ndarray
+             ) -> tuple[np.ndarray, np.ndarray]:
+    """Return per-segment mean and population variance ``E[h²] - E[h]²`` (0 for empty sets)."""
+    safe = np.maximum(counts, 1)
+    mean = np.bincount(ids, values, minlength=n + 1)[1:] / safe
+    square = np.bincount(ids, values * values, minlength=n + 1)[1:] / safe
+    return mean, square - mean * mean
+
+
+def _heatmap_features(heat: np.ndarray, sid: np.ndarray, bd: np.ndarray, n: int,
+                      sizes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[np.ndarray]:
+    """Return the 10 statistics of one heatmap in ``HEATMAP_STATS`` order (eq. 6-8)."""
+    s, s_in, s_bd = sizes
+    mean, var = _moments(heat, sid, n, s)
+    mean_in, var_in = _moments(heat[~bd], sid[~bd], n, s_in)
+    mean_bd, var_bd = _moments(heat[bd], sid[bd], n, s_bd)
+    rel, rel_in = s / np.maximum(s_bd, 1), s_in / np.maximum(s_bd, 1)
+    return [mean, mean_in, mean_bd, mean * rel, mean_in * rel_in,
+            var, var_in, var_bd, var * rel, var_in * rel_in]
+
+
+def _scan_neighbours(pixels: np.ndarray, shape: tuple[int, int]):
+    """Yield, per 3x3 offset, ``(valid, neighbour flat index)`` for the given flat pixels."""
+    h, w = shape
+    rows, cols = np.divmod(pixels, w)
+    for dr, dc in OFFSETS:
+        r2, c2 = rows + dr, cols + dc
+        valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+        yield valid, np.where(valid, r2 * w + c2, pixels)
+
+
+def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
+                     heat: tuple[np.ndarray, np.ndarray, np.ndarray],
+                     table: ClassTable) -> np.ndarray:
+    """Return the ``(n, F)`` features of segments ``1..n`` of ``seg_labels`` (spec §3).
+
+    ``seg_labels`` holds the segments to describe (ids 1..n, 0 elsewhere): a full labelling or
+    only the candidates. ``pred`` is the label map they were formed on (boundary and
+    neighbourhood, eq. 10; values outside the table count as ignore). ``heat`` is ``(E, M, V)``
+    either as ``(H, W)`` maps or as 1-D values at ``np.flatnonzero(seg_labels)``, so that
+    heatmaps need only be computed where there are segments.
+    """
+    shape = seg_labels.shape
+    flat_labels, flat_pred = seg_labels.ravel(), pred.ravel()
+    pixels = np.flatnonzero(flat_labels)
+    sid = flat_labels[pixels]
+    n = int(sid.max(initial=0))
+    if n == 0:
+        return np.zeros((0, len(feature_names(table))), dtype=np.float64)
+    own = flat_pred[pixels]
+    bd = np.zeros(pixels.size, dtype=bool)
+    ndist_classes = neighbourhood_classes(table)
+    events = np.zeros((n + 1, table.num_classes + 1), dtype=np.float64)
+    for valid, neighbour in _scan_neighbours(pixels, shape):
+        other = flat_pred[neighbour]
+        differs = valid & (other != own)
+        bd |= differs
+        other_class = np.minimum(other[differs].astype(np.int64), table.num_classes)
+        np.add.at(events, (sid[differs], other_class), 1.0)
+    s = np.bincount(sid, minlength=n + 1)[1:].astype(np.float64)
+    s_bd = np.bincount(sid[bd], minlength=n + 1)[1:].astype(np.float64)
+    s_in = s - s_bd
+    columns: list[np.ndarray] = []
+    for h in heat:
+        values = h.ravel()[pixels] if h.shape == shape else h
+        columns += _heatmap_features(values.astype(np.float64), sid, bd, n, (s, s_in, s_bd))
+    safe_bd = np.maximum(s_bd, 1)
+    columns += [s, s_in, s_bd, s / safe_bd, s_in / safe_bd]
+    rows, cols = np.divmod(pixels, shape[1])
+    columns += [np.bincount(sid, rows, minlength=n + 1)[1:] / s,
+                np.bincount(sid, cols, minlength=n + 1)[1:] / s]
+    total = np.maximum(events[1:].sum(axis=1), 1)
+    columns += [events[1:, y] / total for y in ndist_classes]
+    return np.stack(columns, axis=1)

@@ -1,0 +1,161 @@
+"""MetaFusion for one frame: softmax (or the in-graph head's outputs) -> :class:`FrameResult`.
+
+The steps follow the paper: Bayes and ML masks (eq. 1, 16), disagreeing candidates of class c with
+``S_in > 0`` (eq. 11), their features (eq. 6-10) on the ML probabilities, the meta classifier's
+``P(true positive)`` and the keep decision ``P >= τ`` (§4), and fusion (eq. 14). The same object
+serves the node and the offline tools.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from . import kernels
+from .classes import ClassTable
+from .features import feature_names, segment_features
+from .fusion import fuse
+from .heatmaps import heatmaps
+from .priors import check_alpha, interpolate, Priors
+from .rules import check_probs, ml_probabilities
+from .segments import Candidates, check_label_map, disagreeing_candidates
+
+__all__ = ['HeadOutputs', 'FrameResult', 'MetaFusion', 'ScoreFn']
+
+# Maps candidate features (n, F) to P(true positive) (n,).
+ScoreFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class HeadOutputs:
+    """Per-pixel outputs of a network carrying the MetaFusion head: masks and ML heatmaps."""
+
+    pred_bayes: np.ndarray
+    pred_ml: np.ndarray
+    entropy: np.ndarray
+    margin: np.ndarray
+    variation: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class FrameResult:
+    """Everything MetaFusion decided for one frame."""
+
+    pred_bayes: np.ndarray
+    pred_ml: np.ndarray
+    candidates: Candidates
+    features: np.ndarray
+    feature_names: tuple[str, ...]
+    scores: np.ndarray
+    keep: np.ndarray
+    fused: np.ndarray
+
+    @property
+    def kept_ids(self) -> np.ndarray:
+        """Return the ids of the candidates fused into the mask (false negatives recovered)."""
+        return self.candidates.ids[self.keep]
+
+    @property
+    def dropped_ids(self) -> np.ndarray:
+        """Return the ids of the candidates the meta classifier dropped (false positives)."""
+        return self.candidates.ids[~self.keep]
+
+
+class MetaFusion:
+    """MetaFusion with fixed priors, class table, α and τ; α and τ may change between frames."""
+
+    def __init__(self, priors: Priors, table: ClassTable | None = None, alpha: float = 1.0,
+                 tau: float = 0.5) -> None:
+        self.table = priors.table if table is None else table
+        if self.table.num_classes != priors.table.num_classes or (
+                self.table.class_names != priors.table.class_names):
+            raise ValueError(f'priors are for classes {priors.table.class_names}, the model '
+                             f'for {self.table.class_names}')
+        self.priors = priors
+        self.alpha = alpha
+        self.tau = tau
+        self.feature_names = feature_names(self.table)
+        self._cache: dict[tuple[int, int], Priors] = {}
+
+    @property
+    def alpha(self) -> float:
+        """Return α of the interpolated priors (eq. 15)."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        self._alpha = check_alpha(value)
+
+    @property
+    def tau(self) -> float:
+        """Return the meta classifier's decision threshold τ."""
+        return self._tau
+
+    @tau.setter
+    def tau(self, value: float) -> None:
+        value = float(value)
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f'tau must lie in [0, 1], got {value}')
+        self._tau = value
+
+    def priors_at(self, size: tuple[int, int]) -> Priors:
+        """Return the priors resized to ``size`` = ``(H, W)`` (cached per size)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._cache:
+            self._cache[size] = self.priors.resized(size)
+        return self._cache[size]
+
+    def prior_alpha(self, size: tuple[int, int]) -> np.ndarray:
+        """Return ``p_{z,α}(y)`` per class at ``size`` (eq. 15)."""
+        return interpolate(self.priors_at(size).class_priors(), self.alpha)
+
+    def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
+        """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
+        check_probs(probs, self.table.num_classes, values=False)
+        priors = self.priors_at(probs.shape[:2])
+        pred_bayes, pred_ml, stats = kernels.decision_rules(
+            probs, priors.probs, priors_channel_map(priors), self.alpha, self.table.merged_away)
+        stats.check()
+        candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
+        pixels = np.flatnonzero(candidates.labels)
+        flat = probs.reshape(-1, probs.shape[2])[pixels]
+        prior_alpha = interpolate(
+            priors.class_priors().reshape(-1, probs.shape[2])[pixels], self.alpha)
+        heat = heatmaps(ml_probabilities(flat, prior_alpha, self.table))
+        return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
+
+    def process_head(self, head: HeadOutputs, score_fn: ScoreFn | None = None) -> FrameResult:
+        """Run the segment stage on the in-graph head's masks and ML heatmaps."""
+        check_label_map(head.pred_bayes, 'Bayes mask')
+        check_label_map(head.pred_ml, 'ML mask')
+        candidates = disagreeing_candidates(head.pred_ml, head.pred_bayes, self.table.target)
+        heat = (head.entropy, head.margin, head.variation)
+        for name, array in zip(('entropy', 'margin', 'variation'), heat):
+            if array.shape != head.pred_ml.shape:
+                raise ValueError(f'{name} heatmap {array.shape} and masks '
+                                 f'{head.pred_ml.shape} differ in size')
+        return self._decide(head.pred_bayes, head.pred_ml, candidates, heat, score_fn)
+
+    def _decide(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, candidates: Candidates,
+                heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:
+        """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14)."""
+        features = segment_features(candidates.labels, pred_ml, heat, self.table)
+        if score_fn is None or candidates.count == 0:
+            scores = np.ones(candidates.count, dtype=np.float64)
+        else:
+            scores = np.asarray(score_fn(features), dtype=np.float64).reshape(-1)
+            if scores.shape != (candidates.count,) or not np.all(np.isfinite(scores)):
+                raise ValueError(f'meta classifier returned {scores.shape} scores for '
+                                 f'{candidates.count} candidates (or non-finite values)')
+        keep = scores >= self.tau
+        fused = fuse(pred_bayes, candidates, keep, self.table.target)
+        return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
+                           scores, keep, fused)
+
+
+def priors_channel_map(priors: Priors) -> np.ndarray:
+    """Return, per class, the index of its channel in ``priors.probs`` (category or class)."""
+    if priors.level == 'category':
+        return np.asarray(priors.table.category_of_class, dtype=np.int64)
+    return np.arange(priors.table.num_classes, dtype=np.int64)

@@ -1,0 +1,80 @@
+"""Decision rules (§2): Bayes (eq. 1), maximum likelihood (eq. 3) and its interpolation (eq. 16).
+
+Class merges follow the reference: a merged class (rider) gets probability 0 and the softmax is
+renormalised, for Bayes and, after the prior division, for ML (spec §1).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .classes import ClassTable
+from .priors import REFERENCE_EPS
+
+__all__ = ['check_probs', 'merge_classes', 'bayes_rule', 'ml_probabilities', 'ml_rule']
+
+
+def check_probs(probs: np.ndarray, num_classes: int | None = None, atol: float = 1e-3,
+                values: bool = True) -> np.ndarray:
+    """Validate a softmax ``(H, W, C)``: floating, finite, non-negative, normalised over ``C``.
+
+    With ``values=False`` only type, rank, class count and size are checked (the one-pass kernel
+    checks the values on its way, see :mod:`metafusion_ros.core.kernels`).
+    """
+    if not isinstance(probs, np.ndarray):
+        raise TypeError(f'softmax must be a numpy array, got {type(probs).__name__}')
+    if probs.ndim != 3:
+        raise ValueError(f'softmax must have rank 3 (H, W, C), got shape {probs.shape}')
+    if not np.issubdtype(probs.dtype, np.floating):
+        raise TypeError(f'softmax must be floating point, got {probs.dtype}')
+    if num_classes is not None and probs.shape[2] != num_classes:
+        raise ValueError(f'softmax has {probs.shape[2]} classes, the class table {num_classes}')
+    if 0 in probs.shape:
+        raise ValueError(f'softmax is empty: shape {probs.shape}')
+    if not values:
+        return probs
+    if not np.isfinite(probs).all():
+        raise ValueError('softmax contains NaN or Inf')
+    if probs.min() < 0:
+        raise ValueError('softmax contains negative probabilities')
+    sums = probs.sum(axis=2, dtype=np.float32)
+    if np.abs(sums - 1).max() > atol:
+        raise ValueError(f'softmax is not normalised: class sums range '
+                         f'{sums.min():.4g}..{sums.max():.4g}')
+    return probs
+
+
+def merge_classes(probs: np.ndarray, table: ClassTable) -> np.ndarray:
+    """Set merged classes' probabilities to 0 and renormalise (reference rider -> person)."""
+    if not table.merge:
+        return probs
+    out = probs.astype(np.float32, copy=True)
+    out[..., list(table.merged_away)] = 0
+    out /= np.maximum(out.sum(axis=-1, keepdims=True), np.float32(1e-30))
+    return out
+
+
+def bayes_rule(probs: np.ndarray) -> np.ndarray:
+    """Return ``argmax_y p_z(y|x)`` (eq. 1) as uint8 ``(H, W)``."""
+    return np.argmax(probs, axis=-1).astype(np.uint8)
+
+
+def ml_probabilities(probs: np.ndarray, prior_alpha: np.ndarray,
+                     table: ClassTable | None = None) -> np.ndarray:
+    """Return ``p / (p_α + 1e-5)`` renormalised over classes (eq. 3, 16; spec §1).
+
+    ``prior_alpha`` is ``(H, W, C)`` from :func:`metafusion_ros.core.priors.interpolate`; with a
+    ``table`` its merged classes are zeroed after the division, as in the reference.
+    """
+    if prior_alpha.shape != probs.shape:
+        raise ValueError(f'priors {prior_alpha.shape} do not match the softmax {probs.shape}')
+    ratio = probs / (prior_alpha + np.float32(REFERENCE_EPS))
+    if table is not None and table.merge:
+        ratio[..., list(table.merged_away)] = 0
+    ratio /= np.maximum(ratio.sum(axis=-1, keepdims=True), np.float32(1e-30))
+    return ratio.astype(np.float32, copy=False)
+
+
+def ml_rule(probs: np.ndarray, prior_alpha: np.ndarray,
+            table: ClassTable | None = None) -> np.ndarray:
+    """Return ``argmax_y p_z(y|x) / p_{z,α}(y)`` (eq. 3 for α = 1, eq. 16) as uint8."""
+    return bayes_rule(ml_probabilities(probs, prior_alpha, table))
