@@ -1,0 +1,362 @@
+"""Hand-made cases for each equation of the core, edge cases and bad input."""
+import numpy as np
+import pytest
+
+from metafusion_ros.core import classes, evaluation, features, heatmaps, kernels, rules, segments
+from metafusion_ros.core.fusion import fuse
+from metafusion_ros.core.pipeline import MetaFusion
+from metafusion_ros.core.priors import estimate_priors, interpolate, Priors
+
+
+def table(num_classes: int = 3, target: int = 2, merge=()) -> classes.ClassTable:
+    """Return a small class table: classes a, b, c, ... with ignore 255."""
+    names = tuple('abcdefgh'[:num_classes])
+    return classes.ClassTable('toy', names, 255, target, ((0, 0, 0),) * num_classes,
+                              merge=merge)
+
+
+def onehot(labels: np.ndarray, num_classes: int, confidence: float = 0.9) -> np.ndarray:
+    """Return a softmax that puts ``confidence`` on ``labels`` and spreads the rest."""
+    rest = (1 - confidence) / (num_classes - 1)
+    probs = np.full(labels.shape + (num_classes,), rest, dtype=np.float32)
+    np.put_along_axis(probs, labels[..., None].astype(np.int64), np.float32(confidence), axis=2)
+    return probs
+
+
+# ---- priors (eq. 5, 15) -------------------------------------------------------------------
+
+def test_priors_hand_computation_ignore_excluded():
+    """p_z(y) is the share of images labelled y at z, ignore excluded per pixel (eq. 5)."""
+    maps = [np.array([[0, 1], [2, 255]], np.uint8), np.array([[0, 0], [255, 255]], np.uint8),
+            np.array([[1, 0], [2, 0]], np.uint8)]
+    priors = estimate_priors(maps, table())
+    expected = np.array([[[2 / 3, 1 / 3, 0], [2 / 3, 1 / 3, 0]],
+                         [[0, 0, 1], [1, 0, 0]]], np.float32)
+    np.testing.assert_allclose(priors.probs, expected, rtol=1e-6)
+    np.testing.assert_array_equal(priors.counts, [[3, 3], [2, 1]])
+    assert priors.num_images == 3
+
+
+def test_priors_without_any_label_are_uniform_and_sum_to_one():
+    """A pixel that is ignore in every image gets 1/K, so priors always sum to 1."""
+    priors = estimate_priors([np.array([[255, 1]], np.uint8)], table())
+    np.testing.assert_allclose(priors.probs[0, 0], [1 / 3] * 3)
+    np.testing.assert_allclose(priors.probs.sum(axis=2), 1, rtol=1e-6)
+
+
+def test_category_priors_and_rider_merge():
+    """Person and rider share the human category prior; rider counts for person (§6)."""
+    cs = classes.cityscapes_table()
+    person, rider = cs.index('person'), cs.index('rider')
+    maps = [np.array([[person, rider]], np.uint8), np.array([[0, rider]], np.uint8)]
+    by_class = estimate_priors(maps, cs)
+    assert by_class.probs[0, 1, person] == 1 and by_class.probs[0, 1, rider] == 0
+    by_category = estimate_priors(maps, cs, categories=True)
+    human = cs.category_names.index('human')
+    np.testing.assert_allclose(by_category.probs[0, :, human], [0.5, 1.0])
+    per_class = by_category.class_priors()
+    assert per_class.shape == (1, 2, 19)
+    np.testing.assert_allclose(per_class[0, :, rider], per_class[0, :, person])
+
+
+def test_priors_save_load_resize(tmp_path):
+    """The .npz round-trips with its metadata; resizing keeps a distribution per pixel."""
+    rng = np.random.default_rng(0)
+    maps = [rng.integers(0, 3, (8, 12)).astype(np.uint8) for _ in range(5)]
+    priors = estimate_priors(maps, table(), dataset='toy')
+    priors.save(tmp_path / 'p.npz')
+    loaded = Priors.load(tmp_path / 'p.npz')
+    np.testing.assert_array_equal(loaded.probs, priors.probs)
+    assert loaded.names == ('a', 'b', 'c') and loaded.num_images == 5
+    assert loaded.table == priors.table and loaded.digest == priors.digest
+    resized = loaded.resized((16, 6))
+    assert resized.probs.shape == (16, 6, 3)
+    np.testing.assert_allclose(resized.probs.sum(axis=2), 1, rtol=1e-5)
+
+
+def test_priors_bad_input(tmp_path):
+    """Empty data, mixed sizes, unknown labels and broken files get clear errors."""
+    with pytest.raises(ValueError, match='empty'):
+        estimate_priors([], table())
+    with pytest.raises(ValueError, match='differs'):
+        estimate_priors([np.zeros((2, 2), np.uint8), np.zeros((3, 2), np.uint8)], table())
+    with pytest.raises(ValueError, match='outside'):
+        estimate_priors([np.full((2, 2), 7, np.uint8)], table())
+    with pytest.raises(FileNotFoundError, match='missing.npz'):
+        Priors.load(tmp_path / 'missing.npz')
+    (tmp_path / 'bad.npz').write_bytes(b'not a zip')
+    with pytest.raises(ValueError, match='bad.npz'):
+        Priors.load(tmp_path / 'bad.npz')
+
+
+def test_interpolated_priors():
+    """p_{z,α} = (1 - α) + α p_z (eq. 15): α = 0 is flat, α = 1 the priors; α ∉ [0, 1] fails."""
+    p = np.array([[[0.2, 0.8]]], np.float32)
+    np.testing.assert_array_equal(interpolate(p, 0.0), np.ones_like(p))
+    np.testing.assert_array_equal(interpolate(p, 1.0), p)
+    np.testing.assert_allclose(interpolate(p, 0.5), [[[0.6, 0.9]]])
+    for bad in (-0.1, 1.5, float('nan')):
+        with pytest.raises(ValueError, match='alpha'):
+            interpolate(p, bad)
+
+
+# ---- decision rules (eq. 1, 3, 16) ----------------------------------------------------------
+
+def test_bayes_and_ml_rules_by_hand():
+    """ML divides by the priors: a rare class wins where its likelihood ratio is largest."""
+    probs = np.array([[[0.6, 0.1, 0.3]]], np.float32)
+    priors = np.array([[[0.8, 0.15, 0.05]]], np.float32)
+    assert rules.bayes_rule(probs)[0, 0] == 0
+    assert rules.ml_rule(probs, priors)[0, 0] == 2
+    ml = rules.ml_probabilities(probs, priors)
+    ratio = probs / (priors + 1e-5)
+    np.testing.assert_allclose(ml, ratio / ratio.sum(), rtol=1e-6)
+
+
+def test_priors_with_zeros_stay_finite():
+    """A zero prior is lifted by the reference's 1e-5 instead of dividing by zero."""
+    probs = np.array([[[0.5, 0.5]]], np.float32)
+    ml = rules.ml_probabilities(probs, np.array([[[1.0, 0.0]]], np.float32))
+    assert np.all(np.isfinite(ml)) and ml[0, 0, 1] > 0.99
+
+
+def test_rider_merge_renormalises():
+    """The merged class gets probability 0 and the rest is renormalised (spec §1)."""
+    t = table(3, target=1, merge=((2, 1),))
+    merged = rules.merge_classes(np.array([[[0.2, 0.3, 0.5]]], np.float32), t)
+    np.testing.assert_allclose(merged, [[[0.4, 0.6, 0.0]]], rtol=1e-6)
+
+
+@pytest.mark.parametrize('use_numpy', [True, False])
+def test_kernel_agrees_with_numpy(use_numpy, monkeypatch):
+    """The one-pass kernel and the numpy reference give identical masks on random softmaxes."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(size=(37, 53, 8)).astype(np.float32) * 3
+    probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
+    priors = rng.dirichlet(np.ones(5), size=(37, 53)).astype(np.float32)
+    chmap = np.array([0, 1, 1, 2, 3, 4, 4, 0])
+    for alpha in (0.0, 0.9, 1.0):
+        expected = kernels.decision_rules_numpy(probs, priors, chmap, alpha, (6,))
+        if use_numpy:
+            monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
+        got = kernels.decision_rules(probs, priors, chmap, alpha, (6,))
+        np.testing.assert_array_equal(got[0], expected[0])
+        np.testing.assert_array_equal(got[1], expected[1])
+        assert not np.any(got[0] == 6) and not np.any(got[1] == 6)
+
+
+# ---- heatmaps (eq. 6-8) ---------------------------------------------------------------------
+
+def test_heatmaps_by_hand():
+    """Uniform: E = 1, M = 1, V = 1 - 1/C; one-hot: all 0; a 0.7/0.2/0.1 split by hand."""
+    uniform = np.full((1, 4), 0.25, np.float32)
+    np.testing.assert_allclose(heatmaps.entropy(uniform), [1.0], rtol=1e-5)
+    np.testing.assert_allclose(heatmaps.margin(uniform), [1.0])
+    np.testing.assert_allclose(heatmaps.variation_ratio(uniform), [0.75])
+    sure = np.array([[1.0, 0, 0]], np.float32)
+    np.testing.assert_allclose(heatmaps.heatmaps(sure), [[0.0], [0.0], [0.0]], atol=1e-6)
+    p = np.array([[0.7, 0.2, 0.1]], np.float32)
+    e = -(0.7 * np.log(0.7) + 0.2 * np.log(0.2) + 0.1 * np.log(0.1)) / np.log(3)
+    np.testing.assert_allclose(heatmaps.entropy(p), [e], rtol=1e-5)
+    np.testing.assert_allclose(heatmaps.margin(p), [0.5], rtol=1e-6)
+    np.testing.assert_allclose(heatmaps.variation_ratio(p), [0.3], rtol=1e-6)
+
+
+# ---- segments and features (eq. 9-11) -------------------------------------------------------
+
+def test_one_pixel_segment_and_neighbourhood():
+    """A lone pixel: S = 1, S_in = 0; every neighbour event counts once (eq. 10)."""
+    pred = np.zeros((3, 3), np.uint8)
+    pred[1, 1] = 1
+    seg = segments.label_segments(pred)
+    assert seg.count == 2 and seg.labels[1, 1] == 2
+    assert seg.boundary.sum() == 9
+    t = table(2, target=1)
+    heat = heatmaps.heatmaps(onehot(pred, 2))
+    f = features.segment_features(seg.labels, pred, heat, t)
+    col = dict(zip(features.feature_names(t), f.T))
+    np.testing.assert_array_equal(col['S'], [8, 1])
+    np.testing.assert_array_equal(col['S_in'], [0, 0])
+    np.testing.assert_array_equal(col['ndist_a'], [0, 1])
+    np.testing.assert_array_equal(col['ndist_b'], [1, 0])
+    np.testing.assert_array_equal(col['mean_x'], [1, 1])
+    np.testing.assert_array_equal(col['E_in'], [0, 0])
+
+
+def test_border_alone_does_not_make_boundary_and_diagonals_connect():
+    """A segment touching the border keeps interior border pixels; diagonals are 8-connected."""
+    pred = np.zeros((5, 5), np.uint8)
+    pred[2, 2] = pred[3, 3] = 1
+    seg = segments.label_segments(pred)
+    assert seg.count == 2
+    assert not seg.boundary[0, 0] and not seg.boundary[0, 4]
+    assert seg.labels[2, 2] == seg.labels[3, 3]
+
+
+def test_ignore_neighbours_count_only_in_denominator():
+    """Ignore pixels are different labels: boundary, and in the ndist denominator only."""
+    pred = np.array([[0, 0, 255]], np.uint8)
+    seg = segments.label_segments(pred, ignore_label=255)
+    t = table(2, target=1)
+    f = features.segment_features(seg.labels, pred, heatmaps.heatmaps(onehot(pred % 2, 2)), t)
+    col = dict(zip(features.feature_names(t), f.T))
+    assert col['S_bd'][0] == 1 and col['ndist_a'][0] == 0 and col['ndist_b'][0] == 0
+
+
+def test_candidates_need_interior_and_no_bayes_pixel():
+    """Disagreeing ML segments of c with S_in > 0 go on; S_in = 0 ones are dropped (eq. 11)."""
+    pred_ml = np.zeros((8, 12), np.uint8)
+    pred_ml[1:4, 1:4] = 2          # 3x3 blob, has interior, Bayes misses it -> candidate
+    pred_ml[5:7, 1:3] = 2          # 2x2 blob, no interior -> dropped
+    pred_ml[1:4, 7:10] = 2         # 3x3 blob, Bayes agrees on one pixel -> not disagreeing
+    pred_bayes = np.zeros_like(pred_ml)
+    pred_bayes[2, 8] = 2
+    cand = segments.disagreeing_candidates(pred_ml, pred_bayes, 2)
+    assert cand.count == 1 and cand.dropped == 1
+    np.testing.assert_array_equal(cand.boxes[0], [1, 1, 4, 4])
+    assert cand.sizes[0] == 9
+
+
+def test_feature_schema():
+    """45 features for 8 classes, 55 for Cityscapes' 19 with rider merged (spec §3)."""
+    eight = table(8, target=6)
+    assert len(features.feature_names(eight)) == 45
+    names = features.feature_names(classes.cityscapes_table())
+    assert len(names) == 55 and 'ndist_rider' not in names and 'ndist_person' in names
+    assert names[:3] == ('E', 'E_in', 'E_bd') and names[30:35] == (
+        'S', 'S_in', 'S_bd', 'S_rel', 'S_rel_in')
+
+
+# ---- fusion (eq. 14) ------------------------------------------------------------------------
+
+def test_fusion_copies_only_kept_candidates():
+    """Kept candidates take class c; dropped ones and everything else stay Bayes."""
+    pred_ml = np.zeros((6, 10), np.uint8)
+    pred_ml[1:4, 1:4] = 2
+    pred_ml[1:4, 6:9] = 2
+    bayes = np.ones_like(pred_ml)
+    cand = segments.disagreeing_candidates(pred_ml, bayes, 2)
+    fused = fuse(bayes, cand, np.array([False, True]), 2)
+    assert (fused[1:4, 6:9] == 2).all() and (fused[1:4, 1:4] == 1).all()
+    assert (fused[pred_ml != 2] == 1).all()
+    np.testing.assert_array_equal(fuse(bayes, cand, np.array([False, False]), 2), bayes)
+    with pytest.raises(ValueError, match='keep'):
+        fuse(bayes, cand, np.array([True]), 2)
+
+
+# ---- evaluation (spec §6, eq. 17) -----------------------------------------------------------
+
+def test_fp_fn_delta_by_hand():
+    """Segment FP needs S_in > 0 and no GT-c pixel; FN is a GT segment with no predicted c."""
+    t = table(3, target=2)
+    gt = np.zeros((8, 16), np.uint8)
+    gt[1:4, 1:4] = 2                  # person A
+    gt[5:7, 12:14] = 2                # person B
+    bayes = np.zeros_like(gt)
+    bayes[1:4, 1:4] = 2               # finds A
+    ml = bayes.copy()
+    ml[5:7, 12:14] = 2                # also finds B (2x2: no interior, still a hit for FN)
+    ml[1:4, 7:10] = 2                 # and a 3x3 false positive
+    ml[6, 6] = 2                      # a 1-pixel false alarm without interior: not counted
+    b, m = evaluation.segment_counts(bayes, gt, t), evaluation.segment_counts(ml, gt, t)
+    assert (b.tp, b.fp, b.fn) == (1, 0, 1)
+    assert (m.tp, m.fp, m.fn) == (1, 1, 0)
+    assert evaluation.delta(m, b) == 1.0
+    assert np.isnan(evaluation.delta(b, b))
+    assert evaluation.added_tp_share(m, b, m) == 1.0
+    assert b.f1 == pytest.approx(2 / 3)
+
+
+def test_ignore_in_ground_truth_masks_prediction():
+    """Predicted c on ignore pixels is neither FP nor TP (prediction set to ignore first)."""
+    t = table(3, target=2)
+    gt = np.full((5, 5), 255, np.uint8)
+    pred = np.full((5, 5), 2, np.uint8)
+    assert evaluation.segment_counts(pred, gt, t) == evaluation.SegmentCounts(0, 0, 0)
+
+
+def test_confusion_and_miou():
+    """Mean IoU over the classes that occur; ignore pixels excluded."""
+    t = table(3)
+    gt = np.array([[0, 0, 1, 255]], np.uint8)
+    pred = np.array([[0, 1, 1, 2]], np.uint8)
+    conf = evaluation.confusion(pred, gt, t)
+    np.testing.assert_allclose(evaluation.iou_per_class(conf)[:2], [0.5, 0.5])
+    assert evaluation.mean_iou(conf) == pytest.approx(0.5)
+    with pytest.raises(ValueError, match='outside'):
+        evaluation.confusion(pred, np.array([[0, 0, 9, 1]], np.uint8), t)
+
+
+# ---- pipeline: edge cases and bad input -----------------------------------------------------
+
+def pipeline(num_classes: int = 3, shape=(10, 14), alpha: float = 1.0) -> MetaFusion:
+    """Return a MetaFusion whose priors make class c (2) rare everywhere."""
+    t = table(num_classes, target=2)
+    prior = np.full(shape + (num_classes,), 0.45, np.float32)
+    prior[..., 2] = 0.1
+    prior /= prior.sum(axis=2, keepdims=True)
+    return MetaFusion(Priors(prior, t), alpha=alpha)
+
+
+def test_alpha_zero_is_exactly_bayes():
+    """α = 0 gives exactly the Bayes mask and no candidates."""
+    rng = np.random.default_rng(3)
+    probs = rng.dirichlet(np.ones(3), size=(10, 14)).astype(np.float32)
+    result = pipeline(alpha=0.0).process(probs)
+    np.testing.assert_array_equal(result.pred_ml, result.pred_bayes)
+    np.testing.assert_array_equal(result.fused, result.pred_bayes)
+    assert result.candidates.count == 0
+
+
+def test_empty_frame_and_score_threshold():
+    """A frame of one class has no candidates; τ decides which candidates are fused."""
+    mf = pipeline()
+    probs = onehot(np.zeros((10, 14), np.uint8), 3, 0.98)
+    empty = mf.process(probs)
+    assert empty.candidates.count == 0 and empty.features.shape == (0, 30 + 5 + 2 + 3)
+    probs[2:6, 2:6] = [0.5, 0.2, 0.3]          # c loses under Bayes, wins under ML
+    probs[2:6, 8:12] = [0.5, 0.2, 0.3]
+    result = mf.process(probs, score_fn=lambda f: np.where(f[:, 30] > 6, 0.9, 0.1))
+    assert result.candidates.count == 2
+    assert result.keep.all() and (result.fused[2:6, 2:6] == 2).all()
+    mf.tau = 0.95
+    assert not mf.process(probs, score_fn=lambda f: np.full(len(f), 0.9)).keep.any()
+
+
+def test_two_classes_only():
+    """Run MetaFusion with only two classes."""
+    t = table(2, target=1)
+    mf = MetaFusion(Priors(np.dstack([np.full((6, 6), 0.9), np.full((6, 6), 0.1)]), t))
+    probs = onehot(np.zeros((6, 6), np.uint8), 2, 0.8)
+    assert (mf.process(probs).fused == 1).all()
+
+
+@pytest.mark.parametrize('probs, error, match', [
+    (np.zeros((10, 14)), ValueError, 'rank 3'),
+    (np.zeros((10, 14, 3), np.int32), TypeError, 'floating'),
+    (np.full((10, 14, 4), 0.25, np.float32), ValueError, '4 classes'),
+    (np.full((10, 14, 3), np.nan, np.float32), ValueError, 'NaN'),
+    (np.dstack([np.full((10, 14), 1.5), np.full((10, 14), -0.5), np.zeros((10, 14))])
+     .astype(np.float32), ValueError, 'negative'),
+    (np.full((10, 14, 3), 0.5, np.float32), ValueError, 'normalised'),
+    ([[0.5, 0.5]], TypeError, 'numpy'),
+])
+def test_pipeline_rejects_bad_softmax(probs, error, match):
+    """Bad softmaxes raise a clear error naming the problem."""
+    with pytest.raises(error, match=match):
+        pipeline().process(probs)
+
+
+def test_pipeline_rejects_bad_configuration():
+    """α/τ outside [0, 1], priors for other classes and a broken score function fail clearly."""
+    mf = pipeline()
+    with pytest.raises(ValueError, match='alpha'):
+        mf.alpha = 1.2
+    with pytest.raises(ValueError, match='tau'):
+        mf.tau = -1
+    with pytest.raises(ValueError, match='priors are for'):
+        MetaFusion(mf.priors, table=table(4))
+    probs = onehot(np.zeros((10, 14), np.uint8), 3, 0.98)
+    probs[2:6, 2:6] = [0.5, 0.2, 0.3]
+    with pytest.raises(ValueError, match='scores'):
+        mf.process(probs, score_fn=lambda f: np.zeros(5))
