@@ -30,7 +30,7 @@ demo: build
 	$(ENV) && source install/setup.bash && python -m metafusion_ros.demo
 
 bench: build
-	$(ENV) && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done
+	$(ENV) && source install/setup.bash && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done
 
 clean:
 	rm -rf build install log

@@ -135,11 +135,12 @@ def test_kernel_agrees_with_numpy(use_numpy, monkeypatch):
     probs = np.exp(logits) / np.exp(logits).sum(axis=2, keepdims=True)
     priors = rng.dirichlet(np.ones(5), size=(37, 53)).astype(np.float32)
     chmap = np.array([0, 1, 1, 2, 3, 4, 4, 0])
+    if use_numpy:
+        monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
     for alpha in (0.0, 0.9, 1.0):
-        expected = kernels.decision_rules_numpy(probs, priors, chmap, alpha, (6,))
-        if use_numpy:
-            monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
-        got = kernels.decision_rules(probs, priors, chmap, alpha, (6,))
+        inverse = None if alpha == 0 else 1 / (interpolate(priors, alpha) + np.float32(1e-5))
+        expected = kernels.decision_rules_numpy(probs, inverse, chmap, (6,))
+        got = kernels.decision_rules(probs, inverse, chmap, (6,))
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
         assert not np.any(got[0] == 6) and not np.any(got[1] == 6)
@@ -360,3 +361,29 @@ def test_pipeline_rejects_bad_configuration():
     probs[2:6, 2:6] = [0.5, 0.2, 0.3]
     with pytest.raises(ValueError, match='scores'):
         mf.process(probs, score_fn=lambda f: np.zeros(5))
+
+
+@pytest.mark.parametrize('use_numpy', [True, False])
+def test_candidate_kernel_agrees_with_scipy_labelling(use_numpy, monkeypatch):
+    """Sparse union-find candidates equal the scipy labelling of the target class (eq. 11)."""
+    if use_numpy:
+        monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
+    rng = np.random.default_rng(5)
+    blocks = rng.random((20, 27)) < 0.3
+    pred_ml = np.kron(blocks, np.ones((3, 3), bool))[:60, :80].astype(np.uint8) * 2
+    pred_ml[rng.random((60, 80)) < 0.05] = 1
+    pred_bayes = np.where(rng.random((60, 80)) < 0.004, 2, 0).astype(np.uint8)
+    cand = segments.disagreeing_candidates(pred_ml, pred_bayes, 2)
+    full = segments.label_segments(pred_ml)
+    expected_ids = []
+    for sid in range(1, full.count + 1):
+        region = full.labels == sid
+        if pred_ml[region][0] == 2 and not (pred_bayes[region] == 2).any() and (
+                region & ~full.boundary).any():
+            expected_ids.append(sid)
+    assert cand.count == len(expected_ids) > 3
+    for new_id, sid in enumerate(expected_ids, start=1):
+        np.testing.assert_array_equal(cand.labels == new_id, full.labels == sid)
+        rows, cols = np.nonzero(full.labels == sid)
+        np.testing.assert_array_equal(cand.boxes[new_id - 1],
+                                      [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])

@@ -17,7 +17,7 @@ import numpy as np
 from .classes import ClassTable
 from .heatmaps import HEATMAPS
 
-__all__ = ['feature_names', 'segment_features', 'HEATMAP_STATS', 'OFFSETS']
+__all__ = ['feature_names', 'segment_features', 'features_at', 'HEATMAP_STATS', 'OFFSETS']
 
 HEATMAP_STATS = ('', '_in', '_bd', '_rel', '_rel_in',
                  '_var', '_var_in', '_var_bd', '_var_rel', '_var_rel_in')
@@ -76,43 +76,54 @@ def _scan_neighbours(pixels: np.ndarray, shape: tuple[int, int]):
 def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
                      heat: tuple[np.ndarray, np.ndarray, np.ndarray],
                      table: ClassTable) -> np.ndarray:
-    """Return the ``(n, F)`` features of segments ``1..n`` of ``seg_labels`` (spec §3).
+    """Return the ``(n, F)`` features of segments ``1..n`` of the map ``seg_labels`` (spec §3).
 
-    ``seg_labels`` holds the segments to describe (ids 1..n, 0 elsewhere): a full labelling or
-    only the candidates. ``pred`` is the label map they were formed on (boundary and
-    neighbourhood, eq. 10; values outside the table count as ignore). ``heat`` is ``(E, M, V)``
-    either as ``(H, W)`` maps or as 1-D values at ``np.flatnonzero(seg_labels)``, so that
-    heatmaps need only be computed where there are segments.
+    ``seg_labels`` holds the segments to describe (ids 1..n, 0 elsewhere); ``pred`` is the label
+    map they were formed on; ``heat`` is ``(E, M, V)`` as ``(H, W)`` maps. See
+    :func:`features_at` for the sparse form.
     """
-    shape = seg_labels.shape
-    flat_labels, flat_pred = seg_labels.ravel(), pred.ravel()
-    pixels = np.flatnonzero(flat_labels)
-    sid = flat_labels[pixels]
+    pixels = np.flatnonzero(seg_labels)
+    values = tuple(h.ravel()[pixels] for h in heat)
+    return features_at(pixels, seg_labels.ravel()[pixels], pred, values, table)
+
+
+def features_at(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
+                heat: tuple[np.ndarray, np.ndarray, np.ndarray],
+                table: ClassTable) -> np.ndarray:
+    """Return the ``(n, F)`` features of segments given sparsely (spec §3, eq. 6-10).
+
+    ``pixels`` are flat indices into ``pred`` (the label map the segments were formed on: it
+    decides boundary and neighbourhood, eq. 10; values outside the table count as ignore),
+    ``sid`` their segment ids 1..n, and ``heat`` the ``(E, M, V)`` values at those pixels, so
+    that heatmaps need only be computed where there are segments.
+    """
+    shape = pred.shape
+    flat_pred = pred.ravel()
     n = int(sid.max(initial=0))
     if n == 0:
         return np.zeros((0, len(feature_names(table))), dtype=np.float64)
     own = flat_pred[pixels]
     bd = np.zeros(pixels.size, dtype=bool)
-    ndist_classes = neighbourhood_classes(table)
-    events = np.zeros((n + 1, table.num_classes + 1), dtype=np.float64)
+    events = np.zeros((n + 1) * (table.num_classes + 1), dtype=np.float64)
     for valid, neighbour in _scan_neighbours(pixels, shape):
         other = flat_pred[neighbour]
         differs = valid & (other != own)
         bd |= differs
         other_class = np.minimum(other[differs].astype(np.int64), table.num_classes)
-        np.add.at(events, (sid[differs], other_class), 1.0)
+        events += np.bincount(sid[differs] * (table.num_classes + 1) + other_class,
+                              minlength=events.size)
+    events = events.reshape(n + 1, table.num_classes + 1)
     s = np.bincount(sid, minlength=n + 1)[1:].astype(np.float64)
     s_bd = np.bincount(sid[bd], minlength=n + 1)[1:].astype(np.float64)
     s_in = s - s_bd
     columns: list[np.ndarray] = []
-    for h in heat:
-        values = h.ravel()[pixels] if h.shape == shape else h
-        columns += _heatmap_features(values.astype(np.float64), sid, bd, n, (s, s_in, s_bd))
+    for values in heat:
+        columns += _heatmap_features(np.asarray(values, np.float64), sid, bd, n, (s, s_in, s_bd))
     safe_bd = np.maximum(s_bd, 1)
     columns += [s, s_in, s_bd, s / safe_bd, s_in / safe_bd]
     rows, cols = np.divmod(pixels, shape[1])
     columns += [np.bincount(sid, rows, minlength=n + 1)[1:] / s,
                 np.bincount(sid, cols, minlength=n + 1)[1:] / s]
     total = np.maximum(events[1:].sum(axis=1), 1)
-    columns += [events[1:, y] / total for y in ndist_classes]
+    columns += [events[1:, y] / total for y in neighbourhood_classes(table)]
     return np.stack(columns, axis=1)

@@ -17,12 +17,10 @@ def fuse(pred_bayes: np.ndarray, candidates: Candidates, keep: np.ndarray,
     keep = np.asarray(keep, dtype=bool)
     if keep.shape != (candidates.count,):
         raise ValueError(f'keep has shape {keep.shape}, expected ({candidates.count},)')
-    if pred_bayes.shape != candidates.labels.shape:
+    if pred_bayes.shape != tuple(candidates.shape):
         raise ValueError(f'Bayes mask {pred_bayes.shape} and candidates '
-                         f'{candidates.labels.shape} differ in size')
+                         f'{tuple(candidates.shape)} differ in size')
     fused = pred_bayes.copy()
-    for cid in np.flatnonzero(keep) + 1:
-        r0, c0, r1, c1 = candidates.boxes[cid - 1]
-        window = fused[r0:r1, c0:c1]
-        window[candidates.labels[r0:r1, c0:c1] == cid] = target
+    if keep.any():
+        fused.ravel()[candidates.pixels[keep[candidates.pixel_ids - 1]]] = target
     return fused

@@ -1,13 +1,17 @@
-"""One pass over the softmax: Bayes and ML masks (eq. 1, 16) plus the softmax sanity checks.
+"""Compiled kernels of the hot path, each with the plain-numpy reference it must agree with.
 
-Two implementations that must agree bit for bit: a plain-numpy reference and a numba kernel that
-reads each probability once (no temporaries the size of the softmax). The kernel is used when
-numba is importable. Both take the priors at their stored level (classes or categories) with a
-per-class channel map, so that category priors are never expanded to ``(H, W, C)``.
+- :func:`decision_rules`: one pass over the softmax giving the Bayes and ML masks (eq. 1, 16) and
+  the softmax sanity checks, without temporaries the size of the softmax. It takes the reciprocal
+  α-adjusted priors ``1 / (p_α + 1e-5)`` at their stored level (classes or categories, cached by
+  the pipeline per α and size) with a per-class channel map, so category priors are never
+  expanded to ``(H, W, C)``. Masks are the argmax of the unnormalised scores (``p`` for Bayes,
+  ``p / (p_α + 1e-5)`` for ML) with merged classes (rider) excluded: renormalising rescales a
+  pixel's scores by one positive factor, which leaves the argmax unchanged.
+- :func:`disagreeing_pixels`: the disagreeing candidates of eq. 11 from a sparse scan of the
+  target class's pixels (union-find), never labelling the whole frame.
 
-Masks are the argmax of the unnormalised scores (``p`` for Bayes, ``p / (p_α + 1e-5)`` for ML)
-with merged classes (rider) excluded: renormalising rescales a pixel's scores by one positive
-factor, which leaves the argmax unchanged.
+The numba versions are used when numba is importable (``METAFUSION_DISABLE_NUMBA=1`` turns them
+off); the numpy ones are the reference, and the tests check that both agree.
 """
 from __future__ import annotations
 
@@ -16,9 +20,9 @@ import os
 
 import numpy as np
 
-from .priors import REFERENCE_EPS
 
-__all__ = ['SoftmaxStats', 'decision_rules', 'decision_rules_numpy', 'HAVE_NUMBA']
+__all__ = ['SoftmaxStats', 'decision_rules', 'decision_rules_numpy', 'disagreeing_pixels',
+           'HAVE_NUMBA']
 
 try:  # numba is optional: the numpy reference is always available
     if os.environ.get('METAFUSION_DISABLE_NUMBA'):
@@ -31,100 +35,197 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 
 @dataclass(frozen=True)
 class SoftmaxStats:
-    """What the pass saw: non-finite and negative values, largest deviation of a class sum."""
+    """What the pass saw: NaN or negative values, and the largest deviation of a class sum."""
 
-    nonfinite: int
-    negative: int
+    bad: int
     max_sum_error: float
 
     def check(self, atol: float = 1e-3) -> None:
         """Raise ``ValueError`` for NaN/Inf, negative or unnormalised probabilities."""
-        if self.nonfinite:
-            raise ValueError(f'softmax contains {self.nonfinite} NaN or Inf values')
-        if self.negative:
-            raise ValueError(f'softmax contains {self.negative} negative probabilities')
+        if self.bad:
+            raise ValueError(f'softmax contains {self.bad} NaN or negative probabilities')
+        if not np.isfinite(self.max_sum_error):
+            raise ValueError('softmax contains NaN or Inf')
         if self.max_sum_error > atol:
             raise ValueError(f'softmax is not normalised: a class sum is off by '
                              f'{self.max_sum_error:.4g}')
 
 
-def decision_rules_numpy(probs: np.ndarray, priors: np.ndarray, channel_map: np.ndarray,
-                         alpha: float, merged: tuple[int, ...]
+def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
+                         channel_map: np.ndarray, merged: tuple[int, ...]
                          ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
-    """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy."""
-    stats = SoftmaxStats(int(np.count_nonzero(~np.isfinite(probs))),
-                         int(np.count_nonzero(probs < 0)),
-                         float(np.nan_to_num(np.abs(probs.sum(axis=2) - 1).max(), nan=np.inf)))
+    """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy.
+
+    ``inv_prior`` None means α = 0: the ML mask is the Bayes mask.
+    """
+    sums = probs.sum(axis=2)
+    stats = SoftmaxStats(int(np.count_nonzero(~(probs >= 0))),
+                         float(np.nan_to_num(np.abs(sums - 1).max(), nan=np.inf)))
     scores = probs.copy()
     scores[..., list(merged)] = -1
     pred_bayes = np.argmax(scores, axis=2).astype(np.uint8)
-    if alpha == 0.0:
+    if inv_prior is None:
         return pred_bayes, pred_bayes.copy(), stats
-    prior_alpha = np.float32(1.0 - alpha) + np.float32(alpha) * priors[:, :, channel_map]
-    scores /= prior_alpha + np.float32(REFERENCE_EPS)
+    scores *= inv_prior[:, :, channel_map]
     scores[..., list(merged)] = -1
     return pred_bayes, np.argmax(scores, axis=2).astype(np.uint8), stats
 
 
 if HAVE_NUMBA:
     @numba.njit(cache=True, nogil=True)
-    def _rules_kernel(probs, priors, channel_map, alpha, merged, pred_bayes, pred_ml):
+    def _rules_kernel(probs, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
         h, w, c = probs.shape
-        a1 = np.float32(1.0 - alpha)
-        a = np.float32(alpha)
-        eps = np.float32(REFERENCE_EPS)
-        nonfinite = 0
-        negative = 0
-        max_err = 0.0
+        bad = 0
+        max_err = np.float32(0)
         for i in range(h):
+            prob_row, inv_row, max_row = probs[i], inv_prior[i], inv_max[i]
             for j in range(w):
-                best_b = -1.0
-                best_m = -1.0
-                arg_b = 0
-                arg_m = 0
-                total = 0.0
+                p = prob_row[j]
+                best = np.float32(-1)
+                arg = 0
+                total = np.float32(0)
+                low = np.float32(0)
                 for y in range(c):
-                    p = probs[i, j, y]
-                    total += p
-                    if not np.isfinite(p):
-                        nonfinite += 1
-                    elif p < 0:
-                        negative += 1
+                    total += p[y]
+                    low = min(low, p[y])
+                    if p[y] > best:
+                        best = p[y]
+                        arg = y
+                if merged[arg]:  # rare: the winner is merged away, rescan without it
+                    best = np.float32(-1)
+                    for y in range(c):
+                        if not merged[y] and p[y] > best:
+                            best = p[y]
+                            arg = y
+                if not low >= 0:
+                    bad += 1
+                err = abs(total - np.float32(1))
+                if not err <= max_err:
+                    max_err = err if err == err else np.float32(np.inf)
+                pred_bayes[i, j] = arg
+                inv = inv_row[j]
+                # No other class can beat Bayes' ratio when even all the remaining mass at the
+                # largest inverse prior stays below it: then ML = Bayes, exactly.
+                bound = (total - best + np.float32(1e-6)) * max_row[j] * np.float32(1.000001)
+                if best * inv[channel_map[arg]] > bound:
+                    pred_ml[i, j] = arg
+                    continue
+                best_ml = np.float32(-1)
+                arg_ml = 0
+                for y in range(c):
                     if merged[y]:
                         continue
-                    if p > best_b:
-                        best_b = p
-                        arg_b = y
-                    ratio = p / (a1 + a * priors[i, j, channel_map[y]] + eps)
-                    if ratio > best_m:
-                        best_m = ratio
-                        arg_m = y
-                err = abs(total - 1.0)
-                if not err <= max_err:
-                    max_err = err if np.isfinite(err) else np.inf
-                pred_bayes[i, j] = arg_b
-                pred_ml[i, j] = arg_m
-        return nonfinite, negative, max_err
+                    ratio = p[y] * inv[channel_map[y]]
+                    if ratio > best_ml:
+                        best_ml = ratio
+                        arg_ml = y
+                pred_ml[i, j] = arg_ml
+        return bad, max_err
+
+    @numba.njit(cache=True, nogil=True)
+    def _find_root(parent, k):
+        while parent[k] != k:
+            parent[k] = parent[parent[k]]
+            k = parent[k]
+        return k
+
+    @numba.njit(cache=True, nogil=True)
+    def _components_kernel(pred_ml, pred_bayes, target):
+        h, w = pred_ml.shape
+        flat_ml = pred_ml.ravel()
+        pixels = np.flatnonzero(flat_ml == target)
+        n = pixels.size
+        parent = np.arange(n)
+        interior = np.ones(n, dtype=np.bool_)
+        for k in range(n):
+            i, j = divmod(pixels[k], w)
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    ii, jj = i + di, j + dj
+                    if (di == 0 and dj == 0) or ii < 0 or ii >= h or jj < 0 or jj >= w:
+                        continue
+                    if pred_ml[ii, jj] != target:
+                        interior[k] = False
+                    elif di < 0 or (di == 0 and dj < 0):
+                        q = np.searchsorted(pixels, ii * w + jj)
+                        a, b = _find_root(parent, k), _find_root(parent, q)
+                        if a != b:
+                            parent[max(a, b)] = min(a, b)
+        roots = np.empty(n, dtype=np.int64)
+        for k in range(n):
+            roots[k] = _find_root(parent, k)
+        agree = np.zeros(n, dtype=np.bool_)
+        has_interior = np.zeros(n, dtype=np.bool_)
+        flat_bayes = pred_bayes.ravel()
+        for k in range(n):
+            if flat_bayes[pixels[k]] == target:
+                agree[roots[k]] = True
+            if interior[k]:
+                has_interior[roots[k]] = True
+        return pixels, roots, agree, has_interior
 
 
-def decision_rules(probs: np.ndarray, priors: np.ndarray, channel_map: np.ndarray,
-                   alpha: float, merged: tuple[int, ...]
+def _components_numpy(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int):
+    """Plain scipy/numpy twin of ``_components_kernel`` (same outputs)."""
+    from scipy import ndimage
+
+    eight = np.ones((3, 3), dtype=bool)
+    mask = pred_ml == target
+    components, _ = ndimage.label(mask, structure=eight)
+    pixels = np.flatnonzero(mask)
+    comp = components.ravel()[pixels]
+    first = np.full(comp.max(initial=0) + 1, -1, dtype=np.int64)
+    first[comp[::-1]] = np.arange(pixels.size)[::-1]
+    roots = first[comp]
+    agree = np.zeros(pixels.size, dtype=bool)
+    agree[roots[pred_bayes.ravel()[pixels] == target]] = True
+    interior = ndimage.binary_erosion(mask, structure=eight, border_value=1).ravel()[pixels]
+    has_interior = np.zeros(pixels.size, dtype=bool)
+    has_interior[roots[interior]] = True
+    return pixels, roots, agree, has_interior
+
+
+def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+    """Return candidate pixels, their ids 1..n (raster order) and the S_in = 0 count (eq. 11).
+
+    A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
+    least one interior pixel.
+    """
+    kernel = _components_kernel if HAVE_NUMBA else _components_numpy
+    pixels, roots, agree, has_interior = kernel(
+        np.ascontiguousarray(pred_ml), np.ascontiguousarray(pred_bayes), int(target))
+    is_root = roots == np.arange(roots.size)
+    disagreeing = is_root & ~agree
+    keep_root = disagreeing & has_interior
+    new_id = np.cumsum(keep_root).astype(np.int32)
+    selected = keep_root[roots]
+    dropped = int(np.count_nonzero(disagreeing)) - int(np.count_nonzero(keep_root))
+    return pixels[selected], new_id[roots[selected]], dropped
+
+
+def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map: np.ndarray,
+                   merged: tuple[int, ...], inv_max: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats in one pass over ``probs``.
 
-    ``probs`` (H, W, C), ``priors`` (H, W, K) at the same size, ``channel_map`` (C,) class ->
-    prior channel, ``merged`` the classes excluded from both argmaxes.
+    ``probs`` (H, W, C); ``inv_prior`` (H, W, K) = ``1 / (p_α + 1e-5)`` at the same size, or None
+    for α = 0; ``channel_map`` (C,) class -> prior channel; ``merged`` the classes excluded from
+    both argmaxes; ``inv_max`` the per-pixel maximum of ``inv_prior`` (computed if not given;
+    callers that reuse ``inv_prior`` cache it).
     """
-    if priors.shape[:2] != probs.shape[:2]:
-        raise ValueError(f'priors {priors.shape[:2]} and softmax {probs.shape[:2]} differ in size')
-    if not HAVE_NUMBA or alpha == 0.0:
-        return decision_rules_numpy(probs, priors, channel_map, alpha, merged)
+    if inv_prior is not None and inv_prior.shape[:2] != probs.shape[:2]:
+        raise ValueError(f'priors {inv_prior.shape[:2]} and softmax {probs.shape[:2]} '
+                         f'differ in size')
+    if not HAVE_NUMBA or inv_prior is None:
+        return decision_rules_numpy(probs, inv_prior, channel_map, merged)
     probs = np.ascontiguousarray(probs, dtype=np.float32)
     is_merged = np.zeros(probs.shape[2], dtype=np.bool_)
     is_merged[list(merged)] = True
     pred_bayes = np.empty(probs.shape[:2], dtype=np.uint8)
     pred_ml = np.empty(probs.shape[:2], dtype=np.uint8)
-    nonfinite, negative, max_err = _rules_kernel(
-        probs, np.ascontiguousarray(priors, dtype=np.float32), channel_map.astype(np.int64),
-        float(alpha), is_merged, pred_bayes, pred_ml)
-    return pred_bayes, pred_ml, SoftmaxStats(int(nonfinite), int(negative), float(max_err))
+    inv_prior = np.ascontiguousarray(inv_prior, dtype=np.float32)
+    inv_max = inv_prior.max(axis=2) if inv_max is None else inv_max
+    bad, max_err = _rules_kernel(probs, inv_prior, np.ascontiguousarray(inv_max, np.float32),
+                                 channel_map.astype(np.int64), is_merged, pred_bayes, pred_ml)
+    return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))

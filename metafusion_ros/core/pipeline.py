@@ -14,10 +14,10 @@ import numpy as np
 
 from . import kernels
 from .classes import ClassTable
-from .features import feature_names, segment_features
+from .features import feature_names, features_at
 from .fusion import fuse
 from .heatmaps import heatmaps
-from .priors import check_alpha, interpolate, Priors
+from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
 from .rules import check_probs, ml_probabilities
 from .segments import Candidates, check_label_map, disagreeing_candidates
 
@@ -77,6 +77,7 @@ class MetaFusion:
         self.tau = tau
         self.feature_names = feature_names(self.table)
         self._cache: dict[tuple[int, int], Priors] = {}
+        self._inverse: tuple[tuple, tuple[np.ndarray, np.ndarray] | None] = ((), None)
 
     @property
     def alpha(self) -> float:
@@ -110,18 +111,43 @@ class MetaFusion:
         """Return ``p_{z,α}(y)`` per class at ``size`` (eq. 15)."""
         return interpolate(self.priors_at(size).class_priors(), self.alpha)
 
+    def inverse_prior_alpha(self, size: tuple[int, int]
+                            ) -> tuple[np.ndarray, np.ndarray] | None:
+        """Return ``1 / (p_{z,α} + 1e-5)`` at the priors' level (eq. 15, 16) and its per-pixel max.
+
+        None for α = 0. Cached for the current α and size, so a frame costs no prior arithmetic.
+        """
+        if self.alpha == 0.0:
+            return None
+        key = (tuple(size), self.alpha)
+        if self._inverse[0] != key:
+            prior_alpha = interpolate(self.priors_at(size).probs, self.alpha)
+            inverse = np.float32(1) / (prior_alpha + np.float32(REFERENCE_EPS))
+            self._inverse = (key, (inverse, inverse.max(axis=2)))
+        return self._inverse[1]
+
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
         check_probs(probs, self.table.num_classes, values=False)
         priors = self.priors_at(probs.shape[:2])
+        inverse, inv_max = self.inverse_prior_alpha(probs.shape[:2]) or (None, None)
         pred_bayes, pred_ml, stats = kernels.decision_rules(
-            probs, priors.probs, priors_channel_map(priors), self.alpha, self.table.merged_away)
+            probs, inverse, priors_channel_map(priors), self.table.merged_away, inv_max)
         stats.check()
+        return self.segment_stage(pred_bayes, pred_ml, probs, score_fn)
+
+    def segment_stage(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, probs: np.ndarray,
+                      score_fn: ScoreFn | None = None) -> FrameResult:
+        """Run candidates, features, decisions and fusion from the two masks and the softmax.
+
+        The ML probabilities and heatmaps are computed at candidate pixels only.
+        """
         candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
-        pixels = np.flatnonzero(candidates.labels)
-        flat = probs.reshape(-1, probs.shape[2])[pixels]
-        prior_alpha = interpolate(
-            priors.class_priors().reshape(-1, probs.shape[2])[pixels], self.alpha)
+        pixels = candidates.pixels
+        num_classes = probs.shape[2]
+        priors = self.priors_at(probs.shape[:2])
+        prior_alpha = interpolate(priors.class_priors_at(pixels), self.alpha)
+        flat = probs.reshape(-1, num_classes)[pixels]
         heat = heatmaps(ml_probabilities(flat, prior_alpha, self.table))
         return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
 
@@ -130,17 +156,18 @@ class MetaFusion:
         check_label_map(head.pred_bayes, 'Bayes mask')
         check_label_map(head.pred_ml, 'ML mask')
         candidates = disagreeing_candidates(head.pred_ml, head.pred_bayes, self.table.target)
-        heat = (head.entropy, head.margin, head.variation)
-        for name, array in zip(('entropy', 'margin', 'variation'), heat):
+        maps = (head.entropy, head.margin, head.variation)
+        for name, array in zip(('entropy', 'margin', 'variation'), maps):
             if array.shape != head.pred_ml.shape:
                 raise ValueError(f'{name} heatmap {array.shape} and masks '
                                  f'{head.pred_ml.shape} differ in size')
+        heat = tuple(h.ravel()[candidates.pixels] for h in maps)
         return self._decide(head.pred_bayes, head.pred_ml, candidates, heat, score_fn)
 
     def _decide(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, candidates: Candidates,
                 heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:
         """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14)."""
-        features = segment_features(candidates.labels, pred_ml, heat, self.table)
+        features = features_at(candidates.pixels, candidates.pixel_ids, pred_ml, heat, self.table)
         if score_fn is None or candidates.count == 0:
             scores = np.ones(candidates.count, dtype=np.float64)
         else:

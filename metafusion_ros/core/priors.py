@@ -83,6 +83,13 @@ class Priors:
             return self.probs
         return self.probs[:, :, np.asarray(self.table.category_of_class)]
 
+    def class_priors_at(self, pixels: np.ndarray) -> np.ndarray:
+        """Return ``(n, C)`` class priors at flat pixel indices (no full-frame expansion)."""
+        channels = self.probs.reshape(-1, self.probs.shape[2])[pixels]
+        if self.level == 'class':
+            return channels
+        return channels[:, np.asarray(self.table.category_of_class)]
+
     def resized(self, size: tuple[int, int]) -> 'Priors':
         """Return the priors resized to ``(H, W)``: bilinear, then renormalised (spec §1)."""
         if tuple(size) == self.resolution:

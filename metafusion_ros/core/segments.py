@@ -13,6 +13,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.measure import label as _label
 
+from . import kernels
+
 __all__ = ['Segments', 'Candidates', 'label_segments', 'boundary_mask',
            'disagreeing_candidates', 'check_label_map']
 
@@ -40,12 +42,15 @@ class Segments:
 class Candidates:
     """Disagreeing segments of class c (eq. 11) that go to the meta classifier (``S_in > 0``).
 
-    ``labels`` holds candidate ids 1..n (raster order) and 0 elsewhere; ``boxes`` are
-    ``(row0, col0, row1, col1)`` half-open; ``sizes`` are ``S``; ``dropped`` counts disagreeing
-    segments with ``S_in = 0``, which take the Bayes label.
+    Stored sparsely: ``pixels`` are the flat indices (raster order) of all candidate pixels and
+    ``pixel_ids`` their candidate ids 1..n (raster order of each candidate's first pixel);
+    ``boxes`` are ``(row0, col0, row1, col1)`` half-open; ``sizes`` are ``S``; ``dropped``
+    counts disagreeing segments with ``S_in = 0``, which take the Bayes label.
     """
 
-    labels: np.ndarray
+    pixels: np.ndarray
+    pixel_ids: np.ndarray
+    shape: tuple[int, int]
     boxes: np.ndarray
     sizes: np.ndarray
     dropped: int
@@ -59,6 +64,13 @@ class Candidates:
     def ids(self) -> np.ndarray:
         """Return the candidate ids ``1..n``."""
         return np.arange(1, self.count + 1, dtype=np.int32)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Return the ``(H, W)`` int32 map of candidate ids (0 elsewhere)."""
+        labels = np.zeros(self.shape, dtype=np.int32)
+        labels.ravel()[self.pixels] = self.pixel_ids
+        return labels
 
 
 def check_label_map(pred: np.ndarray, name: str = 'label map') -> np.ndarray:
@@ -93,36 +105,22 @@ def disagreeing_candidates(pred_ml: np.ndarray, pred_bayes: np.ndarray,
                            target: int) -> Candidates:
     """Return ML segments of class c with no Bayes-c pixel and ``S_in > 0`` (eq. 11).
 
-    Only the ML mask's class-c pixels are labelled, so the cost follows the (small) area of the
-    target class, not the frame.
+    Only the ML mask's class-c pixels are visited (:func:`kernels.disagreeing_pixels`), so the
+    cost follows the (small) area of the target class, not the frame.
     """
     check_label_map(pred_ml, 'ML prediction')
     check_label_map(pred_bayes, 'Bayes prediction')
     if pred_ml.shape != pred_bayes.shape:
         raise ValueError(f'ML {pred_ml.shape} and Bayes {pred_bayes.shape} masks differ in size')
-    mask = pred_ml == target
-    components, n = ndimage.label(mask, structure=_EIGHT)
-    if n == 0:
-        return _empty_candidates(pred_ml.shape)
-    agree = np.zeros(n + 1, dtype=bool)
-    agree[components[mask & (pred_bayes == target)]] = True
-    interior = ndimage.binary_erosion(mask, structure=_EIGHT, border_value=1)
-    has_interior = np.zeros(n + 1, dtype=bool)
-    has_interior[components[interior]] = True
-    keep = ~agree & has_interior
-    keep[0] = False
-    disagreeing = int(np.count_nonzero(~agree[1:]))
-    new_id = np.zeros(n + 1, dtype=np.int32)
-    new_id[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    labels = new_id[components]
-    slices = ndimage.find_objects(labels)
-    boxes = np.array([[s[0].start, s[1].start, s[0].stop, s[1].stop] for s in slices],
-                     dtype=np.int32).reshape(-1, 4)
-    sizes = np.bincount(labels.ravel(), minlength=len(slices) + 1)[1:].astype(np.int64)
-    return Candidates(labels, boxes, sizes, disagreeing - len(sizes))
-
-
-def _empty_candidates(shape: tuple[int, int]) -> Candidates:
-    """Return a candidate set with no candidates."""
-    return Candidates(np.zeros(shape, dtype=np.int32), np.zeros((0, 4), dtype=np.int32),
-                      np.zeros(0, dtype=np.int64), 0)
+    pixels, pixel_ids, dropped = kernels.disagreeing_pixels(pred_ml, pred_bayes, target)
+    n = int(pixel_ids.max(initial=0))
+    rows, cols = np.divmod(pixels, pred_ml.shape[1])
+    boxes = np.zeros((n, 4), dtype=np.int32)
+    if n:
+        boxes[:, :2] = np.iinfo(np.int32).max
+        np.minimum.at(boxes[:, 0], pixel_ids - 1, rows)
+        np.minimum.at(boxes[:, 1], pixel_ids - 1, cols)
+        np.maximum.at(boxes[:, 2], pixel_ids - 1, rows + 1)
+        np.maximum.at(boxes[:, 3], pixel_ids - 1, cols + 1)
+    sizes = np.bincount(pixel_ids, minlength=n + 1)[1:].astype(np.int64)
+    return Candidates(pixels, pixel_ids, pred_ml.shape, boxes, sizes, dropped)

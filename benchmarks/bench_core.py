@@ -1,0 +1,125 @@
+"""Benchmark the MetaFusion core after the network (issue 2): one JSON line per case.
+
+Cases 2048x1024x19 and 1024x512x19 on a street-like softmax generated here: sky, buildings,
+vegetation, road and sidewalk bands, hundreds of segments from smooth noise, cars, poles and a few
+dozen small human blobs, some of which only the ML rule finds. Fields (medians of ``--repeats``
+single-threaded runs):
+
+- ``post_network_ms``: softmax -> Bayes and ML masks, candidates, features, decisions and fused
+  mask (α = 1, a given keep/drop callable);
+- ``segment_stage_ms``: the same from the two masks and the softmax (no full-frame pass);
+- ``stream_pass_ms``: one ``probs.sum()`` over the same array, the memory-bandwidth floor;
+- ``numpy_post_network_ms``: the plain-numpy reference path, for comparison.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+import numpy as np
+
+from metafusion_ros.core import classes, kernels
+from metafusion_ros.core.pipeline import MetaFusion
+from metafusion_ros.core.priors import Priors
+
+os.environ.setdefault('OMP_NUM_THREADS', '1')
+
+
+MISSED = 255  # marks humans the simulated network misses
+
+
+def street_labels(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
+    """Return a street-like Cityscapes trainId map with many segments and small humans."""
+    rows = np.arange(h)[:, None] / h
+    labels = np.where(rows < 0.3, 10, np.where(rows < 0.55, 2, np.where(rows < 0.65, 1, 0)))
+    labels = np.broadcast_to(labels, (h, w)).astype(np.uint8).copy()
+    coarse = rng.integers(0, 4, size=(h // 32 + 1, w // 32 + 1))
+    blocks = np.kron(coarse, np.ones((32, 32), dtype=np.int64))[:h, :w]
+    facade = (rows >= 0.3) & (rows < 0.55)
+    labels[facade & (blocks == 1)] = 8        # vegetation patches
+    labels[facade & (blocks == 2)] = 3        # walls
+    for _ in range(w // 16):                  # poles and signs
+        c = rng.integers(0, w - 4)
+        labels[int(0.25 * h):int(0.62 * h), c:c + max(2, w // 512)] = 5
+    for _ in range(max(8, w // 64)):          # cars
+        r, c = rng.integers(int(0.55 * h), int(0.85 * h)), rng.integers(0, w - w // 12)
+        labels[r:r + h // 14, c:c + w // 12] = 13
+    for k in range(40):                       # small humans (about 60..600 px at 2048x1024)
+        r, c = rng.integers(int(0.45 * h), int(0.8 * h)), rng.integers(0, w - 20)
+        hh, ww = rng.integers(h // 128, h // 40), rng.integers(w // 512 + 1, w // 160 + 2)
+        labels[r:r + hh, c:c + ww] = MISSED if k % 2 else 11
+    return labels
+
+
+def street_softmax(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Return (softmax (H, W, 19) float32, label map): confident classes, noisy humans."""
+    rng = np.random.default_rng(seed)
+    labels = street_labels(h, w, rng)
+    logits = np.zeros((h, w, 19), dtype=np.float32)
+    for y in range(19):
+        noise = rng.normal(size=(h // 16 + 1, w // 16 + 1)).astype(np.float32)
+        logits[:, :, y] = np.kron(noise, np.ones((16, 16), np.float32))[:h, :w]
+    missed = labels == MISSED
+    labels[missed] = 11
+    np.put_along_axis(logits, labels[:, :, None].astype(np.int64), 7.0, axis=2)
+    logits[missed, 11] = 1.5                  # the network misses every other human ...
+    logits[missed, 0] = 2.5                   # ... and calls it road; ML recovers it
+    logits -= logits.max(axis=2, keepdims=True)
+    np.exp(logits, out=logits)
+    logits /= logits.sum(axis=2, keepdims=True)
+    return logits, labels
+
+
+def median_ms(fn, repeats: int) -> float:
+    """Return the median wall time of ``fn()`` in milliseconds."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def run_case(w: int, h: int, repeats: int) -> dict:
+    """Measure one resolution and return its JSON record."""
+    table = classes.cityscapes_table()
+    probs, labels = street_softmax(h, w)
+    prior = np.full((h, w, 8), 1 / 8, np.float32)
+    prior[:, :, table.category_names.index('human')] = 0.01
+    prior /= prior.sum(axis=2, keepdims=True)
+    mf = MetaFusion(Priors(prior, table, level='category'), alpha=1.0)
+    score_fn = lambda f: (f[:, 30] > 50).astype(np.float64)  # noqa: E731 - keep big ones
+    result = mf.process(probs, score_fn)          # warm-up: numba compile, priors cache
+    stream = median_ms(lambda: probs.sum(), repeats)
+    post = median_ms(lambda: mf.process(probs, score_fn), repeats)
+    seg = median_ms(lambda: mf.segment_stage(result.pred_bayes, result.pred_ml, probs, score_fn),
+                    repeats)
+    saved = kernels.HAVE_NUMBA
+    kernels.HAVE_NUMBA = False
+    numpy_post = median_ms(lambda: mf.process(probs, score_fn), max(1, repeats // 2))
+    kernels.HAVE_NUMBA = saved
+    from scipy import ndimage
+    _, n_segments = ndimage.label(np.ones_like(labels))
+    return {'case': f'{w}x{h}x19', 'repeats': repeats, 'numba': kernels.HAVE_NUMBA,
+            'post_network_ms': round(post, 2), 'segment_stage_ms': round(seg, 2),
+            'stream_pass_ms': round(stream, 2), 'numpy_post_network_ms': round(numpy_post, 2),
+            'post_over_stream': round(post / stream, 2), 'candidates': result.candidates.count,
+            'kept': int(result.keep.sum()),
+            'human_blobs_gt': int(ndimage.label(labels == 11, np.ones((3, 3)))[1]),
+            'target_post_le_3x_stream': post <= 3 * stream, 'target_segment_le_5ms': seg <= 5}
+
+
+def main() -> None:
+    """Run the cases and print one JSON line each."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument('--repeats', type=int, default=7)
+    args = parser.parse_args()
+    for w, h in ((2048, 1024), (1024, 512)):
+        print(json.dumps(run_case(w, h, args.repeats)), flush=True)
+
+
+if __name__ == '__main__':
+    main()
