@@ -348,6 +348,16 @@ def test_pipeline_rejects_bad_softmax(probs, error, match):
         pipeline().process(probs)
 
 
+@pytest.mark.parametrize('value, match', [(np.nan, 'NaN'), (np.inf, 'Inf'), (-0.2, 'negative')])
+def test_one_bad_pixel_in_a_large_softmax_is_found(value, match):
+    """The one-pass kernel reports a single NaN, Inf or negative value anywhere in the frame."""
+    mf = pipeline(shape=(120, 160))
+    probs = onehot(np.zeros((120, 160), np.uint8), 3, 0.98)
+    probs[77, 101, 1] = value
+    with pytest.raises(ValueError, match=match):
+        mf.process(probs)
+
+
 def test_pipeline_rejects_bad_configuration():
     """α/τ outside [0, 1], priors for other classes and a broken score function fail clearly."""
     mf = pipeline()

@@ -72,7 +72,9 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
 
 
 if HAVE_NUMBA:
-    @numba.njit(cache=True, nogil=True)
+    # reassoc lets the class sums vectorise; NaN semantics are kept (no 'nnan'), so a NaN still
+    # poisons the sum and is reported.
+    @numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'nsz'})
     def _rules_kernel(probs, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
         h, w, c = probs.shape
         bad = 0
@@ -82,15 +84,17 @@ if HAVE_NUMBA:
             for j in range(w):
                 p = prob_row[j]
                 best = np.float32(-1)
-                arg = 0
                 total = np.float32(0)
                 low = np.float32(0)
                 for y in range(c):
                     total += p[y]
                     low = min(low, p[y])
-                    if p[y] > best:
-                        best = p[y]
+                    best = max(best, p[y])
+                arg = 0
+                for y in range(c):  # the first class reaching the maximum, as np.argmax
+                    if p[y] == best:
                         arg = y
+                        break
                 if merged[arg]:  # rare: the winner is merged away, rescan without it
                     best = np.float32(-1)
                     for y in range(c):
@@ -133,8 +137,13 @@ if HAVE_NUMBA:
     def _components_kernel(pred_ml, pred_bayes, target):
         h, w = pred_ml.shape
         flat_ml = pred_ml.ravel()
-        pixels = np.flatnonzero(flat_ml == target)
-        n = pixels.size
+        found = np.empty(flat_ml.size, dtype=np.int64)  # pages are touched only as filled
+        n = 0
+        for k in range(flat_ml.size):
+            if flat_ml[k] == target:
+                found[n] = k
+                n += 1
+        pixels = found[:n].copy()
         parent = np.arange(n)
         interior = np.ones(n, dtype=np.bool_)
         for k in range(n):
