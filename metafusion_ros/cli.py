@@ -11,7 +11,8 @@ import importlib
 import sys
 
 # Subcommand modules, in the order --help lists them.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = ('synth', 'priors', 'stats', 'digits', 'fit', 'evaluate',
+                                    'operating_point', 'bag', 'train', 'head')
 
 
 class CommandError(Exception):

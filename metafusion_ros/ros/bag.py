@@ -1,0 +1,245 @@
+"""rosbag2 drives (``rosbags``): write frames as Image + CameraInfo + ground truth, replay them.
+
+A drive bag holds three topics with equal header stamps per frame: the camera image (``rgb8``),
+its ``CameraInfo`` and the ground-truth label map (``mono8``, class ids of the bag's class table,
+recorded as JSON in the bag's custom data under ``metafusion.table``). Bags are written under a
+hidden temporary name and renamed when complete, so a valid name never holds half a bag.
+Playback publishes the stored CDR bytes unchanged through rclpy with the bag's timing, so a real
+ROS install can equally use ``ros2 bag play`` on the same bag.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+import importlib
+import json
+from pathlib import Path
+import shutil
+import struct
+import time
+from typing import Any, Callable, Iterable, Iterator
+
+import numpy as np
+from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.typesys import get_typestore, Stores
+
+from ..core.classes import ClassTable
+
+__all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
+           'replay', 'publishers', 'header_stamp', 'message_class']
+
+IMAGE_TOPIC = '/camera/image_raw'
+INFO_TOPIC = '/camera/camera_info'
+GT_TOPIC = '/camera/ground_truth'
+TABLE_KEY = 'metafusion.table'
+# Header stamps of written drives start here (deterministic bags).
+START_NS = 1_700_000_000 * 10**9
+STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
+TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+
+
+class BagError(ValueError):
+    """A bag that cannot be written, read or scored as asked; the message names it."""
+
+
+def _header(stamp_ns: int, frame_id: str) -> Any:
+    """Return a rosbags ``std_msgs/Header``."""
+    types = TYPESTORE.types
+    stamp = types['builtin_interfaces/msg/Time'](sec=stamp_ns // 10**9,
+                                                 nanosec=stamp_ns % 10**9)
+    return types['std_msgs/msg/Header'](stamp=stamp, frame_id=frame_id)
+
+
+def _image(pixels: np.ndarray, encoding: str, header: Any) -> Any:
+    """Return a rosbags ``sensor_msgs/Image`` of contiguous 8-bit ``pixels``."""
+    height, width = pixels.shape[:2]
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    return TYPESTORE.types['sensor_msgs/msg/Image'](
+        header=header, height=height, width=width, encoding=encoding, is_bigendian=0,
+        step=width * channels, data=np.ascontiguousarray(pixels, dtype=np.uint8).reshape(-1))
+
+
+def _camera_info(height: int, width: int, header: Any) -> Any:
+    """Return a pinhole ``CameraInfo`` (focal length = width, centred principal point)."""
+    types = TYPESTORE.types
+    f, cx, cy = float(width), width / 2.0, height / 2.0
+    return types['sensor_msgs/msg/CameraInfo'](
+        header=header, height=height, width=width, distortion_model='plumb_bob',
+        d=np.zeros(5), k=np.array([f, 0, cx, 0, f, cy, 0, 0, 1.0]),
+        r=np.eye(3).reshape(-1), p=np.array([f, 0, cx, 0, 0, f, cy, 0, 0, 0, 1.0, 0]),
+        binning_x=0, binning_y=0,
+        roi=types['sensor_msgs/msg/RegionOfInterest'](x_offset=0, y_offset=0, height=0,
+                                                      width=0, do_rectify=False))
+
+
+def write_drive(frames: Iterable[Any], out: str | Path, table: ClassTable,
+                storage: str = 'mcap', rate: float = 10.0, frame_id: str = 'camera',
+                progress: Callable[[Iterable[Any]], Iterable[Any]] = iter) -> int:
+    """Write ``frames`` (with ``image`` and ``labels``) as a drive bag; return the frame count.
+
+    The bag is written to a hidden sibling folder and renamed to ``out`` only when complete.
+    """
+    out = Path(out)
+    if storage not in STORAGES:
+        raise BagError(f'unknown storage {storage!r}; use one of {", ".join(STORAGES)}')
+    if not rate > 0:
+        raise BagError(f'rate must be positive, got {rate}')
+    if out.exists():
+        raise BagError(f'bag {out} already exists; remove it or choose another name')
+    out.parent.mkdir(parents=True, exist_ok=True)
+    scratch = out.with_name(f'.{out.name}.partial')
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    partial = scratch / out.name
+    count = 0
+    try:
+        with Writer(partial, version=9, storage_plugin=STORAGES[storage]) as writer:
+            writer.set_custom_data(TABLE_KEY, json.dumps(table.to_dict()))
+            conns = {topic: writer.add_connection(topic, kind, typestore=TYPESTORE) for topic, kind
+                     in ((IMAGE_TOPIC, 'sensor_msgs/msg/Image'),
+                         (INFO_TOPIC, 'sensor_msgs/msg/CameraInfo'))}
+            for frame in progress(frames):
+                stamp = START_NS + round(count * 1e9 / rate)
+                header = _header(stamp, frame_id)
+                height, width = frame.image.shape[:2]
+                messages = {IMAGE_TOPIC: _image(frame.image, 'rgb8', header),
+                            INFO_TOPIC: _camera_info(height, width, header)}
+                if frame.labels is not None:
+                    messages[GT_TOPIC] = _image(frame.labels, 'mono8', header)
+                    if GT_TOPIC not in conns:
+                        conns[GT_TOPIC] = writer.add_connection(
+                            GT_TOPIC, 'sensor_msgs/msg/Image', typestore=TYPESTORE)
+                for topic, msg in messages.items():
+                    writer.write(conns[topic], stamp,
+                                 TYPESTORE.serialize_cdr(msg, msg.__msgtype__))
+                count += 1
+        if count == 0:
+            raise BagError(f'bag {out}: no frames to write')
+        partial.rename(out)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return count
+
+
+@dataclass(frozen=True)
+class DriveBag:
+    """A drive bag opened for reading (its topics, class table and ground truth)."""
+
+    path: Path
+
+    def _reader(self) -> Reader:
+        """Return an opened reader; raise BagError naming the bag when it is unreadable."""
+        if not self.path.exists():
+            raise BagError(f'bag {self.path} does not exist')
+        try:
+            reader = Reader(self.path)
+            reader.open()
+        except (ReaderError, OSError, ValueError, KeyError) as exc:
+            raise BagError(f'bag {self.path}: unreadable ({exc})') from exc
+        return reader
+
+    def topics(self) -> dict[str, str]:
+        """Return ``{topic: message type}``."""
+        reader = self._reader()
+        try:
+            return {c.topic: c.msgtype for c in reader.connections}
+        finally:
+            reader.close()
+
+    def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[int, str, bytes]]:
+        """Yield ``(bag time ns, topic, CDR bytes)`` in time order."""
+        reader = self._reader()
+        try:
+            wanted = [c for c in reader.connections if topics is None or c.topic in topics]
+            for conn, stamp, data in reader.messages(connections=wanted):
+                yield stamp, conn.topic, bytes(data)
+        except (ReaderError, OSError, ValueError, KeyError) as exc:
+            raise BagError(f'bag {self.path}: unreadable ({exc})') from exc
+        finally:
+            reader.close()
+
+    def table(self) -> ClassTable:
+        """Return the class table recorded in the bag."""
+        reader = self._reader()
+        try:
+            custom = reader.storage.metadata.custom or {}
+        finally:
+            reader.close()
+        if TABLE_KEY not in custom:
+            raise BagError(f'bag {self.path}: no class table recorded ({TABLE_KEY}); '
+                           f'write it with `metafusion bag make`')
+        return ClassTable.from_dict(json.loads(custom[TABLE_KEY]))
+
+    def ground_truth(self) -> dict[tuple[int, int], np.ndarray]:
+        """Return the label maps by header stamp ``(sec, nanosec)``; a bag without is an error."""
+        kinds = self.topics()
+        if kinds.get(GT_TOPIC) != 'sensor_msgs/msg/Image':
+            raise BagError(f'bag {self.path} has no ground truth on {GT_TOPIC} (topics: '
+                           f'{", ".join(sorted(kinds)) or "none"}); scoring needs it')
+        truth = {}
+        for _, _, data in self.messages([GT_TOPIC]):
+            try:
+                msg = TYPESTORE.deserialize_cdr(data, 'sensor_msgs/msg/Image')
+            except Exception as exc:  # noqa: B902 - rosbags raises assorted errors on bad CDR
+                raise BagError(f'bag {self.path}: corrupt ground truth message ({exc})') from exc
+            if msg.encoding != 'mono8' or len(msg.data) != msg.height * msg.step:
+                raise BagError(f'bag {self.path}: ground truth must be mono8 with '
+                               f'height*step bytes, got {msg.encoding}')
+            labels = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+            truth[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = \
+                labels[:, :msg.width].copy()
+        return truth
+
+
+def message_class(msgtype: str) -> type:
+    """Return the rclpy message class of ``pkg/msg/Name``."""
+    package, _, name = msgtype.split('/')
+    return getattr(importlib.import_module(f'{package}.msg'), name)
+
+
+def publishers(node: Any, bag: DriveBag, topics: Iterable[str] | None = None,
+               remap: dict[str, str] | None = None) -> dict[str, Any]:
+    """Return an rclpy publisher per bag topic (``topics`` filters, ``remap`` renames)."""
+    remap = remap or {}
+    kinds = bag.topics()
+    unknown = [t for t in (topics or ()) if t not in kinds]
+    if unknown:
+        raise BagError(f'bag {bag.path} has no topic {", ".join(unknown)} '
+                       f'(topics: {", ".join(sorted(kinds))})')
+    return {t: node.create_publisher(message_class(kinds[t]), remap.get(t, t), 10)
+            for t in kinds if topics is None or t in topics}
+
+
+def header_stamp(data: bytes) -> tuple[int, int]:
+    """Return ``(sec, nanosec)`` of a CDR message that starts with a std_msgs/Header."""
+    if len(data) < 12 or data[1] not in (0, 1):
+        raise BagError('message too short or not CDR encapsulated')
+    return struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)
+
+
+def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0,
+           loop: bool = False, after_publish: Callable[[str, bytes], None] | None = None,
+           should_stop: Callable[[], bool] = lambda: False) -> int:
+    """Publish the bag's messages with its timing scaled by ``1 / rate``; return the count.
+
+    The executor is spun while waiting, so the caller's subscriptions keep receiving.
+    ``after_publish(topic, data)`` runs after each message (score uses it for lock-step).
+    """
+    if not rate > 0:
+        raise BagError(f'rate must be positive, got {rate}')
+    count = 0
+    while True:
+        first = start = None
+        for stamp, topic, data in bag.messages(list(pubs)):
+            if should_stop():
+                return count
+            if first is None:
+                first, start = stamp, time.monotonic()
+            target = start + (stamp - first) / 1e9 / rate
+            while time.monotonic() < target and not should_stop():
+                executor.spin_once(timeout_sec=min(0.05, max(0.0, target - time.monotonic())))
+            pubs[topic].publish(data)
+            count += 1
+            if after_publish is not None:
+                after_publish(topic, data)
+        if not loop or first is None:
+            return count

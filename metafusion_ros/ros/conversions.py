@@ -1,0 +1,182 @@
+"""``sensor_msgs/Image`` <-> numpy without cv_bridge.
+
+Input images are validated before a single pixel is read: the encoding must be one of
+:data:`SUPPORTED_ENCODINGS` (8-bit colour or mono), ``height``/``width`` non-zero, ``step`` at
+least ``width * channels``, ``data`` exactly ``height * step`` bytes and ``is_bigendian`` 0 or 1
+(all supported encodings are 8-bit, so the byte order itself does not matter). Each failure raises
+a subclass of :class:`ImageError` whose ``reason`` names the counter the node increments for the
+skipped frame.
+"""
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
+
+__all__ = ['check_image', 'ImageError', 'UnsupportedEncoding', 'ZeroSizeImage', 'BadStep',
+           'BadDataLength', 'BadEndianness', 'SUPPORTED_ENCODINGS', 'CHANNELS', 'image_to_array',
+           'image_to_rgb',
+           'array_to_image', 'rgb_to_image', 'mask_to_image', 'float_to_image', 'image_to_mask',
+           'image_to_float']
+
+# Channels of each supported 8-bit encoding, and the order of its colour channels.
+CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
+SUPPORTED_ENCODINGS = tuple(CHANNELS)
+_TO_RGB = {'rgb8': [0, 1, 2], 'bgr8': [2, 1, 0], 'rgba8': [0, 1, 2], 'bgra8': [2, 1, 0],
+           'mono8': [0, 0, 0]}
+_FROM_RGB = {'rgb8': [0, 1, 2], 'bgr8': [2, 1, 0]}
+
+
+class ImageError(ValueError):
+    """An image the node cannot read; ``reason`` names its skip counter."""
+
+    reason = 'bad_image'
+
+
+class UnsupportedEncoding(ImageError):
+    """The encoding is not an 8-bit colour or mono encoding (e.g. 16UC1, yuv422, bayer_*)."""
+
+    reason = 'unsupported_encoding'
+
+
+class ZeroSizeImage(ImageError):
+    """``height`` or ``width`` is 0."""
+
+    reason = 'zero_size'
+
+
+class BadStep(ImageError):
+    """``step`` is shorter than one row of pixels."""
+
+    reason = 'bad_step'
+
+
+class BadDataLength(ImageError):
+    """``data`` is not ``height * step`` bytes (truncated, or longer than declared)."""
+
+    reason = 'bad_data_length'
+
+
+class BadEndianness(ImageError):
+    """``is_bigendian`` is neither 0 nor 1."""
+
+    reason = 'bad_endianness'
+
+
+def check_image(msg: Image) -> int:
+    """Validate ``msg``'s declared layout against its data (no pixel read); return channels."""
+    encoding = msg.encoding
+    if encoding not in CHANNELS:
+        raise UnsupportedEncoding(f'unsupported encoding {encoding!r} '
+                                  f'(supported: {", ".join(SUPPORTED_ENCODINGS)})')
+    if msg.height == 0 or msg.width == 0:
+        raise ZeroSizeImage(f'zero-size image {msg.width}x{msg.height}')
+    channels = CHANNELS[encoding]
+    if msg.step < msg.width * channels:
+        raise BadStep(f'step {msg.step} is shorter than a row of {msg.width} {encoding} pixels '
+                      f'({msg.width * channels} bytes)')
+    if len(msg.data) != msg.height * msg.step:
+        raise BadDataLength(f'data has {len(msg.data)} bytes, height*step = '
+                            f'{msg.height}*{msg.step} = {msg.height * msg.step}')
+    if msg.is_bigendian not in (0, 1):
+        raise BadEndianness(f'is_bigendian must be 0 or 1, got {msg.is_bigendian}')
+    return channels
+
+
+def image_to_array(msg: Image) -> np.ndarray:
+    """Return the pixels of ``msg`` as ``(H, W, channels)`` uint8 (a view, row padding cut off)."""
+    channels = check_image(msg)
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+    return rows[:, :msg.width * channels].reshape(msg.height, msg.width, channels)
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
+    """Return ``msg`` as a contiguous RGB ``(H, W, 3)`` uint8 array (mono replicated)."""
+    pixels = image_to_array(msg)
+    return np.ascontiguousarray(pixels[:, :, _TO_RGB[msg.encoding]])
+
+
+def image_to_mask(msg: Image) -> np.ndarray:
+    """Return a mono8 image (a class-id mask) as ``(H, W)`` uint8."""
+    if msg.encoding != 'mono8':
+        raise UnsupportedEncoding(f'a mask must be mono8, got {msg.encoding!r}')
+    return image_to_array(msg)[:, :, 0]
+
+
+def _new_image(header: Header | None, height: int, width: int, encoding: str,
+               step: int, data: bytes) -> Image:
+    """Return an Image with the given layout and ``header`` (unchanged)."""
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width, msg.encoding, msg.step = height, width, encoding, step
+    msg.is_bigendian = int(sys.byteorder == 'big')
+    msg.data = data
+    return msg
+
+
+def array_to_image(pixels: np.ndarray, encoding: str, header: Header | None = None) -> Image:
+    """Return an Image of ``pixels`` (``(H, W)`` or ``(H, W, channels)`` uint8) in ``encoding``.
+
+    ``pixels`` are in the channel order of ``encoding`` already (e.g. BGR for ``bgr8``).
+    """
+    if encoding not in CHANNELS:
+        raise UnsupportedEncoding(f'unsupported encoding {encoding!r}')
+    pixels = np.asarray(pixels)
+    if pixels.dtype != np.uint8:
+        raise TypeError(f'{encoding} pixels must be uint8, got {pixels.dtype}')
+    channels = CHANNELS[encoding]
+    if pixels.ndim == 2 and channels == 1:
+        pixels = pixels[:, :, None]
+    if pixels.ndim != 3 or pixels.shape[2] != channels:
+        raise ValueError(f'{encoding} needs (H, W, {channels}) pixels, got {pixels.shape}')
+    height, width = pixels.shape[:2]
+    return _new_image(header, height, width, encoding, width * channels,
+                      np.ascontiguousarray(pixels).tobytes())
+
+
+def rgb_to_image(rgb: np.ndarray, header: Header | None = None, encoding: str = 'rgb8') -> Image:
+    """Return an RGB ``(H, W, 3)`` uint8 array as an ``rgb8`` or ``bgr8`` Image."""
+    if encoding not in _FROM_RGB:
+        raise UnsupportedEncoding(f'RGB output must be rgb8 or bgr8, got {encoding!r}')
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f'RGB image must be (H, W, 3), got {rgb.shape}')
+    return array_to_image(rgb[:, :, _FROM_RGB[encoding]], encoding, header)
+
+
+def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
+    """Return a ``(H, W)`` uint8 class-id mask as a mono8 Image with ``header``."""
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        raise ValueError(f'mask must be (H, W), got {mask.shape}')
+    return array_to_image(mask, 'mono8', header)
+
+
+def float_to_image(array: np.ndarray, header: Header | None = None) -> Image:
+    """Return a ``(H, W)`` float array (a heatmap) as a 32FC1 Image in native byte order."""
+    array = np.asarray(array)
+    if array.ndim != 2:
+        raise ValueError(f'32FC1 image must be (H, W), got {array.shape}')
+    height, width = array.shape
+    return _new_image(header, height, width, '32FC1', width * 4,
+                      np.ascontiguousarray(array, dtype=np.float32).tobytes())
+
+
+def image_to_float(msg: Image) -> np.ndarray:
+    """Return a 32FC1 Image as ``(H, W)`` float32 (either byte order)."""
+    if msg.encoding != '32FC1':
+        raise UnsupportedEncoding(f'expected 32FC1, got {msg.encoding!r}')
+    if msg.height == 0 or msg.width == 0:
+        raise ZeroSizeImage(f'zero-size image {msg.width}x{msg.height}')
+    if msg.step < msg.width * 4:
+        raise BadStep(f'step {msg.step} is shorter than a row of {msg.width} 32FC1 pixels')
+    if len(msg.data) != msg.height * msg.step:
+        raise BadDataLength(f'data has {len(msg.data)} bytes, height*step = '
+                            f'{msg.height * msg.step}')
+    dtype = np.dtype('>f4' if msg.is_bigendian else '<f4')
+    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
+    return rows[:, :msg.width * 4].copy().view(dtype).reshape(msg.height, msg.width).astype(
+        np.float32)

@@ -1,0 +1,233 @@
+"""The node's processing chain without ROS: segmenter -> MetaFusion -> meta classifier.
+
+:class:`FusionEngine` loads the three files the node needs (network, priors, meta model), checks
+that they belong together and then turns an RGB frame into a
+:class:`~metafusion_ros.core.pipeline.FrameResult`. The node, the demo and the benchmark share it;
+every decision is the core's (:class:`~metafusion_ros.core.pipeline.MetaFusion`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+import threading
+import time
+from typing import Any
+import zipfile
+
+import numpy as np
+
+from ..core.heatmaps import heatmaps
+from ..core.pipeline import FrameResult, MetaFusion
+from ..core.priors import check_alpha, Priors
+from ..core.rules import ml_probabilities
+
+__all__ = ['EngineConfig', 'FusionEngine', 'Processed', 'ConfigurationError',
+           'ResolutionMismatch', 'BadNetworkOutput']
+
+
+class ConfigurationError(ValueError):
+    """A model, priors or meta model file is missing, unreadable or does not fit the others."""
+
+
+class ResolutionMismatch(ValueError):
+    """An image's resolution differs from the priors' and ``resize_mode`` is ``refuse``."""
+
+    reason = 'resolution_mismatch'
+
+
+class BadNetworkOutput(ValueError):
+    """The network's output failed the core's checks (NaN, Inf, unnormalised, wrong classes)."""
+
+    reason = 'bad_network_output'
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Files and settings of a :class:`FusionEngine` (the node's parameters of the same names)."""
+
+    model_path: str
+    priors_path: str
+    meta_model_path: str = ''
+    backend: str = 'onnxruntime'
+    precision: str = 'fp32'
+    alpha: float = 1.0
+    tau: float = 0.5
+    target_class: str = ''
+    resize_mode: str = 'resize'
+
+
+@dataclass(frozen=True, eq=False)
+class Processed:
+    """One processed frame: the core's result, the network output and stage timings (ms)."""
+
+    result: FrameResult
+    output: Any
+    segment_ms: float
+    fusion_ms: float
+
+
+def _existing(path: str, what: str) -> Path:
+    """Return ``path`` if it names an existing file, else raise naming ``what``."""
+    if not path:
+        raise ConfigurationError(f'{what} path is empty')
+    file = Path(path).expanduser()
+    if not file.is_file():
+        raise ConfigurationError(f'{what} file {file} does not exist')
+    return file
+
+
+def _load_priors(config: EngineConfig) -> Priors:
+    """Load the priors file or raise a one-line ConfigurationError."""
+    file = _existing(config.priors_path, 'priors')
+    try:
+        return Priors.load(file)
+    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
+        message = str(exc)
+        raise ConfigurationError(message if str(file) in message else
+                                 f'priors file {file}: not a readable priors .npz '
+                                 f'({type(exc).__name__}: {message})') from exc
+
+
+def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
+    """Load and check the network (against the priors) or raise a one-line ConfigurationError."""
+    from ..segmenter import load_segmenter
+
+    file = _existing(config.model_path, 'model')
+    options = {}
+    if config.precision != 'fp32':
+        if config.backend != 'tensorrt':
+            raise ConfigurationError(f'precision {config.precision} needs backend tensorrt, '
+                                     f'not {config.backend}')
+        options['precision'] = config.precision
+    try:
+        return load_segmenter(str(file), backend=config.backend, priors=priors,
+                              alpha=config.alpha, **options)
+    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
+        message = str(exc)
+        raise ConfigurationError(message if str(file) in message else
+                                 f'model {file}: {message}') from exc
+
+
+def _load_meta(config: EngineConfig, fusion: MetaFusion) -> Any:
+    """Load the meta classifier that fits ``fusion``'s schema, table, α and priors (or None)."""
+    if not config.meta_model_path:
+        return None
+    from ..meta.classifier import MetaClassifier, ModelContext
+
+    file = _existing(config.meta_model_path, 'meta model')
+    runtime = ModelContext(fusion.feature_names, fusion.table, fusion.alpha,
+                           fusion.priors.digest)
+    try:
+        return MetaClassifier.load(file, runtime)
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        raise ConfigurationError(str(exc)) from exc
+
+
+class FusionEngine:
+    """A loaded network, priors and meta classifier; turns RGB frames into FrameResults."""
+
+    def __init__(self, segmenter: Any, fusion: MetaFusion, meta: Any = None,
+                 resize: bool = True) -> None:
+        self.segmenter = segmenter
+        self.fusion = fusion
+        self.meta = meta
+        self.resize = resize
+        self._pending: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, config: EngineConfig) -> 'FusionEngine':
+        """Load and cross-check all files of ``config``; raise ConfigurationError (one line)."""
+        if config.resize_mode not in ('resize', 'refuse'):
+            raise ConfigurationError(f"resize_mode must be 'resize' or 'refuse', got "
+                                     f'{config.resize_mode!r}')
+        priors = _load_priors(config)
+        table = priors.table
+        try:
+            if config.target_class:
+                table = table.with_target(config.target_class)
+            fusion = MetaFusion(priors, table, config.alpha, config.tau)
+        except ValueError as exc:
+            raise ConfigurationError(f'priors {config.priors_path}: {exc}') from exc
+        engine = cls(_load_segmenter(config, priors), fusion, _load_meta(config, fusion),
+                     config.resize_mode == 'resize')
+        engine.warm_up()
+        return engine
+
+    def warm_up(self) -> None:
+        """Run the whole chain once on a blank frame (compiles kernels before the first frame)."""
+        height, width = self.fusion.priors.resolution
+        try:
+            self.process(np.zeros((height, width, 3), dtype=np.uint8))
+        except BadNetworkOutput as exc:
+            raise ConfigurationError(f'warm-up frame failed: {exc}') from exc
+
+    @property
+    def table(self):
+        """Return the class table in use (the priors' table with the configured target)."""
+        return self.fusion.table
+
+    @property
+    def has_head(self) -> bool:
+        """Return whether the network carries the MetaFusion head (masks computed in-graph)."""
+        return bool(getattr(self.segmenter, 'has_head', False))
+
+    def set_params(self, **values: float) -> None:
+        """Queue new ``alpha`` / ``tau`` values; they apply from the next frame on.
+
+        Raise ``ValueError`` for values outside [0, 1] or when the network's head has α baked
+        in and α would change.
+        """
+        if 'alpha' in values:
+            check_alpha(values['alpha'])
+        if 'tau' in values and not 0.0 <= float(values['tau']) <= 1.0:
+            raise ValueError(f'tau must lie in [0, 1], got {values["tau"]}')
+        head = getattr(getattr(self.segmenter, 'spec', None), 'head', None)
+        if 'alpha' in values and self.has_head and head.priors == 'constant' and \
+                float(values['alpha']) != head.alpha:
+            raise ValueError(f'the network has alpha = {head.alpha} baked into its head')
+        with self._lock:
+            self._pending.update(values)
+
+    def _apply_pending(self) -> None:
+        """Apply queued α / τ between frames, never in the middle of one."""
+        with self._lock:
+            pending, self._pending = self._pending, {}
+        for name, value in pending.items():
+            setattr(self.fusion, name, value)
+            if name == 'alpha' and self.has_head:
+                self.segmenter.alpha = value
+
+    def score_fn(self):
+        """Return the meta classifier's ``P(true positive)`` callable, or None (keep all)."""
+        return None if self.meta is None else self.meta.predict_proba
+
+    def process(self, rgb: np.ndarray) -> Processed:
+        """Segment ``rgb`` and run MetaFusion (candidates, features, meta scores, fusion)."""
+        self._apply_pending()
+        if not self.resize and rgb.shape[:2] != self.fusion.priors.resolution:
+            raise ResolutionMismatch(
+                f'image {rgb.shape[1]}x{rgb.shape[0]} differs from the priors '
+                f'{self.fusion.priors.resolution[1]}x{self.fusion.priors.resolution[0]} '
+                f"and resize_mode is 'refuse'")
+        start = time.perf_counter()
+        output = self.segmenter.infer(rgb)
+        middle = time.perf_counter()
+        try:
+            if output.head is not None:
+                result = self.fusion.process_head(output.head, self.score_fn())
+            else:
+                result = self.fusion.process(output.probs, self.score_fn())
+        except (ValueError, TypeError) as exc:
+            raise BadNetworkOutput(f'network output rejected: {exc}') from exc
+        end = time.perf_counter()
+        return Processed(result, output, (middle - start) * 1e3, (end - middle) * 1e3)
+
+    def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return full-frame E, M, V of the ML probabilities (eq. 6-8), computed on demand."""
+        output = processed.output
+        if output.head is not None:
+            return output.head.entropy, output.head.margin, output.head.variation
+        probs = output.probs
+        prior_alpha = self.fusion.prior_alpha(probs.shape[:2])
+        return heatmaps(ml_probabilities(probs, prior_alpha, self.table))

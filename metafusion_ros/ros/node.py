@@ -1,0 +1,522 @@
+"""``metafusion_node``: MetaFusion on a camera stream, a thin lifecycle shell over the core.
+
+Configure loads the network, the priors and the (optional) meta classifier and checks that they
+fit together; activate subscribes ``~/input/image``. A worker thread processes only the newest
+frame: the subscription callback just stores it (an unprocessed older frame is dropped and
+counted), so a slow frame never blocks the executor. Unreadable images are counted skips with a
+throttled warning. See ``docs/node.md`` for topics and parameters.
+"""
+from __future__ import annotations
+
+from collections import Counter, deque
+import json
+import sys
+import threading
+import time
+from typing import Any
+
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point
+import numpy as np
+import rclpy
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
+                                SetParametersResult)
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import ColorRGBA, Float32, Header, String
+from visualization_msgs.msg import Marker, MarkerArray
+
+from .conversions import (check_image, float_to_image, ImageError, image_to_rgb, mask_to_image,
+                          rgb_to_image)
+from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
+                     Processed, ResolutionMismatch)
+
+__all__ = ['MetaFusionNode', 'LatestFrame', 'main']
+
+NODE_NAME = 'metafusion_node'
+CHOICES = {
+    'backend': ('onnxruntime', 'tensorrt'),
+    'precision': ('fp32', 'fp16', 'int8'),
+    'resize_mode': ('resize', 'refuse'),
+    'qos.reliability': ('best_effort', 'reliable'),
+}
+# Optional outputs: parameter ``outputs.<key>`` switches them; published only when subscribed.
+OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments')
+HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
+# Parameters applied while running; every other one needs a fresh configure.
+RUNTIME = {'alpha', 'tau', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
+    f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
+VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
+
+
+def _descriptor(text: str, low: float | None = None, high: float | None = None,
+                integer: bool = False) -> ParameterDescriptor:
+    """Return a descriptor with ``text`` and an optional inclusive range."""
+    descriptor = ParameterDescriptor(description=text)
+    if low is not None and integer:
+        descriptor.integer_range = [IntegerRange(from_value=int(low), to_value=int(high), step=1)]
+    elif low is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=low, to_value=high)]
+    return descriptor
+
+
+PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
+    'model_path': ('', _descriptor('ONNX model (or TensorRT engine) of the segmentation network')),
+    'backend': ('onnxruntime', _descriptor('inference backend: onnxruntime | tensorrt')),
+    'precision': ('fp32', _descriptor('inference precision: fp32 | fp16 | int8')),
+    'priors_path': ('', _descriptor('position-specific priors .npz (eq. 5)')),
+    'meta_model_path': ('', _descriptor('meta classifier (XGBoost JSON/UBJ + manifest); '
+                                        'empty keeps every candidate (plain ML for class c)')),
+    'alpha': (1.0, _descriptor('prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', 0.0, 1.0)),
+    'tau': (0.5, _descriptor('meta classifier threshold: keep a candidate if P(TP) >= tau',
+                             0.0, 1.0)),
+    'target_class': ('', _descriptor("target class c by name; '' = the priors' table default")),
+    'resize_mode': ('resize', _descriptor('images of another resolution than the priors: '
+                                          'resize the priors | refuse the frame')),
+    'qos.reliability': ('best_effort', _descriptor('input QoS reliability: best_effort | '
+                                                   'reliable')),
+    'qos.depth': (5, _descriptor('input QoS history depth', 1, 1000, integer=True)),
+    'outputs.markers': (True, _descriptor('publish ~/output/markers')),
+    'marker_scale': (0.01, _descriptor('marker size in metres per image pixel', 1e-6, 100.0)),
+    'warn_throttle_s': (5.0, _descriptor('minimum seconds between warnings of one kind',
+                                         0.0, 3600.0)),
+    'diagnostics_period_s': (1.0, _descriptor('period of /diagnostics', 0.05, 60.0)),
+    'autostart': (True, _descriptor('configure and activate on start-up (no lifecycle manager)')),
+}
+PARAMETERS.update({f'outputs.{key}': (True, _descriptor(
+    f'compute ~/output/{key} when someone subscribes')) for key in OPTIONAL_OUTPUTS})
+
+
+class LatestFrame:
+    """A one-slot mailbox: ``put`` replaces an unprocessed frame (counted), ``take`` waits."""
+
+    def __init__(self) -> None:
+        self._item: Any = None
+        self._cond = threading.Condition()
+        self.dropped = 0
+        self.closed = False
+
+    def put(self, item: Any) -> None:
+        """Store ``item``; an older unprocessed item (or this one, once closed) is counted."""
+        with self._cond:
+            if self.closed:
+                self.dropped += 1
+                return
+            if self._item is not None:
+                self.dropped += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout: float = 0.2) -> Any:
+        """Return the newest item (and empty the slot), or None after ``timeout`` / close."""
+        with self._cond:
+            if self._item is None and not self.closed:
+                self._cond.wait(timeout)
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        """Wake the consumer and make it stop; a pending item is dropped (and counted)."""
+        with self._cond:
+            if self._item is not None:
+                self.dropped += 1
+                self._item = None
+            self.closed = True
+            self._cond.notify_all()
+
+    def reopen(self) -> None:
+        """Accept items again (after a deactivate / activate cycle); counts are kept."""
+        with self._cond:
+            self.closed = False
+
+
+class ProcessingError(RuntimeError):
+    """An unexpected failure while processing one frame (counted, logged, node stays up)."""
+
+    reason = 'processing_error'
+
+
+class Stats:
+    """Counters and recent latencies for /diagnostics (shared by callback and worker)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+        self.latency_ms: deque[float] = deque(maxlen=500)
+        self.done_at: deque[float] = deque(maxlen=100)
+        self.last_candidates = 0
+
+    def add(self, **counts: int) -> None:
+        """Add to named counters."""
+        with self.lock:
+            self.counts.update(counts)
+
+    def frame_done(self, latency_ms: float, candidates: int) -> None:
+        """Record one processed frame."""
+        with self.lock:
+            self.latency_ms.append(latency_ms)
+            self.done_at.append(time.monotonic())
+            self.last_candidates = candidates
+            self.counts['frames_processed'] += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        """Return the counters, frame rate and latency percentiles."""
+        with self.lock:
+            latency = np.asarray(self.latency_ms, dtype=np.float64)
+            stamps = list(self.done_at)
+            values: dict[str, Any] = dict(self.counts)
+            values['candidates_last'] = self.last_candidates
+        rate = 0.0
+        if len(stamps) >= 2 and time.monotonic() - stamps[-1] < 5.0:
+            rate = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
+        values['frame_rate_hz'] = round(rate, 3)
+        if latency.size:
+            values['latency_ms_p50'] = round(float(np.percentile(latency, 50)), 3)
+            values['latency_ms_p99'] = round(float(np.percentile(latency, 99)), 3)
+        return values
+
+
+class MetaFusionNode(LifecycleNode):
+    """MetaFusion on ``~/input/image``: fused mask, markers, on-demand outputs, diagnostics."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.engine: FusionEngine | None = None
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self._check_initial_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = Stats()
+        self.state_name = 'unconfigured'
+        self.camera_info: CameraInfo | None = None
+        self._warned: dict[str, float] = {}
+        self._frames = LatestFrame()
+        self._worker: threading.Thread | None = None
+        self._subs: list[Any] = []
+        self._pubs: dict[str, Any] = {}
+        self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
+        self.create_timer(self.p('diagnostics_period_s'), self._publish_diagnostics)
+
+    # parameters -------------------------------------------------------------------------------
+    def p(self, name: str) -> Any:
+        """Return the current value of parameter ``name``."""
+        return self.get_parameter(name).value
+
+    def _check_initial_parameters(self) -> None:
+        """Validate the declared (possibly overridden) values like a later set would."""
+        result = self._on_set_parameters(
+            [self.get_parameter(name) for name in PARAMETERS], initial=True)
+        if not result.successful:
+            raise ConfigurationError(result.reason)
+
+    def _on_set_parameters(self, params: list[Parameter],
+                           initial: bool = False) -> SetParametersResult:
+        """Validate parameter changes (choices, ranges, run-time changeability), apply α / τ."""
+        for param in params:
+            problem = self._problem(param, initial)
+            if problem:
+                return SetParametersResult(successful=False, reason=f'{param.name}: {problem}')
+        updates = {p.name: p.value for p in params if p.name in ('alpha', 'tau')}
+        if updates and self.engine is not None:
+            try:
+                self.engine.set_params(**updates)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+            if 'alpha' in updates and self.engine.meta is not None:
+                self.get_logger().warning(
+                    f'alpha set to {updates["alpha"]:g}; the meta classifier was fitted at '
+                    f'alpha={self.engine.meta.context.alpha:g}')
+        return SetParametersResult(successful=True)
+
+    def _problem(self, param: Parameter, initial: bool) -> str:
+        """Return why ``param`` may not take its new value, or ''."""
+        if param.name in CHOICES and param.value not in CHOICES[param.name]:
+            return f'{param.value!r} is not one of {", ".join(CHOICES[param.name])}'
+        if not initial and param.name not in RUNTIME and self.engine is not None:
+            return 'takes effect at configure time: deactivate and clean up the node first'
+        return ''
+
+    # lifecycle --------------------------------------------------------------------------------
+    def on_configure(self, state: State) -> TransitionCallbackReturn:
+        """Load network, priors and meta model; fail with one clear line if they do not fit."""
+        config = EngineConfig(
+            model_path=self.p('model_path'), priors_path=self.p('priors_path'),
+            meta_model_path=self.p('meta_model_path'), backend=self.p('backend'),
+            precision=self.p('precision'), alpha=self.p('alpha'), tau=self.p('tau'),
+            target_class=self.p('target_class'), resize_mode=self.p('resize_mode'))
+        try:
+            self.engine = FusionEngine.load(config)
+        except ConfigurationError as exc:
+            return self._configure_failed(str(exc))
+        except Exception as exc:  # noqa: B902 - any loader error must end in one clear line
+            return self._configure_failed(f'{type(exc).__name__}: {exc}')
+        self._create_publishers()
+        meta = 'none (keep all candidates)' if self.engine.meta is None else \
+            self.p('meta_model_path')
+        self.get_logger().info(
+            f'configured: model {config.model_path} ({config.backend}), priors '
+            f'{config.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+        self.state_name = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _configure_failed(self, text: str) -> TransitionCallbackReturn:
+        """Log why configure failed (one line) and report FAILURE."""
+        self.get_logger().error(f'configure failed: {text}')
+        self.state_name = 'configure_failed'
+        return TransitionCallbackReturn.FAILURE
+
+    def on_activate(self, state: State) -> TransitionCallbackReturn:
+        """Subscribe the input topics and start the worker thread."""
+        reliability = {'best_effort': ReliabilityPolicy.BEST_EFFORT,
+                       'reliable': ReliabilityPolicy.RELIABLE}[self.p('qos.reliability')]
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p('qos.depth'),
+                         reliability=reliability)
+        self._frames.reopen()
+        self._subs = [
+            self.create_subscription(Image, '~/input/image', self._on_image, qos),
+            self.create_subscription(CameraInfo, '~/input/camera_info', self._on_camera_info,
+                                     qos)]
+        self._worker = threading.Thread(target=self._work, name='metafusion-worker',
+                                        daemon=True)
+        self._worker.start()
+        self.state_name = 'active'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: State) -> TransitionCallbackReturn:
+        """Unsubscribe and stop the worker (the frame in flight completes)."""
+        self._stop_worker()
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        self.state_name = 'inactive'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: State) -> TransitionCallbackReturn:
+        """Release the models and the output publishers."""
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+        self.engine = None
+        self.state_name = 'unconfigured'
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: State) -> TransitionCallbackReturn:
+        """Stop the worker on shutdown from any state."""
+        self._stop_worker()
+        self.state_name = 'finalized'
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_worker(self) -> None:
+        """Close the mailbox and join the worker thread."""
+        self._frames.close()
+        if self._worker is not None:
+            self._worker.join(timeout=30.0)
+            self._worker = None
+
+    def _create_publishers(self) -> None:
+        """Create the output publishers (their topics are relative to the node: ``~/output``)."""
+        topics = {'mask': Image, 'markers': MarkerArray, 'mask_bayes': Image, 'mask_ml': Image,
+                  'color_mask': Image, 'segments': String, 'processing_time_ms': Float32}
+        topics.update({f'heatmap/{name}': Image for name in HEATMAP_TOPICS})
+        self._pubs = {key: self.create_publisher(kind, f'~/output/{key}', 10)
+                      for key, kind in topics.items()}
+
+    # input ------------------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        """Check the layout (cheap, no pixel read) and store the frame for the worker."""
+        self.stats.add(frames_received=1)
+        try:
+            check_image(msg)
+        except ImageError as exc:
+            self._skip(exc)
+            return
+        self._frames.put((msg, time.perf_counter()))
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        """Keep the newest camera info (reported in diagnostics)."""
+        self.camera_info = msg
+
+    def _skip(self, exc: Exception) -> None:
+        """Count a skipped frame under its reason; warn at most once per ``warn_throttle_s``."""
+        reason = exc.reason
+        self.stats.add(**{f'skipped_{reason}': 1})
+        now = time.monotonic()
+        with self.stats.lock:
+            due = now - self._warned.get(reason, -1e9) >= self.p('warn_throttle_s')
+            if due:
+                self._warned[reason] = now
+            total = self.stats.counts[f'skipped_{reason}']
+        if due:
+            self.get_logger().warning(f'skipped frame ({reason}, {total} so far): {exc}')
+
+    # processing -------------------------------------------------------------------------------
+    def _work(self) -> None:
+        """Process the newest frame until the mailbox closes."""
+        frames = self._frames
+        while not frames.closed:
+            item = frames.take()
+            if item is not None:
+                self._process(*item)
+
+    def _process(self, msg: Image, received: float) -> None:
+        """Run the engine on one message and publish; bad input is a counted skip."""
+        engine = self.engine
+        if engine is None:
+            return
+        try:
+            processed = engine.process(image_to_rgb(msg))
+        except (ImageError, ResolutionMismatch, BadNetworkOutput) as exc:
+            self._skip(exc)
+            return
+        except Exception as exc:  # noqa: B902 - the worker must survive anything, loudly
+            self._skip(ProcessingError(f'{type(exc).__name__}: {exc}'))
+            return
+        try:
+            self._publish(msg.header, processed, engine)
+        except Exception as exc:  # noqa: B902 - publishing after shutdown must not kill us
+            if rclpy.ok(context=self.context):
+                self.get_logger().error(f'publishing failed: {exc}')
+            return
+        latency = (time.perf_counter() - received) * 1e3
+        result = processed.result
+        self.stats.add(candidates=result.candidates.count,
+                       fn_recovered=int(result.keep.sum()),
+                       fp_dropped=int((~result.keep).sum()))
+        self.stats.frame_done(latency, result.candidates.count)
+        self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
+
+    def _wanted(self, key: str, topic: str | None = None) -> bool:
+        """Return whether output ``key`` is switched on and has a subscriber."""
+        return bool(self.p(f'outputs.{key}')) and \
+            self._pubs[topic or key].get_subscription_count() > 0
+
+    def _publish(self, header: Header, processed: Processed, engine: FusionEngine) -> None:
+        """Publish the fused mask, the markers and every wanted optional output."""
+        result = processed.result
+        self._pubs['mask'].publish(mask_to_image(result.fused, header))
+        if self.p('outputs.markers'):
+            self._pubs['markers'].publish(self._markers(header, result, engine))
+        computed = []
+        if self._wanted('mask_bayes'):
+            self._pubs['mask_bayes'].publish(mask_to_image(result.pred_bayes, header))
+            computed.append('mask_bayes')
+        if self._wanted('mask_ml'):
+            self._pubs['mask_ml'].publish(mask_to_image(result.pred_ml, header))
+            computed.append('mask_ml')
+        if self._wanted('color_mask'):
+            palette = engine.table.palette_array()
+            colours = palette[np.minimum(result.fused, len(palette) - 1)]
+            self._pubs['color_mask'].publish(rgb_to_image(colours, header))
+            computed.append('color_mask')
+        if any(self._wanted('heatmaps', f'heatmap/{n}') for n in HEATMAP_TOPICS):
+            for name, heat in zip(HEATMAP_TOPICS, engine.heatmaps(processed)):
+                self._pubs[f'heatmap/{name}'].publish(float_to_image(heat, header))
+            computed.append('heatmaps')
+        if self._wanted('segments'):
+            self._pubs['segments'].publish(String(data=json.dumps(segment_report(
+                header, result, engine))))
+            computed.append('segments')
+        self.stats.add(**{f'computed_{key}': 1 for key in computed})
+
+    def _markers(self, header: Header, result: Any, engine: FusionEngine) -> MarkerArray:
+        """Return DELETEALL plus a box and a score label per candidate (green keep, red drop)."""
+        scale = float(self.p('marker_scale'))
+        markers = [Marker(header=header, action=Marker.DELETEALL)]
+        name = engine.table.target_name
+        for box, cid, score, keep in zip(result.candidates.boxes, result.candidates.ids,
+                                         result.scores, result.keep):
+            r0, c0, r1, c1 = (float(v) * scale for v in box)
+            colour = ColorRGBA(r=VERDICT_COLOUR[bool(keep)][0], g=VERDICT_COLOUR[bool(keep)][1],
+                               b=VERDICT_COLOUR[bool(keep)][2], a=1.0)
+            outline = Marker(header=header, ns='candidates', id=int(cid),
+                             type=Marker.LINE_STRIP, action=Marker.ADD, color=colour)
+            outline.pose.orientation.w = 1.0
+            outline.scale.x = 2 * scale
+            outline.points = [Point(x=c, y=r) for r, c in
+                              ((r0, c0), (r0, c1), (r1, c1), (r1, c0), (r0, c0))]
+            label = Marker(header=header, ns='scores', id=int(cid),
+                           type=Marker.TEXT_VIEW_FACING, action=Marker.ADD, color=colour,
+                           text=f'{name} {score:.2f} {"keep" if keep else "drop"}')
+            label.pose.position = Point(x=c0, y=r0 - 4 * scale)
+            label.pose.orientation.w = 1.0
+            label.scale.z = 10 * scale
+            markers += [outline, label]
+        return MarkerArray(markers=markers)
+
+    # diagnostics ------------------------------------------------------------------------------
+    def _publish_diagnostics(self) -> None:
+        """Publish counters, rate, latency and model state on /diagnostics."""
+        values = self.stats.snapshot()
+        values['frames_dropped'] = self._frames.dropped
+        values['model_state'] = self.state_name
+        values['camera_info'] = 'yes' if self.camera_info is not None else 'no'
+        if self.engine is not None:
+            values.update(alpha=self.engine.fusion.alpha, tau=self.engine.fusion.tau,
+                          backend=self.p('backend'), target=self.engine.table.target_name,
+                          meta_model='loaded' if self.engine.meta is not None else 'none')
+        skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
+        level = DiagnosticStatus.OK
+        message = f'{self.state_name}'
+        if self.state_name == 'configure_failed':
+            level, message = DiagnosticStatus.ERROR, 'configure failed'
+        elif skipped:
+            level, message = DiagnosticStatus.WARN, f'{self.state_name}, {skipped} frames skipped'
+        status = DiagnosticStatus(
+            level=level, name=f'{self.get_fully_qualified_name()}: fusion', message=message,
+            hardware_id=self.p('model_path') or 'none',
+            values=[KeyValue(key=k, value=str(v)) for k, v in sorted(values.items())])
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._diag_pub.publish(array)
+
+
+def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[str, Any]:
+    """Return the per-frame segment report: id, box, area, meta score and verdict per candidate."""
+    return {
+        'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
+        'frame_id': header.frame_id, 'target': engine.table.target_name,
+        'alpha': engine.fusion.alpha, 'tau': engine.fusion.tau,
+        'segments': [
+            {'id': int(cid), 'box': [int(v) for v in box], 'area': int(size),
+             'score': float(score), 'verdict': 'keep' if keep else 'drop'}
+            for cid, box, size, score, keep in zip(
+                result.candidates.ids, result.candidates.boxes, result.candidates.sizes,
+                result.scores, result.keep)],
+    }
+
+
+def main(args: list[str] | None = None) -> int:
+    """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
+    try:
+        rclpy.init(args=args)
+    except RuntimeError as exc:  # rclpy's RCLError: unparsable --ros-args
+        print(f'{NODE_NAME}: error: bad command line ({exc})', file=sys.stderr)
+        return 2
+    node = None
+    try:
+        node = MetaFusionNode()
+        if node.p('autostart'):
+            if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                return 1
+            node.trigger_activate()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (ConfigurationError, rclpy.exceptions.ParameterException) as exc:
+        print(f'{NODE_NAME}: error: {exc}', file=sys.stderr)
+        return 2
+    finally:
+        if node is not None:
+            node._stop_worker()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

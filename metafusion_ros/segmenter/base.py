@@ -1,0 +1,278 @@
+"""The :class:`Segmenter` interface: an RGB image in, per-pixel outputs at the camera resolution.
+
+A segmenter runs one ONNX model (ONNX Runtime or TensorRT backend) described by a
+:class:`~metafusion_ros.segmenter.spec.ModelSpec`. Plain models yield the softmax ``probs``
+(H, W, C) float32; models carrying the MetaFusion head (:mod:`metafusion_ros.segmenter.head`)
+yield :class:`~metafusion_ros.core.pipeline.HeadOutputs` (Bayes and ML masks, E/M/V heatmaps).
+Everything that can be checked is checked when the model is loaded: the file, the graph's input
+and output ranks and sizes, the class count against the class table and the priors, and one
+warm-up run on a blank image. A bad model never fails at the first camera frame.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+import hashlib
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+from scipy.special import softmax
+
+from metafusion_ros.core.pipeline import HeadOutputs
+from metafusion_ros.core.priors import interpolate, Priors
+from metafusion_ros.segmenter.preprocess import resize_labels, resize_maps
+from metafusion_ros.segmenter.spec import ModelSpec
+
+__all__ = ['Segmenter', 'SegmenterOutput', 'GraphIO', 'graph_io', 'inspect_onnx', 'file_sha256',
+           'check_priors', 'output_dims']
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class SegmenterOutput:
+    """One frame's network outputs at the camera resolution.
+
+    ``probs`` (H, W, C) float32 for plain models; ``head`` (masks uint8, heatmaps float32) and
+    optionally ``probs_ml`` (H, W, C) for models with the MetaFusion head.
+    """
+
+    probs: np.ndarray | None = None
+    head: HeadOutputs | None = None
+    probs_ml: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class GraphIO:
+    """Names and static shapes (``None`` for symbolic dims) of a graph's inputs and outputs."""
+
+    inputs: dict[str, tuple[int | None, ...]]
+    outputs: dict[str, tuple[int | None, ...]]
+
+
+def file_sha256(path: str | Path) -> str:
+    """Return the SHA-256 hex digest of a file."""
+    h = hashlib.sha256()
+    with open(path, 'rb') as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b''):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    """Return the static dims of a value info (``None`` where symbolic or unknown)."""
+    shape = value_info.type.tensor_type.shape
+    return tuple(d.dim_value if d.HasField('dim_value') else None for d in shape.dim)
+
+
+def inspect_onnx(path: str | Path) -> tuple[onnx.ModelProto, GraphIO]:
+    """Load, check and shape-infer an ONNX file; raise ``ValueError`` naming it when broken."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f'ONNX model {path} does not exist')
+    try:
+        model = onnx.load(str(path))
+        onnx.checker.check_model(model)
+        model = onnx.shape_inference.infer_shapes(model)
+    except Exception as exc:  # onnx raises DecodeError, ValidationError, InferenceError...
+        raise ValueError(f'ONNX model {path}: not a valid ONNX file ({type(exc).__name__}: '
+                         f'{str(exc).splitlines()[0] if str(exc) else "unreadable"})') from exc
+    return model, graph_io(model)
+
+
+def graph_io(model: onnx.ModelProto) -> GraphIO:
+    """Return the graph's run-time inputs (initializers excluded) and outputs with dims."""
+    initializers = {init.name for init in model.graph.initializer}
+    inputs = {v.name: _dims(v) for v in model.graph.input if v.name not in initializers}
+    outputs = {v.name: _dims(v) for v in model.graph.output}
+    return GraphIO(inputs, outputs)
+
+
+def output_dims(spec: ModelSpec, io: GraphIO, source: str) -> tuple[str, tuple[int | None, ...]]:
+    """Return the name and dims of the spec's output, checking rank and class count."""
+    name = spec.output.name or next(iter(io.outputs))
+    if name not in io.outputs:
+        raise ValueError(f'{source}: no output named {name!r} (outputs: {", ".join(io.outputs)})')
+    dims = io.outputs[name]
+    if len(dims) != 4:
+        raise ValueError(f'{source}: output {name!r} has rank {len(dims)}, expected 4 '
+                         f'({spec.output.layout})')
+    classes = dims[spec.output.class_axis]
+    if spec.num_classes is not None and classes is not None and classes != spec.num_classes:
+        raise ValueError(f'{source}: output {name!r} has {classes} classes on axis '
+                         f'{spec.output.class_axis} ({spec.output.layout}), the class table '
+                         f'{spec.num_classes}')
+    return name, dims
+
+
+def check_priors(priors: Priors, spec: ModelSpec, source: str) -> None:
+    """Raise ``ValueError`` when the priors' classes do not match the model's."""
+    table = priors.table
+    if spec.num_classes is not None and table.num_classes != spec.num_classes:
+        raise ValueError(f'priors ({table.name!r}, {table.num_classes} classes) do not match '
+                         f'{source} ({spec.num_classes} classes)')
+    if spec.table is not None and table.class_names != spec.table.class_names:
+        raise ValueError(f'priors classes {list(table.class_names)} do not match the classes '
+                         f'of {source} {list(spec.table.class_names)}')
+    head = spec.head
+    if head is not None and head.priors != 'input' and head.priors_digest and (
+            priors.resized(head.resolution).digest != head.priors_digest):
+        raise ValueError(f'{source} carries other priors in its graph (digest '
+                         f'{head.priors_digest}) than the priors given '
+                         f'({priors.resized(head.resolution).digest})')
+
+
+class Segmenter(ABC):
+    """A segmentation network: ``infer(image RGB uint8 (H, W, 3)) -> SegmenterOutput``."""
+
+    backend = 'abstract'
+
+    def __init__(self, model_path: str | Path, spec: ModelSpec, priors: Priors | None = None,
+                 alpha: float | None = None) -> None:
+        self.model_path = Path(model_path)
+        self.spec = spec
+        self.preprocess = spec.preprocess
+        _, self.io = inspect_onnx(self.model_path)
+        self._check_graph()
+        if priors is not None:
+            check_priors(priors, spec, str(self.model_path))
+        self.priors = priors
+        self._alpha = spec.head.alpha if spec.head is not None else 1.0
+        self._extra_inputs: dict[str, np.ndarray] = {}
+        if alpha is not None:
+            self.alpha = alpha
+        else:
+            self._update_extra_inputs()
+
+    # -- properties ---------------------------------------------------------------------------
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """Return the declared network input size ``(width, height)``."""
+        return self.preprocess.width, self.preprocess.height
+
+    @property
+    def num_classes(self) -> int | None:
+        """Return the number of classes ``C`` (None when neither spec nor graph tells)."""
+        return self.spec.num_classes
+
+    @property
+    def has_head(self) -> bool:
+        """Return whether the graph carries the MetaFusion head."""
+        return self.spec.head is not None
+
+    @property
+    def alpha(self) -> float:
+        """Return α of the in-graph head (eq. 15); fixed unless the graph takes it as input."""
+        return self._alpha
+
+    @alpha.setter
+    def alpha(self, value: float) -> None:
+        head = self.spec.head
+        if head is None or head.priors == 'constant':
+            if head is not None and float(value) != head.alpha:
+                raise ValueError(f'{self.model_path}: α = {head.alpha} is baked into the graph; '
+                                 f'add the head with --priors alpha-input to change it')
+            self._alpha = float(value)
+            return
+        interpolate(np.zeros((1, 1, 1), np.float32), value)  # validates α
+        self._alpha = float(value)
+        self._update_extra_inputs()
+
+    # -- checks -------------------------------------------------------------------------------
+    def _check_graph(self) -> None:
+        """Check the graph's input and outputs against the spec (static shapes)."""
+        source = f'ONNX model {self.model_path}'
+        expected_inputs = {'constant': 1, 'alpha-input': 2, 'input': 2}
+        want = expected_inputs[self.spec.head.priors] if self.has_head else 1
+        if len(self.io.inputs) != want:
+            raise ValueError(f'{source}: expected {want} graph input(s), found '
+                             f'{len(self.io.inputs)} ({", ".join(self.io.inputs)})')
+        name, dims = next(iter(self.io.inputs.items()))
+        shape = self.preprocess.input_shape
+        if len(dims) != 4 or any(d is not None and d != s for d, s in zip(dims, shape)):
+            raise ValueError(f'{source}: input {name!r} has shape {list(dims)}, the preprocess '
+                             f'config declares {list(shape)} ({self.preprocess.layout})')
+        self.input_name = name
+        if not self.has_head:
+            self.output_name, _ = output_dims(self.spec, self.io, source)
+            return
+        missing = [o for o in self.spec.head.outputs if o not in self.io.outputs]
+        if missing:
+            raise ValueError(f'{source}: the spec declares the MetaFusion head but outputs '
+                             f'{missing} are missing')
+        for out in self.spec.head.outputs:
+            rank = 4 if out == 'probs_ml' else 3
+            if len(self.io.outputs[out]) != rank:
+                raise ValueError(f'{source}: head output {out!r} has rank '
+                                 f'{len(self.io.outputs[out])}, expected {rank}')
+
+    def _check_raw(self, raw: dict[str, np.ndarray]) -> None:
+        """Check the shapes of one run's outputs (called on the warm-up run at load time)."""
+        source = f'ONNX model {self.model_path}'
+        if not self.has_head:
+            out = raw[self.output_name]
+            if out.ndim != 4 or out.shape[0] != 1:
+                raise ValueError(f'{source}: output {self.output_name!r} has shape '
+                                 f'{out.shape}, expected (1, ...) of rank 4')
+            classes = out.shape[self.spec.output.class_axis]
+            if self.spec.num_classes is not None and classes != self.spec.num_classes:
+                raise ValueError(f'{source}: output has {classes} classes, the class table '
+                                 f'{self.spec.num_classes}')
+            return
+        ref = raw['pred_ml'].shape
+        for out in self.spec.head.outputs:
+            shape = raw[out].shape
+            if shape[:3] != ref or shape[0] != 1:
+                raise ValueError(f'{source}: head output {out!r} has shape {shape}, '
+                                 f'pred_ml {ref}')
+
+    def warm_up(self) -> None:
+        """Run once on a blank image and check the outputs (done by the loader)."""
+        raw = self._run(self.preprocess(np.zeros((self.preprocess.height,
+                                                  self.preprocess.width, 3), np.uint8)))
+        self._check_raw(raw)
+
+    # -- inference ----------------------------------------------------------------------------
+    def _update_extra_inputs(self) -> None:
+        """Prepare the head's run-time inputs (α, or p_α at the output resolution)."""
+        head = self.spec.head
+        if head is None or head.priors == 'constant':
+            return
+        if head.priors == 'alpha-input':
+            self._extra_inputs = {'alpha': np.array([self._alpha], np.float32)}
+            return
+        if self.priors is None:
+            raise ValueError(f'{self.model_path}: the graph takes the priors as input; '
+                             f'pass priors when loading it')
+        class_priors = self.priors.resized(head.resolution).class_priors()
+        prior_alpha = interpolate(class_priors, self._alpha).transpose(2, 0, 1)[None]
+        self._extra_inputs = {'prior_alpha': np.ascontiguousarray(prior_alpha)}
+
+    @abstractmethod
+    def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the network on a preprocessed input; return every output by name."""
+
+    def run_network(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """Run the network alone on a preprocessed input (as :meth:`infer` does, for timing)."""
+        return self._run(x)
+
+    def infer(self, image_rgb: np.ndarray) -> SegmenterOutput:
+        """Segment an RGB uint8 image; outputs are resized to the image's resolution."""
+        raw = self._run(self.preprocess(image_rgb))
+        size = image_rgb.shape[:2]
+        if not self.has_head:
+            out = raw[self.output_name][0]
+            if self.spec.output.layout == 'NCHW':
+                out = out.transpose(1, 2, 0)
+            if self.spec.output.kind == 'logits':
+                out = softmax(out, axis=-1)
+            return SegmenterOutput(probs=resize_maps(np.ascontiguousarray(out, np.float32),
+                                                     size))
+        labels = {k: resize_labels(raw[k][0].astype(np.uint8, copy=False), size)
+                  for k in ('pred_bayes', 'pred_ml')}
+        maps = {k: resize_maps(raw[k][0].astype(np.float32, copy=False), size)
+                for k in ('entropy', 'margin', 'variation')}
+        probs_ml = (resize_maps(raw['probs_ml'][0], size) if self.spec.head.probs_ml else None)
+        return SegmenterOutput(head=HeadOutputs(**labels, **maps), probs_ml=probs_ml)

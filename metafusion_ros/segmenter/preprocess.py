@@ -1,0 +1,113 @@
+"""Preprocessing and output resampling declared by configuration.
+
+A network is described by its :class:`Preprocess`: the input size it was exported with, the
+pixel scale, mean and standard deviation, the channel order (``RGB`` or ``BGR``) and the layout
+(``NCHW`` or ``NHWC``). Camera images (RGB uint8, any size) are resized to the input size
+(bilinear), normalised and laid out accordingly. Network outputs go back to the camera
+resolution: label maps by nearest neighbour, probabilities and heatmaps bilinearly.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+__all__ = ['Preprocess', 'resize_labels', 'resize_maps']
+
+_LAYOUTS = ('NCHW', 'NHWC')
+_ORDERS = ('RGB', 'BGR')
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """Input size, normalisation ``(x * scale - mean) / std``, channel order and layout."""
+
+    width: int
+    height: int
+    mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    scale: float = 1.0 / 255.0
+    channel_order: str = 'RGB'
+    layout: str = 'NCHW'
+
+    def __post_init__(self) -> None:
+        if int(self.width) < 1 or int(self.height) < 1:
+            raise ValueError(f'preprocess: input size must be positive, got '
+                             f'{self.width}x{self.height}')
+        if self.layout not in _LAYOUTS:
+            raise ValueError(f'preprocess: layout must be one of {_LAYOUTS}, got {self.layout!r}')
+        if self.channel_order not in _ORDERS:
+            raise ValueError(f'preprocess: channel_order must be one of {_ORDERS}, '
+                             f'got {self.channel_order!r}')
+        if len(self.mean) != 3 or len(self.std) != 3:
+            raise ValueError('preprocess: mean and std need 3 values each')
+        if any(float(s) <= 0 for s in self.std):
+            raise ValueError(f'preprocess: std must be positive, got {list(self.std)}')
+        object.__setattr__(self, 'mean', tuple(float(v) for v in self.mean))
+        object.__setattr__(self, 'std', tuple(float(v) for v in self.std))
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """Return the network input shape (batch 1) in the declared layout."""
+        if self.layout == 'NCHW':
+            return (1, 3, self.height, self.width)
+        return (1, self.height, self.width, 3)
+
+    def __call__(self, image_rgb: np.ndarray) -> np.ndarray:
+        """Return the float32 network input for an RGB uint8 ``(H, W, 3)`` image."""
+        if not isinstance(image_rgb, np.ndarray):
+            raise TypeError(f'image must be a numpy array, got {type(image_rgb).__name__}')
+        if image_rgb.ndim != 3 or image_rgb.shape[2] != 3 or image_rgb.dtype != np.uint8:
+            raise ValueError(f'image must be RGB uint8 (H, W, 3), got {image_rgb.dtype} '
+                             f'{image_rgb.shape}')
+        if image_rgb.shape[:2] != (self.height, self.width):
+            image_rgb = np.asarray(Image.fromarray(image_rgb).resize(
+                (self.width, self.height), Image.BILINEAR))
+        x = image_rgb.astype(np.float32) * np.float32(self.scale)
+        if self.channel_order == 'BGR':
+            x = x[..., ::-1]
+            mean, std = self.mean[::-1], self.std[::-1]
+        else:
+            mean, std = self.mean, self.std
+        x = (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+        if self.layout == 'NCHW':
+            x = x.transpose(2, 0, 1)
+        return np.ascontiguousarray(x[None], dtype=np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialise to JSON-compatible data."""
+        data = asdict(self)
+        data['mean'], data['std'] = list(self.mean), list(self.std)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> 'Preprocess':
+        """Inverse of :meth:`to_dict`; unknown keys are an error."""
+        if not isinstance(data, dict):
+            raise ValueError(f'preprocess: expected a mapping, got {type(data).__name__}')
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f'preprocess: unknown keys {sorted(unknown)}')
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ValueError(f'preprocess: {exc}') from exc
+
+
+def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize a label map ``(h, w)`` to ``size`` = (H, W) by nearest neighbour."""
+    if labels.shape[:2] == tuple(size):
+        return labels
+    return np.asarray(Image.fromarray(labels).resize((size[1], size[0]), Image.NEAREST))
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize float maps ``(h, w)`` or ``(h, w, K)`` to ``size`` = (H, W) bilinearly."""
+    if maps.shape[:2] == tuple(size):
+        return maps
+    if maps.ndim == 2:
+        return np.asarray(Image.fromarray(maps.astype(np.float32)).resize(
+            (size[1], size[0]), Image.BILINEAR))
+    return np.stack([resize_maps(maps[..., k], size) for k in range(maps.shape[2])], axis=-1)

@@ -1,0 +1,150 @@
+"""Image <-> numpy conversions: round trips (hypothesis) and every refused layout."""
+import numpy as np
+import pytest
+
+pytest.importorskip('sensor_msgs.msg')
+from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis.extra.numpy import arrays  # noqa: E402
+from sensor_msgs.msg import Image  # noqa: E402
+from std_msgs.msg import Header  # noqa: E402
+
+from metafusion_ros.ros import conversions as conv  # noqa: E402
+
+SIZES = st.tuples(st.integers(1, 9), st.integers(1, 9))
+
+
+def _header() -> Header:
+    header = Header(frame_id='camera')
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    return header
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), encoding=st.sampled_from(conv.SUPPORTED_ENCODINGS), size=SIZES,
+       padding=st.integers(0, 5))
+def test_round_trip_any_encoding_with_row_padding(data, encoding, size, padding):
+    """Pixels survive array -> Image (padded rows) -> array for every supported encoding."""
+    channels = conv.CHANNELS[encoding]
+    pixels = data.draw(arrays(np.uint8, size + (channels,)))
+    msg = conv.array_to_image(pixels, encoding, _header())
+    rows = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)
+    padded = np.concatenate([rows, np.full((msg.height, padding), 7, np.uint8)], axis=1)
+    msg.step += padding
+    msg.data = padded.tobytes()
+    np.testing.assert_array_equal(conv.image_to_array(msg), pixels)
+    assert msg.header.frame_id == 'camera' and msg.header.stamp.nanosec == 345
+
+
+@settings(max_examples=40, deadline=None)
+@given(rgb=arrays(np.uint8, st.tuples(st.integers(1, 8), st.integers(1, 8), st.just(3))),
+       encoding=st.sampled_from(['rgb8', 'bgr8']))
+def test_rgb_round_trip_through_bgr(rgb, encoding):
+    """``rgb_to_image`` then ``image_to_rgb`` is the identity in rgb8 and bgr8."""
+    msg = conv.rgb_to_image(rgb, encoding=encoding)
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
+
+
+@settings(max_examples=30, deadline=None)
+@given(rgba=arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(4))))
+def test_alpha_dropped_and_channels_swapped(rgba):
+    """rgba8 keeps RGB, bgra8 is read with R and B swapped, alpha is dropped."""
+    np.testing.assert_array_equal(conv.image_to_rgb(conv.array_to_image(rgba, 'rgba8')),
+                                  rgba[:, :, :3])
+    np.testing.assert_array_equal(conv.image_to_rgb(conv.array_to_image(rgba, 'bgra8')),
+                                  rgba[:, :, [2, 1, 0]])
+
+
+def test_mono_replicated_to_rgb_and_mask_round_trip():
+    """mono8 reads as grey RGB; a mask round-trips through mono8."""
+    mask = np.arange(12, dtype=np.uint8).reshape(3, 4)
+    msg = conv.mask_to_image(mask, _header())
+    assert (msg.encoding, msg.step, msg.height, msg.width) == ('mono8', 4, 3, 4)
+    np.testing.assert_array_equal(conv.image_to_mask(msg), mask)
+    np.testing.assert_array_equal(conv.image_to_rgb(msg), np.repeat(mask[:, :, None], 3, 2))
+
+
+@settings(max_examples=30, deadline=None)
+@given(heat=arrays(np.float32, st.tuples(st.integers(1, 6), st.integers(1, 6)),
+                   elements=st.floats(0, 1, width=32)))
+def test_float_round_trip(heat):
+    """32FC1 round trip, in either declared byte order."""
+    msg = conv.float_to_image(heat)
+    assert msg.encoding == '32FC1' and msg.step == heat.shape[1] * 4
+    np.testing.assert_array_equal(conv.image_to_float(msg), heat)
+    msg.is_bigendian = 1
+    msg.data = heat.astype('>f4').tobytes()
+    np.testing.assert_array_equal(conv.image_to_float(msg), heat)
+
+
+def _valid(height=2, width=3, encoding='rgb8') -> Image:
+    """Return a valid image to corrupt."""
+    return conv.array_to_image(np.zeros((height, width, conv.CHANNELS[encoding]), np.uint8),
+                               encoding)
+
+
+@pytest.mark.parametrize('encoding', ['16UC1', 'mono16', '32FC1', 'yuv422', 'bayer_rggb8',
+                                      'rgb16', '8UC3', ''])
+def test_unsupported_encodings_refused(encoding):
+    """Every encoding outside the 8-bit set is refused with its own reason."""
+    msg = _valid()
+    msg.encoding = encoding
+    with pytest.raises(conv.UnsupportedEncoding, match='unsupported encoding') as info:
+        conv.image_to_rgb(msg)
+    assert info.value.reason == 'unsupported_encoding'
+
+
+def _corrupt(**fields) -> Image:
+    """Return a valid image with ``fields`` overwritten."""
+    msg = _valid()
+    for name, value in fields.items():
+        setattr(msg, name, value)
+    return msg
+
+
+@pytest.mark.parametrize('msg,error,reason', [
+    (_corrupt(height=0, data=b''), conv.ZeroSizeImage, 'zero_size'),
+    (_corrupt(width=0), conv.ZeroSizeImage, 'zero_size'),
+    (_corrupt(step=8), conv.BadStep, 'bad_step'),
+    (_corrupt(data=bytes(17)), conv.BadDataLength, 'bad_data_length'),
+    (_corrupt(data=bytes(19)), conv.BadDataLength, 'bad_data_length'),
+    (_corrupt(height=100000, width=100000, step=300000), conv.BadDataLength, 'bad_data_length'),
+    (_corrupt(is_bigendian=2), conv.BadEndianness, 'bad_endianness'),
+])
+def test_bad_layouts_refused(msg, error, reason):
+    """Step, data length, zero size and endianness flag are checked before reading pixels."""
+    with pytest.raises(error) as info:
+        conv.image_to_rgb(msg)
+    assert info.value.reason == reason
+    assert isinstance(info.value, ValueError)
+
+
+@settings(max_examples=60, deadline=None)
+@given(height=st.integers(0, 50), width=st.integers(0, 50), step=st.integers(0, 200),
+       length=st.integers(0, 400), encoding=st.sampled_from(conv.SUPPORTED_ENCODINGS))
+def test_arbitrary_layouts_read_or_refused(height, width, step, length, encoding):
+    """Any declared layout either reads to the declared shape or raises ImageError."""
+    msg = Image(height=height, width=width, step=step, encoding=encoding, data=bytes(length))
+    try:
+        pixels = conv.image_to_array(msg)
+    except conv.ImageError:
+        return
+    assert pixels.shape == (height, width, conv.CHANNELS[encoding])
+
+
+def test_big_endian_flag_is_irrelevant_for_8_bit():
+    """8-bit encodings read the same with either byte-order flag."""
+    msg = conv.array_to_image(np.arange(6, dtype=np.uint8).reshape(2, 3), 'mono8')
+    msg.is_bigendian = 1
+    np.testing.assert_array_equal(conv.image_to_mask(msg), np.arange(6).reshape(2, 3))
+
+
+def test_construction_refuses_bad_arrays():
+    """Building an Image from the wrong dtype or shape fails with a clear error."""
+    with pytest.raises(TypeError, match='uint8'):
+        conv.array_to_image(np.zeros((2, 2, 3), np.float32), 'rgb8')
+    with pytest.raises(ValueError, match=r'\(H, W, 3\)'):
+        conv.array_to_image(np.zeros((2, 2, 4), np.uint8), 'rgb8')
+    with pytest.raises(ValueError, match='mask'):
+        conv.mask_to_image(np.zeros((2, 2, 1), np.uint8))
+    with pytest.raises(conv.UnsupportedEncoding):
+        conv.image_to_mask(_valid())

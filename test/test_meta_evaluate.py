@@ -1,0 +1,246 @@
+"""Out-of-fold evaluation (Table 2 layout), the report, and `metafusion operating-point`."""
+import csv
+
+import numpy as np
+import pytest
+import yaml
+
+from metafusion_ros.cli import main
+from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts, segment_counts
+from metafusion_ros.core.features import feature_names
+from metafusion_ros.core.pipeline import MetaFusion
+from metafusion_ros.meta import evaluate as evaluate_module
+from metafusion_ros.meta.collect import ArraySource, collect
+from metafusion_ros.meta.evaluate import evaluate
+from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
+from metafusion_ros.meta.report import write_report
+from metafusion_ros.meta.toy import toy_drives
+
+ALPHAS = (0.0, 0.9, 1.0)
+
+
+@pytest.fixture(scope='module')
+def toy(tmp_path_factory):
+    """Return table, priors, frames, the filled cache folder and the evaluation at τ 0, 0.5."""
+    table, priors, items = toy_drives(seed=1, drives=3, frames=4)
+    folder = collect(ArraySource(items), priors, table, ALPHAS, tmp_path_factory.mktemp('c'))
+    result = evaluate(folder, table, feature_names(table), priors.digest, ALPHAS, (0.5, 0.0))
+    return table, priors, items, folder, result
+
+
+def test_bayes_and_ml_rows_match_core_counts(toy):
+    """Bayes and ML rows are the core's segment counts summed over the frames."""
+    table, priors, items, _, result = toy
+    fusion = MetaFusion(priors, table, 1.0)
+    bayes, ml = SegmentCounts(), SegmentCounts()
+    for _, _, probs, gt in items:
+        frame = fusion.process(probs, None)
+        bayes = bayes + segment_counts(frame.pred_bayes, gt, table)
+        ml = ml + segment_counts(frame.pred_ml, gt, table)
+    assert result.bayes.counts == bayes and result.ml[1.0].counts == ml
+    assert result.ml[0.0].counts == bayes
+
+
+def test_metafusion_row_matches_the_pipeline(toy):
+    """Fusing cached candidates with out-of-fold scores equals MetaFusion.process per frame."""
+    table, priors, items, _, result = toy
+    scores = result.validation[1.0].scores
+    fusion = MetaFusion(priors, table, 1.0, tau=0.5)
+    total, offset = SegmentCounts(), 0
+    for _, _, probs, gt in items:
+        count = fusion.process(probs, None).candidates.count
+        frame_scores = scores[offset:offset + count]
+        frame = fusion.process(probs, lambda features, s=frame_scores: s)
+        total = total + segment_counts(frame.fused, gt, table)
+        offset += count
+    row = result.fusion[(1.0, 0.5)]
+    assert row.counts == total
+    assert row.kept == int((scores >= 0.5).sum()) and row.candidates == scores.size
+
+
+def test_rows_delta_share_and_tau_zero(toy):
+    """Δ and the kept share come from core.evaluation; τ = 0 keeps every candidate."""
+    _, _, _, _, result = toy
+    rows = {(r['rule'], r['alpha'], r['tau'] if r['rule'] == 'MetaFusion' else None): r
+            for r in result.rows()}
+    bayes, ml = result.bayes.counts, result.ml[1.0].counts
+    fused = result.fusion[(1.0, 0.5)].counts
+    row = rows[('MetaFusion', 1.0, 0.5)]
+    assert row['delta'] == pytest.approx(delta(fused, bayes), nan_ok=True)
+    assert row['added_tp_kept'] == pytest.approx(added_tp_share(fused, bayes, ml), nan_ok=True)
+    everything = result.fusion[(1.0, 0.0)]
+    assert everything.kept == everything.candidates > 0
+    assert everything.counts.fn <= fused.fn
+    assert ml.fn < bayes.fn, 'the toy network must hide pedestrians from the Bayes rule'
+
+
+def test_alpha_zero_has_no_candidates(toy):
+    """α = 0 is the Bayes rule: no candidates, MetaFusion = Bayes, and the reason is noted."""
+    _, _, _, _, result = toy
+    row = result.fusion[(0.0, 0.5)]
+    assert row.candidates == 0 and row.counts == result.bayes.counts
+    assert 'no candidates' in row.note and 'no candidate segments' in result.notes[0.0]
+
+
+def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
+    """The report has the table, CV and figures; another τ reuses the cached scores."""
+    table, priors, _, folder, result = toy
+    md = write_report(result, folder, table, feature_names(table), tmp_path, 'toy',
+                      'metafusion evaluate ...', 'toy frames', 0.5)
+    text = md.read_text()
+    assert '| MetaFusion | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
+    for suffix in ('_fp_fn.png', '_importance.png', '_collage.png', '.csv'):
+        assert (tmp_path / f'toy{suffix}').stat().st_size > 0
+    with open(tmp_path / 'toy.csv', newline='') as fh:
+        assert len(list(csv.DictReader(fh))) == len(result.rows())
+
+    def no_training(*args, **kwargs):
+        raise AssertionError('cross-validation ran again')
+    monkeypatch.setattr(evaluate_module, 'cross_validate', no_training)
+    again = evaluate(folder, table, feature_names(table), priors.digest, ALPHAS, (0.7,))
+    assert again.fusion[(1.0, 0.7)].kept == int((result.validation[1.0].scores >= 0.7).sum())
+
+
+def test_single_class_candidates_are_reported(toy, tmp_path):
+    """Ground truth without pedestrians: every candidate is false, MetaFusion is not trained."""
+    table, priors, items, _, _ = toy
+    no_people = [(k, g, p, np.where(gt == table.target, 1, gt).astype(np.uint8))
+                 for k, g, p, gt in items]
+    folder = collect(ArraySource(no_people), priors, table, [1.0], tmp_path)
+    result = evaluate(folder, table, feature_names(table), priors.digest, [1.0], [0.5])
+    row = result.fusion[(1.0, 0.5)]
+    assert 'not trained' in row.note and 'false positives' in row.note
+    assert any(r['rule'] == 'MetaFusion' and r['fp'] == -1 for r in result.rows())
+
+
+ROWS = [
+    {'rule': 'Bayes', 'alpha': 0.0, 'tau': float('nan'), 'fp': 5, 'fn': 40},
+    {'rule': 'ML', 'alpha': 1.0, 'tau': float('nan'), 'fp': 1, 'fn': 1},
+    {'rule': 'MetaFusion', 'alpha': 0.0, 'tau': 0.5, 'fp': 5, 'fn': 40},
+    {'rule': 'MetaFusion', 'alpha': 0.9, 'tau': 0.5, 'fp': 12, 'fn': 20},
+    {'rule': 'MetaFusion', 'alpha': 1.0, 'tau': 0.5, 'fp': 20, 'fn': 15},
+    {'rule': 'MetaFusion', 'alpha': 1.0, 'tau': 0.3, 'fp': 30, 'fn': 10},
+]
+
+
+def test_choose_operating_point():
+    """--max-fn: fewest FP within the bound; --fn-weight: smallest FP + w FN; ML rows ignored."""
+    assert choose(ROWS, max_fn=20) == OperatingPoint(0.9, 0.5, 12, 20, 'MetaFusion')
+    assert choose(ROWS, max_fn=10).tau == 0.3
+    assert choose(ROWS, max_fn=100).alpha == 0.0
+    assert choose(ROWS, fn_weight=0.0).alpha == 0.0
+    assert choose(ROWS, fn_weight=2.0) == OperatingPoint(1.0, 0.3, 30, 10, 'MetaFusion')
+    assert choose(ROWS, fn_weight=0.5, alpha=1.0).tau == 0.5
+    with pytest.raises(ValueError, match='at most 5 false negatives \\(the fewest is 10\\)'):
+        choose(ROWS, max_fn=5)
+    with pytest.raises(ValueError, match='exactly one criterion'):
+        choose(ROWS)
+    with pytest.raises(ValueError, match='no evaluated operating points at alpha 0.5'):
+        choose(ROWS, fn_weight=1.0, alpha=0.5)
+
+
+def test_write_config_keeps_other_parameters(tmp_path):
+    """Write alpha and tau under <node>: ros__parameters; keep other keys; name bad YAML."""
+    path = tmp_path / 'node.yaml'
+    path.write_text('metafusion_node:\n  ros__parameters:\n    model_path: m.onnx\n    tau: 0.1\n')
+    write_config(path, OperatingPoint(0.99, 0.4, 1, 2, 'MetaFusion'))
+    params = yaml.safe_load(path.read_text())['metafusion_node']['ros__parameters']
+    assert params == {'model_path': 'm.onnx', 'tau': 0.4, 'alpha': 0.99}
+    path.write_text('metafusion_node: [1, 2]\n')
+    with pytest.raises(ValueError, match='ros__parameters must be a mapping'):
+        write_config(path, OperatingPoint(1.0, 0.5, 1, 2, 'MetaFusion'))
+    path.write_text('a: [1,\n')
+    with pytest.raises(ValueError, match='not valid YAML'):
+        write_config(path, OperatingPoint(1.0, 0.5, 1, 2, 'MetaFusion'))
+
+
+def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
+    """The CLI writes the report and a YAML the node reads; bad results files are named."""
+    table, priors, items, _, _ = toy
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for key, group, probs, gt in items:
+        np.savez(frames / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
+    priors.save(tmp_path / 'priors.npz')
+    code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
+                 '--cache', str(tmp_path / 'cache'), '--alphas', '0', '1', '--tau', '0.5',
+                 '0.2', '--out', str(tmp_path / 'out'), '--name', 'toy'])
+    assert code == 0 and '| Bayes | 0 |' in capsys.readouterr().out
+    results = tmp_path / 'out' / 'toy.csv'
+    assert len(read_rows(results)) == 1 + 2 * 3
+    config = tmp_path / 'op.yaml'
+    assert main(['operating-point', '--results', str(results), '--fn-weight', '1000',
+                 '--config', str(config)]) == 0
+    params = yaml.safe_load(config.read_text())['metafusion_node']['ros__parameters']
+    best = choose(read_rows(results), fn_weight=1000)
+    assert params == {'alpha': best.alpha, 'tau': best.tau}
+    (tmp_path / 'bad.csv').write_text('x,y\n1,2\n')
+    assert main(['operating-point', '--results', str(tmp_path / 'bad.csv'), '--max-fn', '3',
+                 '--config', str(config)]) == 2
+    assert 'needs columns' in capsys.readouterr().err
+
+
+def tiny_network(path, classes: int, size: tuple[int, int]) -> None:
+    """Write a seeded 3x3-conv + softmax ONNX 'network' and its spec beside it."""
+    from onnx import helper, numpy_helper, save, TensorProto
+
+    from metafusion_ros.segmenter.preprocess import Preprocess
+    from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
+
+    weight = numpy_helper.from_array(np.random.default_rng(3).normal(
+        size=(classes, 3, 3, 3)).astype(np.float32), 'w')
+    nodes = [helper.make_node('Conv', ['image', 'w'], ['z'], pads=[1, 1, 1, 1]),
+             helper.make_node('Softmax', ['z'], ['probs'], axis=1)]
+    h, w = size
+    graph = helper.make_graph(
+        nodes, 'tiny', [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, h, w])],
+        [helper.make_tensor_value_info('probs', TensorProto.FLOAT, [1, classes, h, w])],
+        [weight])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    ModelSpec(Preprocess(w, h), OutputSpec('probs', 'softmax', 'NCHW'),
+              toy_drives()[0]).save(path.with_suffix('.json'))
+
+
+def test_evaluate_runs_a_network_over_a_dataset(toy, tmp_path, capsys):
+    """--dataset camvid --model: frames go through the segmenter, then into the cache."""
+    from PIL import Image
+
+    table, _, items, _, _ = toy
+    root = tmp_path / 'camvid'
+    rng = np.random.default_rng(0)
+    for split in ('val', 'valannot', 'test', 'testannot'):
+        (root / split).mkdir(parents=True)
+    for k, (_, _, _, gt) in enumerate(items[:4]):
+        split, name = ('val', f'0016E5_{k:05d}.png') if k < 2 else ('test', f'0001TP_{k:05d}.png')
+        Image.fromarray(rng.integers(0, 256, gt.shape + (3,), dtype=np.uint8)).save(
+            root / split / name)
+        Image.fromarray(gt).save(root / f'{split}annot' / name)
+    tiny_network(tmp_path / 'net.onnx', table.num_classes, (24, 32))
+    toy[1].save(tmp_path / 'priors.npz')
+    args = ['evaluate', '--dataset', 'camvid', '--root', str(root), '--split', 'val,test',
+            '--model', str(tmp_path / 'net.onnx'), '--priors', str(tmp_path / 'priors.npz'),
+            '--cache', str(tmp_path / 'cache'), '--alphas', '0', '1',
+            '--out', str(tmp_path / 'out'), '--name', 'net']
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert 'camvid split(s) val, test' in out
+    cached = list((tmp_path / 'cache').rglob('*.base.npz'))
+    assert sorted(p.name for p in cached) == ['test_0001TP_00002.base.npz',
+                                              'test_0001TP_00003.base.npz',
+                                              'val_0016E5_00000.base.npz',
+                                              'val_0016E5_00001.base.npz']
+    assert main(args[:1] + ['--dataset', 'camvid', '--root', str(root), '--split', 'val',
+                            '--priors', str(tmp_path / 'priors.npz'), '--name', 'x']) == 2
+    assert '--dataset needs --model' in capsys.readouterr().err
+
+
+def test_rules_fp_at_fn_interpolates_the_curve():
+    """The adjusted rules' FP at a given FN: linear between neighbouring α, best branch."""
+    from metafusion_ros.meta.evaluate import rules_fp_at_fn
+
+    curve = [SegmentCounts(0, 10, 50), SegmentCounts(0, 30, 30), SegmentCounts(0, 80, 10),
+             SegmentCounts(0, 90, 10)]
+    assert rules_fp_at_fn(curve, 40) == pytest.approx(20.0)
+    assert rules_fp_at_fn(curve, 20) == pytest.approx(55.0)
+    assert rules_fp_at_fn(curve, 10) == pytest.approx(80.0)
+    assert np.isnan(rules_fp_at_fn(curve, 5)) and np.isnan(rules_fp_at_fn(curve, 51))

@@ -1,0 +1,199 @@
+"""Candidate collection (eq. 13), the per-frame cache, drive-grouped CV and `metafusion fit`."""
+import json
+
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from metafusion_ros.cli import main
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.features import feature_names
+from metafusion_ros.core.segments import disagreeing_candidates
+from metafusion_ros.meta.classifier import MetaClassifier, ModelContext
+from metafusion_ros.meta.collect import (ArraySource, candidate_labels, candidate_set, collect,
+                                         NpzSource)
+from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_meta
+from metafusion_ros.meta.toy import toy_drives
+
+
+@pytest.fixture(scope='module')
+def toy():
+    """Return the toy table, priors and 3 drives x 4 frames."""
+    return toy_drives(seed=0, drives=3, frames=4)
+
+
+def small_table(merge=()) -> ClassTable:
+    """Return classes a, b, c, d with target c = 2 and ignore 255."""
+    return ClassTable('toy', ('a', 'b', 'c', 'd'), 255, 2, ((0, 0, 0),) * 4, merge=merge)
+
+
+class CountingSource(ArraySource):
+    """An array source that counts how often a frame is loaded."""
+
+    loads = 0
+
+    def load(self, ref):
+        """Count and load."""
+        CountingSource.loads += 1
+        return super().load(ref)
+
+
+def test_candidate_labels_eq13_by_hand():
+    """Label 1 iff at least one candidate pixel has ground truth c (rider read as person)."""
+    ml = np.zeros((7, 12), np.uint8)
+    ml[1:6, 1:4] = 2     # candidate 1: one GT-c pixel
+    ml[1:6, 6:9] = 2     # candidate 2: none
+    bayes = np.zeros_like(ml)
+    gt = np.zeros_like(ml)
+    gt[5, 3] = 2
+    gt[1, 10] = 2        # GT c outside every candidate
+    cand = disagreeing_candidates(ml, bayes, 2)
+    assert cand.count == 2
+    np.testing.assert_array_equal(candidate_labels(cand, gt, small_table()), [True, False])
+    merged = small_table(merge=((3, 2),))
+    gt[5, 3] = 3
+    np.testing.assert_array_equal(candidate_labels(cand, gt, merged), [True, False])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 7), min_size=4, max_size=60), st.integers(2, 6))
+def test_folds_never_mix_drives(drives, max_folds):
+    """Never put a drive in both the training and the test part of a fold.
+
+    Each candidate is tested exactly once; with fewer drives than folds it is leave-one-drive-out.
+    """
+    groups = np.array([f'drive{d}' for d in drives])
+    if np.unique(groups).size < 2:
+        with pytest.raises(ValueError, match='at least 2 drives'):
+            drive_folds(groups, max_folds)
+        return
+    folds = drive_folds(groups, max_folds)
+    tested = np.concatenate([test for _, test in folds])
+    np.testing.assert_array_equal(np.sort(tested), np.arange(groups.size))
+    for train, test in folds:
+        assert not set(groups[train]) & set(groups[test])
+    assert len(folds) == min(max_folds, np.unique(groups).size)
+    if np.unique(groups).size <= max_folds:
+        assert all(np.unique(groups[test]).size == 1 for _, test in folds)
+
+
+def test_collect_caches_and_fit_end_to_end(toy, tmp_path):
+    """Collect -> candidate set -> grouped CV -> model; a second collect loads no frame."""
+    table, priors, items = toy
+    source = CountingSource(items)
+    folder = collect(source, priors, table, [1.0], tmp_path)
+    assert CountingSource.loads == len(items)
+    collect(source, priors, table, [1.0], tmp_path)
+    assert CountingSource.loads == len(items)
+    collect(source, priors, table, [0.9, 1.0], tmp_path)
+    assert CountingSource.loads == 2 * len(items)
+    names = feature_names(table)
+    candidates = candidate_set(folder, 1.0, names)
+    assert candidates.features.shape == (candidates.size, len(names))
+    assert 0 < candidates.labels.sum() < candidates.size
+    assert set(candidates.groups) == {'drive0', 'drive1', 'drive2'}
+    context = ModelContext(names, table, 1.0, priors.digest)
+    model, validation = fit_meta(candidates, context)
+    assert validation.metrics()['cv'] == 'leave-one-drive-out'
+    assert len(validation.auc) == 3 and validation.importances.shape == (3, len(names))
+    for k in range(3):
+        tested = np.unique(candidates.groups[validation.fold_of == k])
+        assert list(tested) == validation.test_drives[k]
+    assert model.info['training']['drives']['drive0']['candidates'] > 0
+    assert model.info['metrics']['auc_per_fold'] == [
+        None if np.isnan(a) else round(a, 4) for a in validation.auc]
+
+
+def test_empty_candidate_set_is_a_clear_error(toy, tmp_path):
+    """α = 0 (Bayes) has no candidates: a clear message, no crash, nothing trained."""
+    table, priors, items = toy
+    folder = collect(ArraySource(items), priors, table, [0.0], tmp_path)
+    candidates = candidate_set(folder, 0.0, feature_names(table))
+    assert candidates.size == 0
+    with pytest.raises(ValueError, match='no candidate segments'):
+        cross_validate(candidates, ModelContext(feature_names(table), table, 0.0))
+
+
+def test_single_drive_is_refused(toy, tmp_path):
+    """Out-of-fold numbers need a second drive."""
+    table, priors, items = toy
+    one = [(k, 'same', p, g) for k, _, p, g in items]
+    folder = collect(ArraySource(one), priors, table, [1.0], tmp_path)
+    with pytest.raises(ValueError, match='at least 2 drives, got 1 \\(same\\)'):
+        cross_validate(candidate_set(folder, 1.0, feature_names(table)),
+                       ModelContext(feature_names(table), table, 1.0))
+
+
+def write_npz_folder(items, folder):
+    """Save frames as the --softmax layout: <drive>_<n>.npz with probs and gt."""
+    folder.mkdir()
+    for key, group, probs, gt in items:
+        np.savez(folder / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
+    return folder
+
+
+def test_fit_command(toy, tmp_path, capsys):
+    """`metafusion fit --softmax DIR` writes a model that loads against its own context."""
+    table, priors, items = toy
+    frames = write_npz_folder(items, tmp_path / 'frames')
+    priors.save(tmp_path / 'priors.npz')
+    out = tmp_path / 'meta.json'
+    code = main(['fit', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
+                 '--cache', str(tmp_path / 'cache'), '--out', str(out)])
+    text = capsys.readouterr().out
+    assert code == 0 and 'ROC AUC' in text and 'leave-one-drive-out' in text
+    manifest = json.loads((tmp_path / 'meta.manifest.json').read_text())
+    assert manifest['metrics']['cv'] == 'leave-one-drive-out'
+    assert manifest['training']['frames'] == len(items)
+    MetaClassifier.load(out, ModelContext(feature_names(table), table, 1.0, priors.digest))
+
+
+def test_fit_command_bad_input(toy, tmp_path, capsys):
+    """Bad sources give one-line errors naming the problem and exit code 2."""
+    table, priors, items = toy
+    priors.save(tmp_path / 'priors.npz')
+    args = ['fit', '--priors', str(tmp_path / 'priors.npz'), '--out', str(tmp_path / 'm.json'),
+            '--cache', str(tmp_path / 'cache')]
+    assert main(args) == 2
+    assert 'exactly one frame source' in capsys.readouterr().err
+    (tmp_path / 'empty').mkdir()
+    assert main(args + ['--softmax', str(tmp_path / 'empty')]) == 2
+    assert 'holds no .npz files' in capsys.readouterr().err
+    bad = tmp_path / 'bad'
+    bad.mkdir()
+    np.savez(bad / 'd0_000.npz', probs=items[0][2])
+    assert main(args + ['--softmax', str(bad)]) == 2
+    assert 'needs arrays probs and gt' in capsys.readouterr().err
+    frames = write_npz_folder(items[:4], tmp_path / 'one_drive')
+    assert main(args + ['--softmax', str(frames), '--alpha', '0']) == 2
+    assert 'no candidate segments' in capsys.readouterr().err
+
+
+def test_npz_source_groups_by_file_prefix(toy, tmp_path):
+    """Without a `sequence` array the drive is the file name up to the first underscore."""
+    folder = tmp_path / 'f'
+    folder.mkdir()
+    _, _, items = toy
+    for name in ('0016E5_07959', '0001TP_006690'):
+        np.savez(folder / f'{name}.npz', probs=items[0][2], gt=items[0][3])
+    assert [(r.key, r.group) for r in NpzSource(folder).frames()] == [
+        ('0001TP_006690', '0001TP'), ('0016E5_07959', '0016E5')]
+
+
+def test_segmenter_source_keys_and_drives_per_split(toy):
+    """Keys carry the split; synthetic drives (numbered per split) are grouped per split."""
+    from pathlib import Path
+
+    from metafusion_ros.data.frame import FrameFile, FrameSource
+    from metafusion_ros.meta.collect import SegmenterSource
+
+    def split(name):
+        image = Path(f'/data/{name}/synth_000000_000001_leftImg8bit.png')
+        return FrameSource([FrameFile(image, None, 'synth_000000', 1)], toy[0], None)
+    for per_split, groups in ((True, ['val/synth_000000', 'test/synth_000000']),
+                              (False, ['synth_000000', 'synth_000000'])):
+        source = SegmenterSource({'val': split('val'), 'test': split('test')}, np.asarray, 't',
+                                 drives_per_split=per_split)
+        assert [(r.key, r.group) for r in source.frames()] == [
+            ('val_synth_000000_000001_leftImg8bit', groups[0]),
+            ('test_synth_000000_000001_leftImg8bit', groups[1])]

@@ -1,0 +1,96 @@
+"""The processing chain without ROS: loading, cross-checks, refuse mode, α/τ between frames."""
+import numpy as np
+import pytest
+
+from metafusion_ros.ros import fixtures
+from metafusion_ros.ros.engine import (ConfigurationError, EngineConfig, FusionEngine,
+                                       ResolutionMismatch)
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    """Write the tiny model, priors and a meta model."""
+    folder = tmp_path_factory.mktemp('engine')
+    model = fixtures.write_model(folder / 'tiny.onnx')
+    priors = fixtures.write_priors(folder / 'tiny_priors.npz')
+    return {'model': str(model), 'priors': str(priors), 'folder': folder,
+            'meta': str(fixtures.write_meta_model(folder / 'meta.json', priors))}
+
+
+def _engine(files, **overrides):
+    """Load an engine on the tiny files with ``overrides``."""
+    return FusionEngine.load(EngineConfig(files['model'], files['priors'], **overrides))
+
+
+def test_candidates_scored_kept_and_fused(files):
+    """Two dim red candidates, scored by the meta model, kept at τ = 0.5 and fused as person."""
+    engine = _engine(files, meta_model_path=files['meta'])
+    result = engine.process(fixtures.scene()).result
+    assert result.candidates.count == 2 and result.keep.all()
+    assert np.all((result.scores > 0) & (result.scores < 1))
+    assert result.fused[30:38, 8:16].min() == 1 and result.pred_bayes[30:38, 8:16].max() == 0
+
+
+def test_alpha_and_tau_apply_from_the_next_frame(files):
+    """Queued α / τ take effect at the next frame; out-of-range values are refused at once."""
+    engine = _engine(files, meta_model_path=files['meta'])
+    engine.set_params(tau=1.0)
+    assert not engine.process(fixtures.scene()).result.keep.any()
+    engine.set_params(alpha=0.5)
+    assert engine.process(fixtures.scene()).result.candidates.count == 0
+    for bad in ({'alpha': 1.5}, {'tau': -0.1}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            engine.set_params(**bad)
+    assert engine.fusion.alpha == 0.5
+
+
+def test_heatmaps_cover_the_frame(files):
+    """E, M, V of the ML probabilities come at the frame's resolution, in [0, 1]."""
+    engine = _engine(files)
+    processed = engine.process(fixtures.scene())
+    for heat in engine.heatmaps(processed):
+        assert heat.shape == fixtures.SIZE and 0 <= heat.min() and heat.max() <= 1
+
+
+def test_refuse_mode_and_resize_mode(files):
+    """Another resolution is refused with resize_mode=refuse and processed otherwise."""
+    big = np.repeat(fixtures.scene(), 2, axis=0)
+    with pytest.raises(ResolutionMismatch, match='refuse'):
+        _engine(files, resize_mode='refuse').process(big)
+    assert _engine(files).process(big).result.fused.shape == (96, 64)
+
+
+@pytest.mark.parametrize('overrides,message', [
+    ({'precision': 'fp16'}, 'tensorrt'),
+    ({'resize_mode': 'crop'}, 'resize_mode'),
+    ({'target_class': 'unicorn'}, 'unicorn'),
+    ({'backend': 'openvino'}, 'openvino'),
+    ({'meta_model_path': '/nonexistent/meta.json'}, '/nonexistent/meta.json'),
+    ({'priors_path': ''}, 'priors path is empty'),
+])
+def test_bad_configurations_fail_with_one_line(files, overrides, message):
+    """Every bad setting is a one-line ConfigurationError naming the problem."""
+    config = {'model_path': files['model'], 'priors_path': files['priors'], **overrides}
+    with pytest.raises(ConfigurationError, match=message) as info:
+        FusionEngine.load(EngineConfig(**config))
+    assert '\n' not in str(info.value)
+
+
+def test_model_and_priors_of_different_tables_are_refused(files):
+    """A 19-class network with the 3-class priors: the class counts are named."""
+    from metafusion_ros.core.classes import cityscapes_table
+
+    other = fixtures.write_model(files['folder'] / 'cs.onnx', table=cityscapes_table())
+    with pytest.raises(ConfigurationError) as info:
+        FusionEngine.load(EngineConfig(str(other), files['priors']))
+    assert '19' in str(info.value) and '3' in str(info.value)
+
+
+def test_meta_model_of_another_schema_is_refused(files, tmp_path):
+    """A meta model fitted for the Cityscapes schema does not load with the tiny priors."""
+    from metafusion_ros.core.classes import cityscapes_table
+
+    priors = fixtures.write_priors(tmp_path / 'cs.npz', table=cityscapes_table())
+    meta = fixtures.write_meta_model(tmp_path / 'cs_meta.json', priors)
+    with pytest.raises(ConfigurationError, match='does not match'):
+        _engine(files, meta_model_path=str(meta))

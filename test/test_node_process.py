@@ -1,0 +1,391 @@
+"""The node as a separate process over real DDS: outputs, markers, switches, α/τ, bad input.
+
+One node (tiny deterministic network, flat priors, a small meta classifier) serves the first
+group of tests in file order; the last of them stops it with SIGTERM. Configure failures, the
+refuse mode and SIGINT use their own short-lived processes.
+"""
+import json
+import signal
+
+from diagnostic_msgs.msg import DiagnosticArray
+import numpy as np
+import pytest
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from sensor_msgs.msg import Image
+from std_msgs.msg import Float32, String
+from test_node_harness import (diagnostics_values, image_msg, ros_env, start_node, stop_node,
+                               Peer, with_stamp, write_files)
+from visualization_msgs.msg import Marker, MarkerArray
+
+from metafusion_ros.ros import fixtures
+from metafusion_ros.ros.conversions import image_to_float, image_to_mask
+
+DOMAIN = 71
+NAME = 'fusion'
+OUT = f'/{NAME}/output'
+SCENE = fixtures.scene()
+NO_CANDIDATES = fixtures.scene({(4, 4): fixtures.RED})
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+    """Write the tiny files, start the node and a tester; yield them; stop both."""
+    folder = tmp_path_factory.mktemp('node')
+    files = write_files(folder)
+    env = ros_env(DOMAIN, folder / 'log')
+    proc = start_node(env, {'model_path': files['model'], 'priors_path': files['priors'],
+                            'meta_model_path': files['meta'], 'tau': 0.5,
+                            'warn_throttle_s': 0.0})
+    failing = start_failing(env, files, folder)  # they run while the first tests do
+    tester = Peer(DOMAIN)
+    for topic, kind in (('mask', Image), ('markers', MarkerArray), ('mask_bayes', Image),
+                        ('mask_ml', Image), ('processing_time_ms', Float32)):
+        tester.subscribe(f'{OUT}/{topic}', kind)
+    tester.subscribe('/diagnostics', DiagnosticArray)
+    yield {'proc': proc, 'tester': tester, 'files': files, 'env': env, 'folder': folder,
+           'failing': failing}
+    tester.close()
+    for other in [proc, *failing.values()]:
+        stop_node(other, signal.SIGKILL)
+
+
+def send(setup, image, stamp, encoding='rgb8', topic=f'/{NAME}/input/image', wait=True):
+    """Publish ``image`` until the fused mask with ``stamp`` arrives; return that mask."""
+    tester = setup['tester']
+    masks = tester.received[f'{OUT}/mask']
+    msg = image_msg(image, stamp, encoding=encoding)
+    if not wait:
+        tester.publisher(topic).publish(msg)
+        return None
+    assert tester.spin_until(lambda: with_stamp(masks, stamp),
+                             every=lambda: tester.publisher(topic).publish(msg)), \
+        f'no mask for stamp {stamp}; node alive: {setup["proc"].poll() is None}'
+    return with_stamp(masks, stamp)[0]
+
+
+def latest(setup, topic, stamp, timeout=10.0):
+    """Return the first message on ``topic`` with ``stamp`` (waiting for it)."""
+    tester = setup['tester']
+    messages = tester.received[f'{OUT}/{topic}']
+    assert tester.spin_until(lambda: with_stamp(messages, stamp), timeout=timeout), topic
+    return with_stamp(messages, stamp)[0]
+
+
+def set_params(setup, **values):
+    """Set node parameters; return the SetParametersResult list."""
+    tester = setup['tester']
+    client = AsyncParameterClient(tester.node, NAME)
+    assert client.wait_for_services(timeout_sec=30.0)
+    future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+    assert tester.spin_until(future.done, timeout=30.0)
+    return future.result().results
+
+
+def diagnostics(setup, condition=lambda values: True):
+    """Return the node's newest diagnostics values once ``condition`` holds."""
+    tester = setup['tester']
+    messages = tester.received['/diagnostics']
+    assert tester.spin_until(lambda: condition(diagnostics_values(messages, f'/{NAME}')),
+                             timeout=20.0), diagnostics_values(messages, f'/{NAME}')
+    return diagnostics_values(messages, f'/{NAME}')
+
+
+def test_mask_matches_input_header_size_and_classes(setup):
+    """The fused mask is mono8 at the input size, header unchanged, dim red fused as person."""
+    msg = send(setup, SCENE, 101)
+    assert (msg.height, msg.width, msg.encoding) == (48, 64, 'mono8')
+    assert msg.header.frame_id == 'camera'
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) == (101, 7)
+    fused = image_to_mask(msg)
+    assert fused[4:12, 4:12].min() == 1 and fused[4:12, 40:48].min() == 2
+    assert fused[30:38, 8:16].min() == 1 and fused[30:38, 44:52].min() == 1
+    assert np.count_nonzero(fused == 0) == 48 * 64 - 4 * 64
+    bayes = image_to_mask(latest(setup, 'mask_bayes', 101))
+    ml = image_to_mask(latest(setup, 'mask_ml', 101))
+    assert bayes[30:38, 8:16].max() == 0 and ml[30:38, 8:16].min() == 1
+
+
+@pytest.mark.parametrize('encoding,stamp', [('bgr8', 201), ('rgba8', 202), ('bgra8', 203)])
+def test_colour_encodings_give_the_same_mask(setup, encoding, stamp):
+    """bgr8, rgba8 and bgra8 frames of the same scene give the rgb8 mask."""
+    image = {'bgr8': SCENE,  # image_msg encodes RGB as BGR
+             'rgba8': np.dstack([SCENE, np.full(SCENE.shape[:2], 255, np.uint8)]),
+             'bgra8': np.dstack([SCENE[:, :, ::-1], np.zeros(SCENE.shape[:2], np.uint8)])}
+    reference = image_to_mask(send(setup, SCENE, stamp + 100))
+    mask = image_to_mask(send(setup, image[encoding], stamp, encoding=encoding))
+    np.testing.assert_array_equal(mask, reference)
+
+
+def test_mono8_input_processed_at_its_size(setup):
+    """A mono8 frame is read as grey RGB and yields a mask of its size."""
+    mask = image_to_mask(send(setup, SCENE[:, :, 0], 301, encoding='mono8'))
+    assert mask.shape == (48, 64)
+
+
+def test_markers_flag_candidates_and_are_cleared(setup):
+    """Each candidate gets a box and a score label; the next frame's DELETEALL clears them."""
+    tester = setup['tester']
+    send(setup, SCENE, 401)
+    markers = latest(setup, 'markers', 401).markers
+    assert markers[0].action == Marker.DELETEALL
+    boxes = [m for m in markers if m.ns == 'candidates']
+    labels = [m for m in markers if m.ns == 'scores']
+    assert len(boxes) == len(labels) == 2
+    assert all(m.type == Marker.LINE_STRIP and m.color.g > 0.5 for m in boxes)
+    assert all(m.text.startswith('person 0.') and m.text.endswith('keep') for m in labels)
+    xs = sorted({round(p.x / 0.01) for p in boxes[0].points})
+    assert xs == [8, 16]
+    assert all(m.header.stamp.sec == 401 for m in markers)
+    send(setup, NO_CANDIDATES, 402)
+    cleared = latest(setup, 'markers', 402).markers
+    assert [m.action for m in cleared] == [Marker.DELETEALL]
+    assert tester.received[f'{OUT}/processing_time_ms']
+
+
+def test_segment_report_lists_candidates(setup):
+    """~/output/segments is JSON with id, box, area, score and verdict per candidate."""
+    tester = setup['tester']
+    reports = tester.subscribe(f'{OUT}/segments', String)
+    assert tester.spin_until(lambda: tester.node.count_publishers(f'{OUT}/segments') > 0)
+    send(setup, SCENE, 501)
+    assert tester.spin_until(lambda: any(json.loads(r.data)['stamp']['sec'] == 501
+                                         for r in reports), timeout=10.0)
+    report = next(json.loads(r.data) for r in reports if json.loads(r.data)['stamp']['sec'] == 501)
+    segments = report['segments']
+    assert [s['box'] for s in segments] == [[30, 8, 38, 16], [30, 44, 38, 52]]
+    assert all(s['area'] == 64 and s['verdict'] == 'keep' and 0.5 <= s['score'] <= 1
+               for s in segments)
+    tester.unsubscribe(f'{OUT}/segments')
+
+
+def test_disabled_or_unsubscribed_outputs_are_not_computed(setup):
+    """Heatmaps switched off are neither published nor computed; unsubscribed outputs neither."""
+    tester = setup['tester']
+    entropy = tester.subscribe(f'{OUT}/heatmap/entropy', Image)
+    assert set_params(setup, **{'outputs.heatmaps': False})[0].successful
+    before = diagnostics(setup).get('computed_heatmaps', '0')
+    send(setup, SCENE, 601)
+    tester.spin_for(0.5)
+    assert not with_stamp(entropy, 601)
+    values = diagnostics(setup, lambda v: int(v.get('frames_processed', 0)) > 0)
+    assert values.get('computed_heatmaps', '0') == before
+    assert 'computed_color_mask' not in values
+    assert set_params(setup, **{'outputs.heatmaps': True})[0].successful
+    send(setup, SCENE, 602)
+    heat = image_to_float(latest(setup, 'heatmap/entropy', 602))
+    assert heat.shape == (48, 64) and np.isfinite(heat).all()
+    assert 0 <= heat.min() and heat.max() <= 1 and heat[4:12, 4:12].max() < heat[0, 0]
+    tester.unsubscribe(f'{OUT}/heatmap/entropy')
+
+
+def test_alpha_and_tau_change_at_run_time(setup):
+    """α = 0.5 removes the candidates; τ = 0.9 drops them (red markers, Bayes in the mask)."""
+    assert set_params(setup, alpha=0.5)[0].successful
+    fused = image_to_mask(send(setup, SCENE, 701))
+    assert fused[30:38, 8:16].max() == 0
+    assert [m.action for m in latest(setup, 'markers', 701).markers] == [Marker.DELETEALL]
+    assert all(r.successful for r in set_params(setup, alpha=1.0, tau=0.9))
+    fused = image_to_mask(send(setup, SCENE, 702))
+    assert fused[30:38, 8:16].max() == 0
+    labels = [m for m in latest(setup, 'markers', 702).markers if m.ns == 'scores']
+    assert len(labels) == 2 and all(m.text.endswith('drop') and m.color.r > 0.5 for m in labels)
+    assert set_params(setup, tau=0.5)[0].successful
+    assert image_to_mask(send(setup, SCENE, 703))[30:38, 8:16].min() == 1
+
+
+@pytest.mark.parametrize('name,value,reason', [
+    ('alpha', 2.0, ''), ('tau', -0.1, ''), ('backend', 'cuda', 'onnxruntime'),
+    ('resize_mode', 'stretch', 'refuse'), ('model_path', '/tmp/other.onnx', 'configure'),
+    ('qos.depth', 0, ''),
+])
+def test_bad_parameter_values_rejected_with_a_reason(setup, name, value, reason):
+    """Out-of-range, unknown or not-at-run-time values are refused, naming why."""
+    result = set_params(setup, **{name: value})[0]
+    assert not result.successful and result.reason
+    assert reason in result.reason
+
+
+BAD_INPUTS = {
+    'unsupported_encoding': dict(encoding='16UC1', height=2, width=2, step=4, data=bytes(8)),
+    'bad_step': dict(encoding='rgb8', height=2, width=4, step=5, data=bytes(10)),
+    'bad_data_length': dict(encoding='rgb8', height=48, width=64, step=192, data=bytes(100)),
+    'zero_size': dict(encoding='rgb8', height=0, width=64, step=192, data=b''),
+    'bad_endianness': dict(encoding='mono8', height=1, width=1, step=1, data=b'\0',
+                           is_bigendian=7),
+}
+
+
+def test_bad_input_is_a_counted_skip_and_the_node_stays_alive(setup):
+    """Every kind of unreadable image is counted; the next valid frame is processed."""
+    tester = setup['tester']
+    pub = tester.publisher(f'/{NAME}/input/image')
+    bad = [Image(**fields) for fields in BAD_INPUTS.values()] + [
+        Image(encoding=encoding, height=1, width=1, step=4, data=bytes(4))
+        for encoding in ('yuv422', 'bayer_rggb8', '32FC1', 'mono16')]
+    diag = tester.received['/diagnostics']
+    assert tester.spin_until(
+        lambda: all(int(diagnostics_values(diag, f'/{NAME}').get(f'skipped_{r}', 0)) >= 3
+                    for r in BAD_INPUTS),
+        every=lambda: [pub.publish(msg) for msg in bad]), diagnostics_values(diag, f'/{NAME}')
+    values = diagnostics(setup)
+    assert int(values['skipped_unsupported_encoding']) >= 3
+    fused = image_to_mask(send(setup, SCENE, 801))
+    assert fused[30:38, 8:16].min() == 1
+    assert setup['proc'].poll() is None
+
+
+def test_other_resolution_is_resized_by_default(setup):
+    """A frame twice the priors' size is processed at its own size (priors resized)."""
+    big = np.repeat(np.repeat(SCENE, 2, axis=0), 2, axis=1)
+    mask = image_to_mask(send(setup, big, 901))
+    assert mask.shape == (96, 128)
+    assert mask[64:72, 20:28].min() == 1
+
+
+def _accounted(values):
+    """Return whether every received frame is processed, dropped or skipped (quiescent node)."""
+    skipped = sum(int(v) for k, v in values.items() if k.startswith('skipped_'))
+    return int(values.get('frames_received', -1)) == int(values.get('frames_processed', 0)) + \
+        int(values.get('frames_dropped', 0)) + skipped
+
+
+def test_burst_drops_older_frames_and_accounts_for_every_frame(setup):
+    """A burst of large frames is thinned to the newest (counted drops); nothing goes missing."""
+    tester = setup['tester']
+    big = np.repeat(np.repeat(SCENE, 8, axis=0), 8, axis=1)
+    values = diagnostics(setup, _accounted)
+    before, received = int(values.get('frames_dropped', 0)), int(values['frames_received'])
+    pub = tester.publisher(f'/{NAME}/input/image')
+    for stamp in range(1101, 1121):
+        pub.publish(image_msg(big, stamp))
+    last = image_msg(big, 1120)
+    diag = tester.received['/diagnostics']
+    assert tester.spin_until(  # best effort may lose the last frame of the burst: resend it
+        lambda: with_stamp(tester.received[f'{OUT}/mask'], 1120),
+        every=lambda: pub.publish(last), period=2.0)
+    assert tester.spin_until(lambda: _accounted(diagnostics_values(diag, f'/{NAME}')) and int(
+        diagnostics_values(diag, f'/{NAME}')['frames_received']) > received + 1)
+    assert int(diagnostics_values(diag, f'/{NAME}')['frames_dropped']) > before, \
+        json.dumps(diagnostics_values(diag, f'/{NAME}'))
+    assert image_to_mask(with_stamp(tester.received[f'{OUT}/mask'], 1120)[0]).shape == (384, 512)
+
+
+def test_diagnostics_report_rate_latency_and_counters(setup):
+    """/diagnostics carries frame counts, latency, candidates, FN recovered and FP dropped."""
+    values = diagnostics(setup, lambda v: 'latency_ms_p50' in v and
+                         int(v['frames_processed']) >= 10)
+    assert int(values['fn_recovered']) >= 2 and int(values['fp_dropped']) >= 2
+    assert values['model_state'] == 'active' and values['meta_model'] == 'loaded'
+    assert float(values['latency_ms_p50']) > 0 and 'frames_dropped' in values
+
+
+def test_sigterm_exits_cleanly(setup):
+    """SIGTERM ends the node with exit code 0 and no traceback."""
+    code, output = stop_node(setup['proc'], signal.SIGTERM)
+    assert code == 0, output
+    assert 'Traceback' not in output
+
+
+# Start-up failures: case -> (parameter overrides, exit code, text the one line must hold).
+FAILURES = {
+    'missing_priors': ({'priors_path': '{folder}/nope.npz'}, 1, '{folder}/nope.npz'),
+    'missing_model': ({'model_path': '{folder}/nope.onnx'}, 1, '{folder}/nope.onnx'),
+    'corrupt_priors': ({'priors_path': '{folder}/corrupt.npz'}, 1, '{folder}/corrupt.npz'),
+    'empty_model': ({'model_path': '{folder}/empty.onnx'}, 1, '{folder}/empty.onnx'),
+    'meta_alpha_mismatch': ({'meta_model_path': '{meta}', 'alpha': 0.5}, 1, 'alpha differs'),
+    'alpha_out_of_range': ({'alpha': 2.0}, 2, 'alpha'),
+}
+
+
+def start_failing(env, files, folder):
+    """Start every failing configuration at once (they exit by themselves); return the procs."""
+    (folder / 'corrupt.npz').write_bytes(b'PK\x03\x04 not really a zip')
+    (folder / 'empty.onnx').write_bytes(b'')
+    procs = {}
+    for case, (overrides, _, _) in FAILURES.items():
+        params = {'model_path': files['model'], 'priors_path': files['priors']}
+        params.update({k: str(v).format(folder=folder, meta=files['meta'])
+                       for k, v in overrides.items()})
+        procs[case] = start_node(env, params, name=f'failing_{case}')
+    return procs
+
+
+@pytest.mark.parametrize('case', list(FAILURES))
+def test_bad_files_and_values_fail_at_start_with_one_line(setup, case):
+    """Missing, corrupt or mismatched files (exit 1), bad values (exit 2): one line each."""
+    proc = setup['failing'][case]
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    _, code, expect = FAILURES[case]
+    assert proc.returncode == code, lines
+    assert len(lines) == 1, lines
+    assert expect.format(folder=setup['folder']) in lines[0]
+    if code == 1:
+        assert 'configure failed' in lines[0]
+
+
+def test_refuse_mode_namespace_remap_and_sigint(setup):
+    """resize_mode=refuse skips other resolutions (counted); a remapped instance; SIGINT -> 0."""
+    files, tester = setup['files'], setup['tester']
+    proc = start_node(setup['env'], {'model_path': files['model'],
+                                     'priors_path': files['priors'], 'resize_mode': 'refuse'},
+                      name='cam2', remap={'__ns': '/front', '~/input/image': '/front/image_raw'})
+    masks = tester.subscribe('/front/cam2/output/mask', Image)
+    diag = tester.received['/diagnostics']
+    try:
+        big = image_msg(np.repeat(SCENE, 2, axis=0), 1001)
+        assert tester.spin_until(
+            lambda: 'skipped_resolution_mismatch' in diagnostics_values(diag, '/front/cam2'),
+            every=lambda: tester.publisher('/front/image_raw').publish(big))
+        good = image_msg(SCENE, 1002)
+        assert tester.spin_until(lambda: with_stamp(masks, 1002),
+                                 every=lambda: tester.publisher('/front/image_raw').publish(good))
+        assert not with_stamp(masks, 1001)
+    finally:
+        code, output = stop_node(proc, signal.SIGINT)
+    assert code == 0, output
+    assert 'Traceback' not in output
+
+
+def _change_state(tester, node, transition):
+    """Call ``node``'s lifecycle change_state service; return whether it succeeded."""
+    from lifecycle_msgs.msg import Transition
+    from lifecycle_msgs.srv import ChangeState
+
+    client = tester.node.create_client(ChangeState, f'{node}/change_state')
+    assert client.wait_for_service(timeout_sec=30.0)
+    future = client.call_async(ChangeState.Request(transition=Transition(id=transition)))
+    assert tester.spin_until(future.done, timeout=60.0)
+    tester.node.destroy_client(client)
+    return future.result().success
+
+
+def test_lifecycle_transitions_without_autostart(setup):
+    """Without autostart: unconfigured until configure + activate; cleanup frees file params."""
+    from lifecycle_msgs.msg import Transition
+
+    files, tester = setup['files'], setup['tester']
+    proc = start_node(setup['env'], {'model_path': files['model'], 'priors_path': files['priors'],
+                                     'autostart': False}, name='managed')
+    masks = tester.subscribe('/managed/output/mask', Image)
+    diag = tester.received['/diagnostics']
+    try:
+        assert tester.spin_until(lambda: diagnostics_values(diag, '/managed').get(
+            'model_state') == 'unconfigured')
+        assert _change_state(tester, '/managed', Transition.TRANSITION_CONFIGURE)
+        assert _change_state(tester, '/managed', Transition.TRANSITION_ACTIVATE)
+        msg = image_msg(SCENE, 1201)
+        assert tester.spin_until(lambda: with_stamp(masks, 1201), every=lambda: tester.publisher(
+            '/managed/input/image').publish(msg))
+        client = AsyncParameterClient(tester.node, 'managed')
+        assert client.wait_for_services(timeout_sec=30.0)
+        for transition, allowed in ((Transition.TRANSITION_DEACTIVATE, False),
+                                    (Transition.TRANSITION_CLEANUP, True)):
+            assert _change_state(tester, '/managed', transition)
+            future = client.set_parameters([Parameter('model_path', value='/x/other.onnx')])
+            assert tester.spin_until(future.done, timeout=30.0)
+            assert future.result().results[0].successful is allowed
+    finally:
+        code, output = stop_node(proc, signal.SIGTERM)
+    assert code == 0 and 'Traceback' not in output, output

@@ -1,0 +1,212 @@
+"""ONNX Runtime segmenter: preprocessing, outputs at camera resolution, load-time validation."""
+import json
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper, TensorProto
+import pytest
+
+from metafusion_ros.core import classes
+from metafusion_ros.core.pipeline import HeadOutputs
+from metafusion_ros.core.priors import Priors
+from metafusion_ros.segmenter import load_segmenter
+from metafusion_ros.segmenter.head import add_head_file
+from metafusion_ros.segmenter.preprocess import Preprocess, resize_labels, resize_maps
+from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
+
+TABLE = classes.camvid_table()
+C = TABLE.num_classes
+IN_H, IN_W = 12, 16
+
+
+def write_model(path, out_rank: int = 4, classes_out: int = C, layout: str = 'NCHW',
+                kind: str = 'softmax', in_shape=(1, 3, IN_H, IN_W)) -> None:
+    """Write a tiny conv 'segmentation network' (weights seeded) to ``path``."""
+    rng = np.random.default_rng(1)
+    weight = numpy_helper.from_array(
+        rng.normal(size=(classes_out, 3, 3, 3)).astype(np.float32), 'w')
+    nodes = [helper.make_node('Conv', ['image', 'w'], ['z'], pads=[1, 1, 1, 1])]
+    last, shape = 'z', [1, classes_out, IN_H, IN_W]
+    if kind == 'softmax':
+        nodes.append(helper.make_node('Softmax', [last], ['s'], axis=1))
+        last = 's'
+    if layout == 'NHWC':
+        nodes.append(helper.make_node('Transpose', [last], ['t'], perm=[0, 2, 3, 1]))
+        last, shape = 't', [1, IN_H, IN_W, classes_out]
+    if out_rank == 3:
+        nodes.append(helper.make_node('ReduceMax', [last], ['r'], axes=[1], keepdims=0))
+        last, shape = 'r', [1, IN_H, IN_W]
+    nodes.append(helper.make_node('Identity', [last], ['probs']))
+    graph = helper.make_graph(
+        nodes, 'tiny', [helper.make_tensor_value_info('image', TensorProto.FLOAT, in_shape)],
+        [helper.make_tensor_value_info('probs', TensorProto.FLOAT, shape)], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+
+
+def spec_for(layout='NCHW', kind='softmax', table=TABLE, **pre) -> ModelSpec:
+    """Return the spec of the tiny model."""
+    return ModelSpec(Preprocess(IN_W, IN_H, **pre), OutputSpec('probs', kind, layout), table)
+
+
+def image(h=36, w=48, seed=0) -> np.ndarray:
+    """Return a random RGB camera image."""
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize('layout', ['NCHW', 'NHWC'])
+@pytest.mark.parametrize('kind', ['softmax', 'logits'])
+def test_probs_at_camera_resolution(tmp_path, layout, kind):
+    """A plain model yields a softmax (H, W, C) at the camera resolution, any layout/kind."""
+    write_model(tmp_path / 'm.onnx', layout=layout, kind=kind)
+    seg = load_segmenter(tmp_path / 'm.onnx', spec=spec_for(layout, kind))
+    assert seg.input_size == (IN_W, IN_H) and seg.num_classes == C and not seg.has_head
+    out = seg.infer(image())
+    assert out.head is None and out.probs.shape == (36, 48, C)
+    assert out.probs.dtype == np.float32
+    np.testing.assert_allclose(out.probs.sum(-1), 1, atol=1e-5)
+    assert out.probs.min() >= 0
+
+
+def test_layouts_and_kinds_agree(tmp_path):
+    """NHWC/logits exports of the same network give the same softmax as NCHW/softmax."""
+    write_model(tmp_path / 'a.onnx')
+    write_model(tmp_path / 'b.onnx', layout='NHWC', kind='logits')
+    a = load_segmenter(tmp_path / 'a.onnx', spec=spec_for()).infer(image()).probs
+    b = load_segmenter(tmp_path / 'b.onnx', spec=spec_for('NHWC', 'logits')).infer(image())
+    np.testing.assert_allclose(a, b.probs, atol=1e-5)
+
+
+def test_preprocess_declared_by_config():
+    """Resize, scale, mean/std, BGR order and NHWC layout follow the declaration."""
+    img = image(4, 6)
+    pre = Preprocess(6, 4, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0))
+    x = pre(img)
+    assert x.shape == (1, 3, 4, 6) and x.dtype == np.float32
+    np.testing.assert_allclose(x[0, 2], (img[..., 2] / 255.0 - 0.3) / 2.0, rtol=1e-6)
+    bgr = Preprocess(6, 4, mean=(0.1, 0.2, 0.3), std=(0.5, 0.25, 2.0), channel_order='BGR',
+                     layout='NHWC')(img)
+    assert bgr.shape == (1, 4, 6, 3)
+    np.testing.assert_allclose(bgr[0, ..., 0], x[0, 2], rtol=1e-6)  # blue first
+    assert Preprocess(3, 2)(img).shape == (1, 3, 2, 3)
+    with pytest.raises(ValueError, match='RGB uint8'):
+        pre(img.astype(np.float32))
+    with pytest.raises(ValueError, match='layout'):
+        Preprocess(6, 4, layout='CHW')
+    with pytest.raises(ValueError, match='unknown keys'):
+        Preprocess.from_dict({'width': 4, 'height': 4, 'colour': 'RGB'})
+
+
+def test_resizing_labels_nearest_maps_bilinear():
+    """Labels stay label values (nearest); maps are interpolated between their values."""
+    labels = np.array([[0, 3], [7, 9]], np.uint8)
+    big = resize_labels(labels, (4, 4))
+    assert set(np.unique(big)) == {0, 3, 7, 9}
+    maps = resize_maps(np.array([[0, 1], [0, 1]], np.float32), (2, 8))
+    assert 0 < maps[0, 3] < 1 and maps.shape == (2, 8)
+
+
+def test_head_model_yields_head_outputs(tmp_path):
+    """A headed graph yields HeadOutputs (uint8 masks, float heatmaps) at camera resolution."""
+    write_model(tmp_path / 'm.onnx')
+    priors = Priors(np.full((6, 8, C), 1.0 / C, np.float32), TABLE)
+    add_head_file(tmp_path / 'm.onnx', tmp_path / 'h.onnx', spec_for(), priors,
+                  mode='alpha-input', probs_ml=True)
+    seg = load_segmenter(tmp_path / 'h.onnx', priors=priors)  # spec read from h.json
+    out = seg.infer(image())
+    assert isinstance(out.head, HeadOutputs) and seg.has_head
+    assert out.head.pred_ml.shape == (36, 48) and out.head.pred_ml.dtype == np.uint8
+    assert out.head.entropy.dtype == np.float32 and out.probs_ml.shape == (36, 48, C)
+    plain = load_segmenter(tmp_path / 'm.onnx', spec=spec_for()).infer(image()).probs
+    # uniform priors: ML equals Bayes; the ML probabilities equal the softmax
+    np.testing.assert_array_equal(out.head.pred_ml, out.head.pred_bayes)
+    np.testing.assert_allclose(out.probs_ml, plain, atol=1e-5)
+    seg.alpha = 0.5
+    assert seg.alpha == 0.5
+    with pytest.raises(ValueError, match='alpha'):
+        seg.alpha = 2.0
+
+
+def test_priors_input_and_constant_alpha(tmp_path):
+    """A priors-input graph needs priors; a constant-α graph refuses another α."""
+    write_model(tmp_path / 'm.onnx')
+    priors = Priors(np.full((6, 8, C), 1.0 / C, np.float32), TABLE)
+    add_head_file(tmp_path / 'm.onnx', tmp_path / 'in.onnx', spec_for(), None, mode='input')
+    with pytest.raises(ValueError, match='pass priors'):
+        load_segmenter(tmp_path / 'in.onnx')
+    seg = load_segmenter(tmp_path / 'in.onnx', priors=priors, alpha=0.9)
+    assert seg.infer(image()).head.pred_bayes.shape == (36, 48)
+    add_head_file(tmp_path / 'm.onnx', tmp_path / 'c.onnx', spec_for(), priors, alpha=0.9)
+    with pytest.raises(ValueError, match='baked into the graph'):
+        load_segmenter(tmp_path / 'c.onnx', alpha=1.0)
+    other = Priors(np.random.default_rng(0).dirichlet(np.ones(C), (6, 8)).astype(np.float32),
+                   TABLE)
+    with pytest.raises(ValueError, match='other priors'):
+        load_segmenter(tmp_path / 'c.onnx', priors=other)
+
+
+def test_bad_models_fail_at_load_time(tmp_path):
+    """Missing, corrupt, wrong-rank, wrong-class-count and wrong-input models: clear errors."""
+    with pytest.raises(FileNotFoundError, match='does not exist'):
+        load_segmenter(tmp_path / 'missing.onnx', spec=spec_for())
+    (tmp_path / 'corrupt.onnx').write_bytes(b'\x08\x07not an onnx file')
+    with pytest.raises(ValueError, match='corrupt.onnx: not a valid ONNX'):
+        load_segmenter(tmp_path / 'corrupt.onnx', spec=spec_for())
+    write_model(tmp_path / 'rank3.onnx', out_rank=3)
+    with pytest.raises(ValueError, match='rank 3, expected 4'):
+        load_segmenter(tmp_path / 'rank3.onnx', spec=spec_for())
+    write_model(tmp_path / 'c5.onnx', classes_out=5)
+    with pytest.raises(ValueError, match='has 5 classes'):
+        load_segmenter(tmp_path / 'c5.onnx', spec=spec_for())
+    write_model(tmp_path / 'm.onnx')
+    with pytest.raises(ValueError, match='preprocess config declares'):
+        load_segmenter(tmp_path / 'm.onnx', spec=ModelSpec(Preprocess(32, 24), table=TABLE))
+    with pytest.raises(ValueError, match='no spec file'):
+        load_segmenter(tmp_path / 'm.onnx')
+    with pytest.raises(ValueError, match='unknown segmenter backend'):
+        load_segmenter(tmp_path / 'm.onnx', backend='tflite', spec=spec_for())
+
+
+def test_symbolic_class_count_checked_by_warm_up(tmp_path):
+    """A model whose class dim is symbolic is still checked at load time (warm-up run)."""
+    write_model(tmp_path / 'c5.onnx', classes_out=5)
+    model = onnx.load(str(tmp_path / 'c5.onnx'))
+    model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = 'classes'
+    onnx.save(model, str(tmp_path / 'sym.onnx'))
+    with pytest.raises(ValueError, match='5 classes'):
+        load_segmenter(tmp_path / 'sym.onnx', spec=spec_for())
+
+
+def test_priors_class_mismatch_and_bad_spec_files(tmp_path):
+    """Priors of another table, and malformed spec files, are load-time errors."""
+    write_model(tmp_path / 'm.onnx')
+    city = classes.cityscapes_table()
+    wrong = Priors(np.full((4, 4, 19), 1 / 19, np.float32), city)
+    with pytest.raises(ValueError, match='do not match'):
+        load_segmenter(tmp_path / 'm.onnx', spec=spec_for(), priors=wrong)
+    spec_for().save(tmp_path / 'm.json')
+    assert load_segmenter(tmp_path / 'm.onnx').spec.table == TABLE
+    (tmp_path / 'm.json').write_text(json.dumps({'output': {'name': 'probs'}}))
+    with pytest.raises(ValueError, match='m.json: missing the "preprocess" section'):
+        load_segmenter(tmp_path / 'm.onnx')
+    (tmp_path / 'm.json').write_text('{"preprocess": [1, 2')
+    with pytest.raises(ValueError, match='not valid JSON/YAML'):
+        load_segmenter(tmp_path / 'm.onnx')
+    (tmp_path / 'm.json').write_text(json.dumps(
+        {'preprocess': {'width': IN_W, 'height': IN_H}, 'output': {'kind': 'argmax'}}))
+    with pytest.raises(ValueError, match="'softmax' or 'logits'"):
+        load_segmenter(tmp_path / 'm.onnx')
+
+
+def test_int32_label_head_is_read_as_uint8(tmp_path):
+    """A head built with int32 label maps (for TensorRT) still yields uint8 masks."""
+    write_model(tmp_path / 'm.onnx')
+    priors = Priors(np.random.default_rng(2).dirichlet(np.ones(C), (6, 8)).astype(np.float32),
+                    TABLE)
+    add_head_file(tmp_path / 'm.onnx', tmp_path / 'u8.onnx', spec_for(), priors)
+    add_head_file(tmp_path / 'm.onnx', tmp_path / 'i32.onnx', spec_for(), priors,
+                  label_dtype='int32')
+    a = load_segmenter(tmp_path / 'u8.onnx').infer(image()).head
+    b = load_segmenter(tmp_path / 'i32.onnx').infer(image()).head
+    assert b.pred_ml.dtype == np.uint8
+    np.testing.assert_array_equal(a.pred_ml, b.pred_ml)
+    np.testing.assert_array_equal(a.pred_bayes, b.pred_bayes)
