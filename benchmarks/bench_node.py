@@ -1,8 +1,8 @@
 """Node benchmark: the demo drive offered at 2x the rate the node sustains; one JSON line.
 
 1. Write a short synthetic drive as a bag (the demo's generator) at the priors' resolution.
-2. Start ``metafusion_node`` as its own process with ``models/synthetic*`` (or, if those are not
-   there yet, the tiny fixture network over the Cityscapes table; the JSON says which).
+2. Start ``metafusion_node`` as its own process with ``models/synthetic*`` (``--models``; if those
+   are not there yet, the tiny fixture network over the Cityscapes table; the JSON says which).
 3. Measure the sustainable rate in lock-step (median end-to-end latency of 8 frames).
 4. Offer the bag's frames (fresh stamps, looping) at twice that rate for ``--duration`` seconds,
    then report frames offered / processed / dropped (the node's counter), latency p50/p99 and the
@@ -39,14 +39,14 @@ NODE = '/metafusion_node'
 MIB = 1024.0
 
 
-def _models(folder: Path) -> tuple[dict[str, str], str]:
-    """Return the node's file parameters and a label: models/ if complete, else the fixture."""
-    models = REPO / 'models'
+def _models(folder: Path, models: Path) -> tuple[dict[str, str], str]:
+    """Return the node's file parameters and a label: ``models`` if complete, else the fixture."""
     model, priors = models / 'synthetic.onnx', models / 'synthetic_priors.npz'
     if model.is_file() and priors.is_file():
         meta = models / 'synthetic_meta.json'
         return ({'model_path': str(model), 'priors_path': str(priors),
-                 'meta_model_path': str(meta) if meta.is_file() else ''}, 'models/synthetic')
+                 'meta_model_path': str(meta) if meta.is_file() else ''},
+                f'{models}/synthetic' + ('' if meta.is_file() else ' (no meta model: keep all)'))
     table = cityscapes_table()
     return ({'model_path': str(fixtures.write_model(folder / 'tiny.onnx', (256, 512), table)),
              'priors_path': str(fixtures.write_priors(folder / 'tiny.npz', (256, 512), table)),
@@ -133,13 +133,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--duration', type=float, default=20.0, help='offered-load seconds')
     parser.add_argument('--frames', type=int, default=8, help='frames in the drive')
+    parser.add_argument('--models', type=Path, default=REPO / 'models',
+                        help='folder with synthetic.onnx, _priors.npz, _meta.json')
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix='bench_node_'))
-    params, label = _models(folder)
+    params, label = _models(folder, args.models)
     frames = _frames(folder, params['priors_path'], args.frames)
     domain = 150 + os.getpid() % 60
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                ROS_LOG_DIR=str(folder / 'log'))
+    params['qos.reliability'] = 'reliable'  # drops are then the node's, not the transport's
     proc = start_node(params, env=env, remap={'~/input/image': '/camera/image_raw'},
                       log=folder / 'node.log')
     context = rclpy.Context()

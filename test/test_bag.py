@@ -167,3 +167,19 @@ def test_replay_publishes_bytes_in_order_with_timing(tmp_path):
     assert elapsed >= 0.1  # 2 gaps of 0.1 s at 10 Hz, played at 2x
     assert [m.header.stamp.nanosec for m in got] == [0, 100_000_000, 200_000_000]
     np.testing.assert_array_equal(image_to_rgb(got[0]), fixtures.scene())
+
+
+SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
+
+
+@pytest.mark.skipif(not (SHARED / 'data' / 'camvid').is_dir(),
+                    reason='../shared/data/camvid is absent')
+def test_cli_make_from_camvid(tmp_path):
+    """A CamVid split becomes a bag whose ground truth uses the CamVid table (void = 11)."""
+    out = tmp_path / 'camvid'
+    assert cli(['bag', 'make', '--dataset', 'camvid', '--root', str(SHARED / 'data' / 'camvid'),
+                '--split', 'test', '--max-frames', '2', '--out', str(out)]) == 0
+    bag = DriveBag(out)
+    assert bag.table().name == 'camvid'
+    truth = list(bag.ground_truth().values())
+    assert len(truth) == 2 and truth[0].shape == (360, 480) and truth[0].max() <= 11

@@ -36,13 +36,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='network input size of the exported model (default 480x360)')
     parser.add_argument('--crop-size', type=_size, default=(320, 240), metavar='WxH',
                         help='training crop size (default 320x240)')
+    parser.add_argument('--export-size', type=_size, default=None, metavar='WxH',
+                        help='input size of the exported ONNX model if not --input-size (the '
+                             'network is fully convolutional; pick it by validation mIoU)')
     parser.add_argument('--epochs', type=int, default=200, help='maximum epochs (default 200)')
     parser.add_argument('--time-budget', type=float, default=100.0, metavar='MIN',
                         help='stop (and end the learning-rate schedule) after this many '
                              'minutes (default 100)')
     parser.add_argument('--batch-size', type=int, default=8)
     parser.add_argument('--lr', type=float, default=2e-3)
-    parser.add_argument('--threads', type=int, default=2, help='torch threads (default 2)')
+    parser.add_argument('--threads', type=int, default=1,
+                        help='torch threads (default 1: on a shared CPU more threads wait on '
+                             'each other)')
     parser.add_argument('--max-images', type=int, default=None,
                         help='use at most this many images per split (smoke tests)')
     parser.add_argument('--val-every', type=int, default=2, help='validate every N epochs')
@@ -62,7 +67,8 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f'training needs PyTorch (pip install torch): {exc}') from exc
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     cfg = TrainConfig(dataset=args.dataset, root=args.root, output=args.output,
-                      input_size=args.input_size, crop_size=args.crop_size, epochs=args.epochs,
+                      input_size=args.input_size, crop_size=args.crop_size,
+                      export_size=args.export_size, epochs=args.epochs,
                       time_budget_min=args.time_budget, batch_size=args.batch_size, lr=args.lr,
                       threads=args.threads, max_images=args.max_images,
                       val_every=args.val_every)

@@ -71,12 +71,20 @@ class Evaluation:
         return rows
 
     def _row(self, result: RuleResult, ml: RuleResult) -> dict[str, Any]:
-        """Return one row with Δ and the added-TP share (eq. 17)."""
-        c = result.counts
+        """Return one row with Δ and the added-TP share (eq. 17).
+
+        Rules that were not evaluated (counts -1) get nan; the added-TP share is nan where ML
+        removes no Bayes false negative.
+        """
+        c, nan = result.counts, float('nan')
+        counted = c.fp >= 0
+        adds = ml.counts.fn < self.bayes.counts.fn
         return {'rule': result.rule, 'alpha': result.alpha, 'tau': result.tau,
                 'miou': result.miou, 'tp': c.tp, 'fp': c.fp, 'fn': c.fn,
-                'delta': delta(c, self.bayes.counts), 'f1': c.f1,
-                'added_tp_kept': added_tp_share(c, self.bayes.counts, ml.counts),
+                'delta': delta(c, self.bayes.counts) if counted else nan,
+                'f1': c.f1 if counted else nan,
+                'added_tp_kept': (added_tp_share(c, self.bayes.counts, ml.counts)
+                                  if counted and adds else nan),
                 'candidates': result.candidates, 'kept': result.kept, 'note': result.note}
 
 

@@ -225,10 +225,11 @@ class MetaFusionNode(LifecycleNode):
                 self.engine.set_params(**updates)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            if 'alpha' in updates and self.engine.meta is not None:
+            meta = self.engine.meta
+            if 'alpha' in updates and meta is not None and updates['alpha'] != meta.context.alpha:
                 self.get_logger().warning(
                     f'alpha set to {updates["alpha"]:g}; the meta classifier was fitted at '
-                    f'alpha={self.engine.meta.context.alpha:g}')
+                    f'alpha={meta.context.alpha:g}')
         return SetParametersResult(successful=True)
 
     def _problem(self, param: Parameter, initial: bool) -> str:

@@ -17,7 +17,10 @@ The priors are a constant initializer (``priors='constant'``, α baked in), a co
 graph input ``alpha`` of shape (1,) (``'alpha-input'``), or ``p_α`` itself a graph input
 ``prior_alpha`` (1, C, h, w) (``'input'``). Category priors are stored per category and gathered
 to the classes in the graph, which keeps the file small. Only label maps and heatmaps (and, when
-asked, the ML probabilities) leave the engine.
+asked, the ML probabilities) leave the engine. For speed, sums over classes are 1x1 convolutions
+with unit weights (a GEMM instead of a strided reduction) and ``pred_ml`` is the index output of
+the TopK that also yields ``q_(1)``, ``q_(2)`` (ONNX TopK puts the lower index first on ties, as
+numpy's argmax does).
 """
 from __future__ import annotations
 
@@ -78,10 +81,14 @@ def _upgrade_opset(model: onnx.ModelProto, source: str) -> onnx.ModelProto:
                          f'({exc})') from exc
 
 
-def _renormalise(g: _Graph, x: str, axes: str, floor: str) -> str:
+def _class_sum(g: _Graph, x: str, ones: str) -> str:
+    """Return ``Σ_y x`` (1, 1, h, w) as a 1x1 convolution with unit weights (GEMM, fast)."""
+    return g.op('Conv', [x, ones])
+
+
+def _renormalise(g: _Graph, x: str, ones: str, floor: str) -> str:
     """Return ``x / max(Σ_y x, floor)`` over the class axis."""
-    total = g.op('Max', [g.op('ReduceSum', [x, axes], keepdims=1), floor])
-    return g.op('Div', [x, total])
+    return g.op('Div', [x, g.op('Max', [_class_sum(g, x, ones), floor])])
 
 
 def _argmax(g: _Graph, x: str, out: str, dtype: int) -> str:
@@ -117,6 +124,7 @@ def _head_nodes(g: _Graph, x: str, spec: ModelSpec, num_classes: int, prior_alph
     """Append softmax, merge, Bayes, prior division, ML and heatmap nodes (module docstring)."""
     label_type = TensorProto.UINT8 if head.label_dtype == 'uint8' else TensorProto.INT32
     axes = g.const('class_axis', np.array([1], np.int64))
+    ones = g.const('class_ones', np.ones((1, num_classes, 1, 1), np.float32))
     floor = g.scalar('floor', 1e-30)
     if spec.output.layout == 'NHWC':
         x = g.op('Transpose', [x], perm=[0, 3, 1, 2])
@@ -127,22 +135,25 @@ def _head_nodes(g: _Graph, x: str, spec: ModelSpec, num_classes: int, prior_alph
         keep = np.ones((1, num_classes, 1, 1), np.float32)
         keep[0, list(merged)] = 0
         mask = g.const('merge_mask', keep)
-        _argmax(g, _renormalise(g, g.op('Mul', [p, mask]), axes, floor), 'pred_bayes',
+        _argmax(g, _renormalise(g, g.op('Mul', [p, mask]), ones, floor), 'pred_bayes',
                 label_type)
     else:
         _argmax(g, p, 'pred_bayes', label_type)
     ratio = g.op('Div', [p, g.op('Add', [prior_alpha, g.scalar('ref_eps', REFERENCE_EPS)])])
     if mask is not None:
         ratio = g.op('Mul', [ratio, mask])
-    q = _renormalise(g, ratio, axes, floor)
-    _argmax(g, q, 'pred_ml', label_type)
+    q = _renormalise(g, ratio, ones, floor)
     plogp = g.op('Mul', [q, g.op('Log', [g.op('Add', [q, g.scalar('eps', EPS)])])])
-    g.op('Div', [g.op('Neg', [g.op('ReduceSum', [plogp, axes], keepdims=0)]),
+    g.op('Div', [g.op('Neg', [g.op('Squeeze', [_class_sum(g, plogp, ones), axes])]),
                  g.scalar('log_c', np.log(num_classes))], name='entropy')
-    top = g.op('TopK', [q, g.const('k2', np.array([2], np.int64))], outputs=2, axis=1)[0]
+    # TopK: q_(1), q_(2) and, ties to the lower index as numpy's argmax, pred_ml (eq. 3, 16)
+    top, index = g.op('TopK', [q, g.const('k2', np.array([2], np.int64))], outputs=2, axis=1)
     first, second = g.op('Split', [top, g.const('split', np.array([1, 1], np.int64))],
                          outputs=2, axis=1)
     first, second = (g.op('Squeeze', [t, axes]) for t in (first, second))
+    index = g.op('Slice', [index, g.const('zero', np.array([0], np.int64)),
+                           g.const('one_i', np.array([1], np.int64)), axes])
+    g.op('Cast', [g.op('Squeeze', [index, axes])], name='pred_ml', to=label_type)
     one = g.scalar('one', 1.0)
     variation = g.op('Sub', [one, first], name='variation')
     g.op('Add', [variation, second], name='margin')

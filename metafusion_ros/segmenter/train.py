@@ -53,6 +53,7 @@ class TrainConfig:
     output: str
     input_size: tuple[int, int] = (480, 360)  # (width, height) of the exported model
     crop_size: tuple[int, int] = (320, 240)   # (width, height) of the training crops
+    export_size: tuple[int, int] | None = None  # exported input size; None: input_size
     scale_range: tuple[float, float] = (0.5, 1.5)
     widths: tuple[int, int, int, int] = (16, 32, 64, 112)
     batch_size: int = 8
@@ -62,7 +63,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     warmup_epochs: int = 2
     val_every: int = 2
-    threads: int = 2
+    threads: int = 1  # more threads slow down badly on an oversubscribed CPU
     seed: int = 0
     max_images: int | None = None
     splits: tuple[str, str, str] = ('train', 'val', 'test')
@@ -197,7 +198,7 @@ def train(cfg: TrainConfig, table: ClassTable | None = None, resume: bool = True
     images_t, labels_t = torch.from_numpy(tr_x), torch.from_numpy(tr_y)
     w_t = torch.from_numpy(weights)
     start = time.time() - state['elapsed_s']
-    progress = 0.0
+    progress = _lr_factor(state['epoch'], state['elapsed_s'] / 60, cfg)[0]  # 1: done, export
     while progress < 1.0:
         losses = []
         steps = len(tr_x) // cfg.batch_size
@@ -245,8 +246,8 @@ def finish(cfg: TrainConfig, table: ClassTable, state: dict) -> dict:
     out = Path(cfg.output)
     model = StreetNet(table.num_classes, tuple(cfg.widths))
     model.load_state_dict(torch.load(out.with_suffix('.ckpt') / 'best.pt')['model'])
-    preprocess = Preprocess(width=cfg.input_size[0], height=cfg.input_size[1],
-                            mean=IMAGENET_MEAN, std=IMAGENET_STD)
+    size = tuple(cfg.export_size or cfg.input_size)
+    preprocess = Preprocess(width=size[0], height=size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD)
     extra = {
         'architecture': {'name': 'StreetNet', 'widths': list(cfg.widths),
                          'parameters': count_parameters(model)},
@@ -256,7 +257,7 @@ def finish(cfg: TrainConfig, table: ClassTable, state: dict) -> dict:
                      'torch': torch.__version__, 'history': state['history']},
     }
     spec = ModelSpec(preprocess, OutputSpec('probs', 'softmax', 'NCHW'), table, extra=extra)
-    export_onnx(model, out, cfg.input_size)
+    export_onnx(model, out, size)
     spec.save(out.with_suffix('.json'))
     return rescore(out, cfg.dataset, cfg.root, cfg.splits[1:], cfg.max_images)
 
