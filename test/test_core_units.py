@@ -87,6 +87,11 @@ def test_priors_bad_input(tmp_path):
     (tmp_path / 'bad.npz').write_bytes(b'not a zip')
     with pytest.raises(ValueError, match='bad.npz'):
         Priors.load(tmp_path / 'bad.npz')
+    good = tmp_path / 'good.npz'
+    estimate_priors([np.zeros((4, 4), np.uint8)], table()).save(good)
+    (tmp_path / 'cut.npz').write_bytes(good.read_bytes()[:-40])
+    with pytest.raises(ValueError, match='cut.npz'):
+        Priors.load(tmp_path / 'cut.npz')
 
 
 def test_interpolated_priors():

@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import hashlib
 import json
+import zipfile
 from pathlib import Path
 from typing import Iterable
 
@@ -120,7 +121,8 @@ class Priors:
                 meta = json.loads(str(data['meta']))
                 probs = data['probs']
                 counts = data['counts'] if 'counts' in data.files else None
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError) as exc:
+        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError,
+                zipfile.BadZipFile) as exc:
             raise ValueError(f'priors file {path}: not a readable priors .npz ({exc})') from exc
         if meta.get('format') != FORMAT:
             raise ValueError(f'priors file {path}: unknown format {meta.get("format")!r}')

@@ -12,7 +12,6 @@ from pathlib import Path
 import threading
 import time
 from typing import Any
-import zipfile
 
 import numpy as np
 
@@ -81,11 +80,8 @@ def _load_priors(config: EngineConfig) -> Priors:
     file = _existing(config.priors_path, 'priors')
     try:
         return Priors.load(file)
-    except (OSError, ValueError, TypeError, EOFError, zipfile.BadZipFile) as exc:
-        message = str(exc)
-        raise ConfigurationError(message if str(file) in message else
-                                 f'priors file {file}: not a readable priors .npz '
-                                 f'({type(exc).__name__}: {message})') from exc
+    except (OSError, ValueError, TypeError) as exc:  # Priors.load names the file
+        raise ConfigurationError(str(exc)) from exc
 
 
 def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
