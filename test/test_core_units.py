@@ -44,6 +44,20 @@ def test_priors_without_any_label_are_uniform_and_sum_to_one():
     np.testing.assert_allclose(priors.probs.sum(axis=2), 1, rtol=1e-6)
 
 
+def test_smoothing_lifts_zero_priors_towards_the_overall_frequency():
+    """λ pseudo-images: p = (n_z(y) + λ f(y)) / (n_z + λ); λ = 0 is eq. 5; λ < 0 fails."""
+    maps = [np.array([[0, 1]], np.uint8), np.array([[0, 0]], np.uint8)]
+    plain = estimate_priors(maps, table())
+    smooth = estimate_priors(maps, table(), smoothing=2.0)
+    frequency = np.array([3, 1, 0]) / 4
+    np.testing.assert_allclose(smooth.probs[0, 0], (np.array([2, 0, 0]) + 2 * frequency) / 4)
+    np.testing.assert_allclose(smooth.probs[0, 1], (np.array([1, 1, 0]) + 2 * frequency) / 4)
+    assert plain.probs[0, 0, 1] == 0 and smooth.probs[0, 0, 1] > 0
+    np.testing.assert_allclose(smooth.probs.sum(axis=2), 1, rtol=1e-6)
+    with pytest.raises(ValueError, match='smoothing'):
+        estimate_priors(maps, table(), smoothing=-1)
+
+
 def test_category_priors_and_rider_merge():
     """Person and rider share the human category prior; rider counts for person (§6)."""
     cs = classes.cityscapes_table()

@@ -30,6 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--size', help='resize the priors to WxH (default: label resolution)')
     parser.add_argument('--target', help='target class c (default: the table\'s, e.g. person)')
     parser.add_argument('--png', help='also draw the target-class prior into this PNG')
+    parser.add_argument('--smoothing', type=float, default=0.0, metavar='LAMBDA',
+                        help='pseudo-images spread as the overall class frequency, so no prior '
+                             'is exactly 0 (default 0: eq. 5 as in the reference)')
     parser.add_argument('--skip-bad', action='store_true',
                         help='log and count unreadable or inconsistent frames instead of '
                              'stopping at the first')
@@ -43,7 +46,8 @@ def run(args: argparse.Namespace) -> int:
     source = open_dataset(args.dataset, args.root, args.split, table, images=False,
                           skip_bad=args.skip_bad)
     priors = estimate_priors(source.label_maps(), table, categories=args.categories, size=size,
-                             progress=True, dataset=f'{args.dataset}:{args.split}')
+                             progress=True, dataset=f'{args.dataset}:{args.split}',
+                             smoothing=args.smoothing)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     priors.save(out)

@@ -166,14 +166,21 @@ def _channel_labels(labels: np.ndarray, table: ClassTable, categories: bool) -> 
 
 def estimate_priors(label_maps: Iterable[np.ndarray], table: ClassTable,
                     categories: bool = False, size: tuple[int, int] | None = None,
-                    progress: bool = False, dataset: str = '') -> Priors:
+                    progress: bool = False, dataset: str = '', smoothing: float = 0.0) -> Priors:
     """Estimate ``p_z(y)`` = share of images labelled ``y`` at pixel ``z`` (eq. 5).
 
     ``label_maps`` are uint8 ``(H, W)`` maps in ``table``'s ids (ignore = ``table.ignore_label``,
     excluded per pixel). Merged classes count for their destination. With ``categories`` the
     channels are the table's categories. ``size`` = ``(H, W)`` resizes the result (bilinear,
     renormalised).
+
+    ``smoothing`` = λ >= 0 adds λ pseudo-images distributed as the split's overall label
+    frequency: ``p_z(y) = (n_z(y) + λ f(y)) / (n_z + λ)``. λ = 0 (the default) is eq. 5 exactly,
+    as in the reference; with a few hundred images many pixels then have a prior of 0 for some
+    class, and the ML rule's ``1 / (p + 1e-5)`` lets that class win on its tiny probability.
     """
+    if not (smoothing >= 0 and np.isfinite(smoothing)):
+        raise ValueError(f'smoothing must be a finite number >= 0, got {smoothing}')
     if categories and table.category_of_class is None:
         raise ValueError(f'class table {table.name!r} has no categories')
     k = len(table.category_names) if categories else table.num_classes
@@ -200,8 +207,10 @@ def estimate_priors(label_maps: Iterable[np.ndarray], table: ClassTable,
     if hist is None:
         raise ValueError('no label maps: cannot estimate priors from an empty dataset')
     counts = hist[:, :, :k].sum(axis=2)
-    probs = np.where(counts[:, :, None] > 0,
-                     hist[:, :, :k] / np.maximum(counts, 1)[:, :, None], 1.0 / k)
+    frequency = hist[:, :, :k].sum(axis=(0, 1)) / max(int(counts.sum()), 1)
+    pseudo = hist[:, :, :k] + smoothing * frequency
+    total = counts[:, :, None] + smoothing
+    probs = np.where(total > 0, pseudo / np.maximum(total, 1e-12), 1.0 / k)
     priors = Priors(probs.astype(np.float32), table, 'category' if categories else 'class',
                     num, dataset, counts.astype(np.int32))
     return priors if size is None else priors.resized(size)
