@@ -114,13 +114,18 @@ def disagreeing_candidates(pred_ml: np.ndarray, pred_bayes: np.ndarray,
         raise ValueError(f'ML {pred_ml.shape} and Bayes {pred_bayes.shape} masks differ in size')
     pixels, pixel_ids, dropped = kernels.disagreeing_pixels(pred_ml, pred_bayes, target)
     n = int(pixel_ids.max(initial=0))
-    rows, cols = np.divmod(pixels, pred_ml.shape[1])
-    boxes = np.zeros((n, 4), dtype=np.int32)
-    if n:
-        boxes[:, :2] = np.iinfo(np.int32).max
-        np.minimum.at(boxes[:, 0], pixel_ids - 1, rows)
-        np.minimum.at(boxes[:, 1], pixel_ids - 1, cols)
-        np.maximum.at(boxes[:, 2], pixel_ids - 1, rows + 1)
-        np.maximum.at(boxes[:, 3], pixel_ids - 1, cols + 1)
+    boxes = _boxes(pixels, pixel_ids, n, pred_ml.shape[1])
     sizes = np.bincount(pixel_ids, minlength=n + 1)[1:].astype(np.int64)
     return Candidates(pixels, pixel_ids, pred_ml.shape, boxes, sizes, dropped)
+
+
+def _boxes(pixels: np.ndarray, pixel_ids: np.ndarray, n: int, width: int) -> np.ndarray:
+    """Return the half-open ``(row0, col0, row1, col1)`` box of each id 1..n."""
+    if n == 0:
+        return np.zeros((0, 4), dtype=np.int32)
+    order = np.argsort(pixel_ids, kind='stable')
+    rows, cols = np.divmod(pixels[order], width)
+    starts = np.searchsorted(pixel_ids[order], np.arange(1, n + 1))
+    return np.stack([np.minimum.reduceat(rows, starts), np.minimum.reduceat(cols, starts),
+                     np.maximum.reduceat(rows, starts) + 1,
+                     np.maximum.reduceat(cols, starts) + 1], axis=1).astype(np.int32)
