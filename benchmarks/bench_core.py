@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 
 from metafusion_ros.core import classes, kernels
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import Priors
+from timing import median_ms
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
 
@@ -71,16 +70,6 @@ def street_softmax(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     np.exp(logits, out=logits)
     logits /= logits.sum(axis=2, keepdims=True)
     return logits, labels
-
-
-def median_ms(fn, repeats: int) -> float:
-    """Return the median wall time of ``fn()`` in milliseconds."""
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def run_case(w: int, h: int, repeats: int) -> dict:

@@ -11,10 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-import statistics
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -24,19 +22,9 @@ sys.path.insert(0, str(ROOT))
 from metafusion_ros.core.priors import Priors  # noqa: E402
 from metafusion_ros.segmenter import load_segmenter, resolve_spec  # noqa: E402
 from metafusion_ros.segmenter.head import add_head_file  # noqa: E402
+from timing import median_ms  # noqa: E402
 
 DEFAULT_MODELS = (ROOT / 'models' / 'synthetic.onnx', ROOT / 'models' / 'camvid.onnx')
-
-
-def median_ms(fn, runs: int) -> float:
-    """Return the median wall time of ``fn()`` in milliseconds over ``runs`` calls."""
-    fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -62,13 +50,13 @@ def main() -> int:
     base = {'model': model.name, 'input': [plain.preprocess.width, plain.preprocess.height],
             'classes': table.num_classes, 'threads': args.threads, 'runs': args.runs,
             'providers': plain.providers}
-    net_ms = median_ms(lambda: plain.run_network(x), args.runs)
+    net_ms = median_ms(lambda: plain.run_network(x), args.runs, warmup=1)
     print(json.dumps({'case': 'network', **base, 'median_ms': round(net_ms, 2)}))
     with tempfile.TemporaryDirectory() as tmp:
         headed_path = Path(tmp) / 'head.onnx'
         add_head_file(model, headed_path, spec, priors, alpha=1.0)
         headed = load_segmenter(headed_path, threads=args.threads)
-        head_ms = median_ms(lambda: headed.run_network(x), args.runs)
+        head_ms = median_ms(lambda: headed.run_network(x), args.runs, warmup=1)
     print(json.dumps({'case': 'network_head', **base, 'median_ms': round(head_ms, 2)}))
     print(json.dumps({'case': 'head_extra', **base, 'median_ms': round(head_ms - net_ms, 2),
                       'share_of_network': round((head_ms - net_ms) / net_ms, 3)}))

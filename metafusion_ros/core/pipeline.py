@@ -128,7 +128,7 @@ class MetaFusion:
 
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
-        check_probs(probs, self.table.num_classes, values=False)
+        check_probs(probs, self.table.num_classes)
         priors = self.priors_at(probs.shape[:2])
         inverse, inv_max = self.inverse_prior_alpha(probs.shape[:2]) or (None, None)
         pred_bayes, pred_ml, stats = kernels.decision_rules(

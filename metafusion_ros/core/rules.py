@@ -13,12 +13,11 @@ from .priors import REFERENCE_EPS
 __all__ = ['check_probs', 'merge_classes', 'bayes_rule', 'ml_probabilities', 'ml_rule']
 
 
-def check_probs(probs: np.ndarray, num_classes: int | None = None, atol: float = 1e-3,
-                values: bool = True) -> np.ndarray:
-    """Validate a softmax ``(H, W, C)``: floating, finite, non-negative, normalised over ``C``.
+def check_probs(probs: np.ndarray, num_classes: int | None = None) -> np.ndarray:
+    """Validate a softmax's type, rank ``(H, W, C)``, class count and size.
 
-    With ``values=False`` only type, rank, class count and size are checked (the one-pass kernel
-    checks the values on its way, see :mod:`metafusion_ros.core.kernels`).
+    The values (NaN, Inf, negative, unnormalised) are checked by the one-pass kernel on its way
+    (:class:`metafusion_ros.core.kernels.SoftmaxStats`), so they are not read twice.
     """
     if not isinstance(probs, np.ndarray):
         raise TypeError(f'softmax must be a numpy array, got {type(probs).__name__}')
@@ -30,16 +29,6 @@ def check_probs(probs: np.ndarray, num_classes: int | None = None, atol: float =
         raise ValueError(f'softmax has {probs.shape[2]} classes, the class table {num_classes}')
     if 0 in probs.shape:
         raise ValueError(f'softmax is empty: shape {probs.shape}')
-    if not values:
-        return probs
-    if not np.isfinite(probs).all():
-        raise ValueError('softmax contains NaN or Inf')
-    if probs.min() < 0:
-        raise ValueError('softmax contains negative probabilities')
-    sums = probs.sum(axis=2, dtype=np.float32)
-    if np.abs(sums - 1).max() > atol:
-        raise ValueError(f'softmax is not normalised: class sums range '
-                         f'{sums.min():.4g}..{sums.max():.4g}')
     return probs
 
 
