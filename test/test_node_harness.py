@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 import signal
 import subprocess
-import sys
 import time
 from typing import Any, Callable
 
@@ -19,11 +18,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from metafusion_ros.ros import fixtures
+from metafusion_ros.ros import fixtures, process
 from metafusion_ros.ros.conversions import array_to_image, rgb_to_image
 
 REPO = Path(__file__).resolve().parents[1]
-CONFIG = REPO / 'config' / 'fusion.yaml'
 START_TIMEOUT = 60.0
 
 
@@ -46,28 +44,26 @@ def write_files(folder: Path) -> dict[str, Path]:
 
 def start_node(env: dict[str, str], params: dict[str, Any], name: str = 'fusion',
                remap: dict[str, str] | None = None) -> subprocess.Popen:
-    """Start ``python -m metafusion_ros.ros.node`` with the package config and ``params``."""
-    command = [sys.executable, '-m', 'metafusion_ros.ros.node', '--ros-args',
-               '--params-file', str(CONFIG), '-r', f'__node:={name}']
-    for key, value in params.items():
-        command += ['-p', f'{key}:={value}']
-    for src, dst in (remap or {}).items():
-        command += ['-r', f'{src}:={dst}']
-    return subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    """Start the node with the package config and ``params``; its output goes to a file.
+
+    Never to a pipe nobody reads: a node that logs a lot would block once the pipe is full.
+    """
+    log = Path(env['ROS_LOG_DIR']) / f'{name}.out'
+    log.parent.mkdir(parents=True, exist_ok=True)
+    proc = process.start_node(params, env=env, name=name, remap=remap, log=log)
+    proc.log = log
+    return proc
+
+
+def node_output(proc: subprocess.Popen) -> str:
+    """Return what the node process has printed so far."""
+    return proc.log.read_text()
 
 
 def stop_node(proc: subprocess.Popen, sig: int = signal.SIGTERM,
               timeout: float = 30.0) -> tuple[int, str]:
     """Signal ``proc`` and return its exit code and its output."""
-    if proc.poll() is None:
-        proc.send_signal(sig)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, err = proc.communicate()
-    return proc.returncode, out + err
+    return process.stop_node(proc, timeout, sig), node_output(proc)
 
 
 class Peer:

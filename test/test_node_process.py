@@ -14,8 +14,8 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
-from test_node_harness import (diagnostics_values, image_msg, ros_env, start_node, stop_node,
-                               Peer, with_stamp, write_files)
+from test_node_harness import (diagnostics_values, image_msg, node_output, ros_env, start_node,
+                               stop_node, Peer, with_stamp, write_files)
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
@@ -315,8 +315,8 @@ def start_failing(env, files, folder):
 def test_bad_files_and_values_fail_at_start_with_one_line(setup, case):
     """Missing, corrupt or mismatched files (exit 1), bad values (exit 2): one line each."""
     proc = setup['failing'][case]
-    out, err = proc.communicate(timeout=120)
-    lines = [line for line in (out + err).splitlines() if line.strip()]
+    proc.wait(timeout=120)
+    lines = [line for line in node_output(proc).splitlines() if line.strip()]
     _, code, expect = FAILURES[case]
     assert proc.returncode == code, lines
     assert len(lines) == 1, lines

@@ -53,10 +53,11 @@ def start_node(params: dict[str, Any], env: dict[str, str] | None = None,
             out.close()
 
 
-def stop_node(proc: subprocess.Popen, timeout: float = 30.0) -> int:
-    """Send SIGINT and return the exit code (kill after ``timeout``)."""
+def stop_node(proc: subprocess.Popen, timeout: float = 30.0,
+              sig: int = signal.SIGINT) -> int:
+    """Send ``sig`` and return the exit code (kill after ``timeout``)."""
     if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
