@@ -6,7 +6,8 @@
 3. Measure the sustainable rate in lock-step (median end-to-end latency of 8 frames).
 4. Offer the bag's frames (fresh stamps, looping) at twice that rate for ``--duration`` seconds,
    then report frames offered / processed / dropped (the node's counter), latency p50/p99 and the
-   node's RSS at the start and end of the run and its peak: memory must stay flat.
+   node's RSS at the start and end of the run and its peak: memory must stay flat (the growth
+   from the first to the last quarter of the run under ``FLAT_MIB``; ``memory_flat`` says so).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from metafusion_ros.ros.process import peak_rss_kib, rss_kib, start_node, stop_n
 
 NODE = '/metafusion_node'
 MIB = 1024.0
+FLAT_MIB = 8.0
 
 
 def _models(folder: Path, models: Path) -> tuple[dict[str, str], str]:
@@ -131,7 +133,7 @@ def _sustainable_ms(offer: Offer, frames: int) -> float:
 def main() -> int:
     """Run the benchmark and print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('--duration', type=float, default=20.0, help='offered-load seconds')
+    parser.add_argument('--duration', type=float, default=120.0, help='offered-load seconds')
     parser.add_argument('--frames', type=int, default=8, help='frames in the drive')
     parser.add_argument('--models', type=Path, default=REPO / 'models',
                         help='folder with synthetic.onnx, _priors.npz, _meta.json')
@@ -179,6 +181,8 @@ def main() -> int:
             'rss_mib_last_quarter': round(max(rss[-quarter:]) / MIB, 1),
             'peak_rss_mib': round(peak_rss_kib(proc.pid) / MIB, 1),
         }
+        growth = result['rss_mib_last_quarter'] - result['rss_mib_first_quarter']
+        result.update(rss_growth_mib=round(growth, 1), memory_flat=bool(growth < FLAT_MIB))
     finally:
         offer.executor.shutdown()
         offer.node.destroy_node()

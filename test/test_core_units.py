@@ -1,4 +1,6 @@
 """Hand-made cases for each equation of the core, edge cases and bad input."""
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
 import numpy as np
 import pytest
 
@@ -157,7 +159,8 @@ def test_kernel_agrees_with_numpy(use_numpy, monkeypatch):
     if use_numpy:
         monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
     for alpha in (0.0, 0.9, 1.0):
-        inverse = None if alpha == 0 else 1 / (interpolate(priors, alpha) + np.float32(1e-5))
+        inverse = None if alpha == 0 else np.moveaxis(
+            1 / (interpolate(priors, alpha) + np.float32(1e-5)), 2, 0)
         expected = kernels.decision_rules_numpy(probs, inverse, chmap, (6,))
         got = kernels.decision_rules(probs, inverse, chmap, (6,))
         np.testing.assert_array_equal(got[0], expected[0])
@@ -390,6 +393,22 @@ def test_pipeline_rejects_bad_configuration():
     probs[2:6, 2:6] = [0.5, 0.2, 0.3]
     with pytest.raises(ValueError, match='scores'):
         mf.process(probs, score_fn=lambda f: np.zeros(5))
+
+
+@settings(max_examples=60, deadline=None)
+@given(pred_ml=arrays(np.uint8, st.tuples(st.integers(1, 13), st.integers(1, 19)),
+                      elements=st.integers(0, 2)),
+       seed=st.integers(0, 2**16))
+def test_candidate_kernel_agrees_with_numpy_on_any_mask(pred_ml, seed):
+    """Any size (word tails), diagonal links and frame borders: numba and scipy twins agree."""
+    pred_bayes = np.where(np.random.default_rng(seed).random(pred_ml.shape) < 0.1, 2, 0)
+    pred_bayes = pred_bayes.astype(np.uint8)
+    if not kernels.HAVE_NUMBA:
+        pytest.skip('numba is not installed')
+    got = kernels._components_kernel(pred_ml, pred_bayes, 2)
+    expected = kernels._components_numpy(pred_ml, pred_bayes, 2)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)
 
 
 @pytest.mark.parametrize('use_numpy', [True, False])

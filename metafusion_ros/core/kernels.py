@@ -56,7 +56,7 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
                          ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy.
 
-    ``inv_prior`` None means α = 0: the ML mask is the Bayes mask.
+    ``inv_prior`` (K, H, W), None means α = 0: the ML mask is the Bayes mask.
     """
     sums = probs.sum(axis=2)
     stats = SoftmaxStats(int(np.count_nonzero(~(probs >= 0))),
@@ -66,64 +66,54 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
     pred_bayes = np.argmax(scores, axis=2).astype(np.uint8)
     if inv_prior is None:
         return pred_bayes, pred_bayes.copy(), stats
-    scores *= inv_prior[:, :, channel_map]
+    scores *= np.moveaxis(inv_prior[channel_map], 0, 2)
     scores[..., list(merged)] = -1
     return pred_bayes, np.argmax(scores, axis=2).astype(np.uint8), stats
 
 
 if HAVE_NUMBA:
-    # reassoc lets the class sums vectorise; NaN semantics are kept (no 'nnan'), so a NaN still
-    # poisons the sum and is reported.
+    # Flat (pixel, class) views; NaN semantics are kept (no 'nnan' in fastmath), so a NaN still
+    # poisons the class sum and is reported.
     @numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'nsz'})
     def _rules_kernel(probs, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
-        h, w, c = probs.shape
+        n, c = probs.shape
         bad = 0
         max_err = np.float32(0)
-        for i in range(h):
-            prob_row, inv_row, max_row = probs[i], inv_prior[i], inv_max[i]
-            for j in range(w):
-                p = prob_row[j]
+        for k in range(n):
+            p = probs[k]
+            best, arg, total, low = p[0], 0, p[0], p[0]
+            for y in range(1, c):  # one scalar loop: the first maximum, as np.argmax
+                v = p[y]
+                total += v
+                low = v if v < low else low
+                if v > best:
+                    best, arg = v, y
+            if merged[arg]:  # rare: the winner is merged away, rescan without it
                 best = np.float32(-1)
-                total = np.float32(0)
-                low = np.float32(0)
                 for y in range(c):
-                    total += p[y]
-                    low = min(low, p[y])
-                    best = max(best, p[y])
-                arg = 0
-                for y in range(c):  # the first class reaching the maximum, as np.argmax
-                    if p[y] == best:
-                        arg = y
-                        break
-                if merged[arg]:  # rare: the winner is merged away, rescan without it
-                    best = np.float32(-1)
-                    for y in range(c):
-                        if not merged[y] and p[y] > best:
-                            best = p[y]
-                            arg = y
-                if not low >= 0:
-                    bad += 1
-                err = abs(total - np.float32(1))
-                if not err <= max_err:
-                    max_err = err if err == err else np.float32(np.inf)
-                pred_bayes[i, j] = arg
-                inv = inv_row[j]
-                # No other class can beat Bayes' ratio when even all the remaining mass at the
-                # largest inverse prior stays below it: then ML = Bayes, exactly.
-                bound = (total - best + np.float32(1e-6)) * max_row[j] * np.float32(1.000001)
-                if best * inv[channel_map[arg]] > bound:
-                    pred_ml[i, j] = arg
+                    if not merged[y] and p[y] > best:
+                        best, arg = p[y], y
+            if not low >= 0:
+                bad += 1
+            err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
+            if not err <= max_err:
+                max_err = err if err == err else np.float32(np.inf)
+            pred_bayes[k] = arg
+            # No other class can beat Bayes' ratio when even all the remaining mass at the
+            # largest inverse prior stays below it: then ML = Bayes, exactly.
+            bound = (total - best + np.float32(1e-6)) * inv_max[k] * np.float32(1.000001)
+            if best * inv_prior[channel_map[arg], k] > bound:
+                pred_ml[k] = arg
+                continue
+            best_ml = np.float32(-1)
+            arg_ml = 0
+            for y in range(c):
+                if merged[y]:
                     continue
-                best_ml = np.float32(-1)
-                arg_ml = 0
-                for y in range(c):
-                    if merged[y]:
-                        continue
-                    ratio = p[y] * inv[channel_map[y]]
-                    if ratio > best_ml:
-                        best_ml = ratio
-                        arg_ml = y
-                pred_ml[i, j] = arg_ml
+                ratio = p[y] * inv_prior[channel_map[y], k]
+                if ratio > best_ml:
+                    best_ml, arg_ml = ratio, y
+            pred_ml[k] = arg_ml
         return bad, max_err
 
     @numba.njit(cache=True, nogil=True)
@@ -134,32 +124,58 @@ if HAVE_NUMBA:
         return k
 
     @numba.njit(cache=True, nogil=True)
-    def _components_kernel(pred_ml, pred_bayes, target):
-        h, w = pred_ml.shape
-        flat_ml = pred_ml.ravel()
-        found = np.empty(flat_ml.size, dtype=np.int64)  # pages are touched only as filled
+    def _union(parent, k, q):
+        a, b = _find_root(parent, k), _find_root(parent, q)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    @numba.njit(cache=True, nogil=True)
+    def _pixels_of(flat, target):
+        """Return the raster indices where ``flat == target``, eight pixels per word test."""
+        words = flat[:flat.size // 8 * 8].view(np.uint64)
+        found = np.empty(flat.size, dtype=np.int64)  # pages are touched only as filled
         n = 0
-        for k in range(flat_ml.size):
-            if flat_ml[k] == target:
+        ones = np.uint64(0x0101010101010101)
+        pattern = ones * np.uint64(target)
+        highs = ones * np.uint64(0x80)
+        for q in range(words.size):  # a word holding no target byte is skipped in one test
+            x = words[q] ^ pattern
+            if (x - ones) & ~x & highs:
+                for k in range(8 * q, 8 * q + 8):
+                    if flat[k] == target:
+                        found[n] = k
+                        n += 1
+        for k in range(8 * words.size, flat.size):
+            if flat[k] == target:
                 found[n] = k
                 n += 1
-        pixels = found[:n].copy()
+        return found[:n].copy()
+
+    @numba.njit(cache=True, nogil=True)
+    def _components_kernel(pred_ml, pred_bayes, target):
+        h, w = pred_ml.shape
+        pixels = _pixels_of(pred_ml.ravel(), target)
+        n = pixels.size
         parent = np.arange(n)
         interior = np.ones(n, dtype=np.bool_)
+        up = 0  # first pixel that may touch the row above (the pixels are in raster order)
         for k in range(n):
-            i, j = divmod(pixels[k], w)
+            p = pixels[k]
+            i, j = divmod(p, w)
             for di in (-1, 0, 1):
                 for dj in (-1, 0, 1):
                     ii, jj = i + di, j + dj
-                    if (di == 0 and dj == 0) or ii < 0 or ii >= h or jj < 0 or jj >= w:
-                        continue
-                    if pred_ml[ii, jj] != target:
+                    if (0 <= ii < h and 0 <= jj < w) and pred_ml[ii, jj] != target:
                         interior[k] = False
-                    elif di < 0 or (di == 0 and dj < 0):
-                        q = np.searchsorted(pixels, ii * w + jj)
-                        a, b = _find_root(parent, k), _find_root(parent, q)
-                        if a != b:
-                            parent[max(a, b)] = min(a, b)
+            if j > 0 and k > 0 and pixels[k - 1] == p - 1:
+                _union(parent, k, k - 1)
+            while pixels[up] < p - w - 1:
+                up += 1
+            for q in range(up, k):  # the up to three 8-neighbours in the row above
+                if pixels[q] > p - w + 1:
+                    break
+                if abs(pixels[q] % w - j) <= 1:
+                    _union(parent, k, q)
         roots = np.empty(n, dtype=np.int64)
         for k in range(n):
             roots[k] = _find_root(parent, k)
@@ -203,7 +219,8 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     """
     kernel = _components_kernel if HAVE_NUMBA else _components_numpy
     pixels, roots, agree, has_interior = kernel(
-        np.ascontiguousarray(pred_ml), np.ascontiguousarray(pred_bayes), int(target))
+        np.ascontiguousarray(pred_ml, dtype=np.uint8), np.ascontiguousarray(pred_bayes),
+        int(target))
     is_root = roots == np.arange(roots.size)
     disagreeing = is_root & ~agree
     keep_root = disagreeing & has_interior
@@ -218,23 +235,27 @@ def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map:
                    ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats in one pass over ``probs``.
 
-    ``probs`` (H, W, C); ``inv_prior`` (H, W, K) = ``1 / (p_α + 1e-5)`` at the same size, or None
-    for α = 0; ``channel_map`` (C,) class -> prior channel; ``merged`` the classes excluded from
-    both argmaxes; ``inv_max`` the per-pixel maximum of ``inv_prior`` (computed if not given;
+    ``probs`` (H, W, C); ``inv_prior`` (K, H, W) = ``1 / (p_α + 1e-5)`` at the same size, one
+    plane per prior channel (a pixel reads only the plane of its class), or None for α = 0;
+    ``channel_map`` (C,) class -> prior channel; ``merged`` the classes excluded from both
+    argmaxes; ``inv_max`` (H, W) the per-pixel maximum of ``inv_prior`` (computed if not given;
     callers that reuse ``inv_prior`` cache it).
     """
-    if inv_prior is not None and inv_prior.shape[:2] != probs.shape[:2]:
-        raise ValueError(f'priors {inv_prior.shape[:2]} and softmax {probs.shape[:2]} '
+    if inv_prior is not None and inv_prior.shape[1:] != probs.shape[:2]:
+        raise ValueError(f'priors {inv_prior.shape[1:]} and softmax {probs.shape[:2]} '
                          f'differ in size')
     if not HAVE_NUMBA or inv_prior is None:
         return decision_rules_numpy(probs, inv_prior, channel_map, merged)
+    h, w, c = probs.shape
     probs = np.ascontiguousarray(probs, dtype=np.float32)
-    is_merged = np.zeros(probs.shape[2], dtype=np.bool_)
+    is_merged = np.zeros(c, dtype=np.bool_)
     is_merged[list(merged)] = True
-    pred_bayes = np.empty(probs.shape[:2], dtype=np.uint8)
-    pred_ml = np.empty(probs.shape[:2], dtype=np.uint8)
+    pred_bayes = np.empty((h, w), dtype=np.uint8)
+    pred_ml = np.empty((h, w), dtype=np.uint8)
     inv_prior = np.ascontiguousarray(inv_prior, dtype=np.float32)
-    inv_max = inv_prior.max(axis=2) if inv_max is None else inv_max
-    bad, max_err = _rules_kernel(probs, inv_prior, np.ascontiguousarray(inv_max, np.float32),
-                                 channel_map.astype(np.int64), is_merged, pred_bayes, pred_ml)
+    inv_max = inv_prior.max(axis=0) if inv_max is None else inv_max
+    bad, max_err = _rules_kernel(probs.reshape(h * w, c), inv_prior.reshape(-1, h * w),
+                                 np.ascontiguousarray(inv_max, np.float32).reshape(h * w),
+                                 channel_map.astype(np.int64), is_merged,
+                                 pred_bayes.reshape(h * w), pred_ml.reshape(h * w))
     return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))

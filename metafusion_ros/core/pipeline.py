@@ -113,7 +113,7 @@ class MetaFusion:
 
     def inverse_prior_alpha(self, size: tuple[int, int]
                             ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Return ``1 / (p_{z,α} + 1e-5)`` at the priors' level (eq. 15, 16) and its per-pixel max.
+        """Return ``1 / (p_{z,α} + 1e-5)`` (K, H, W) at the priors' level (eq. 15, 16) and its max.
 
         None for α = 0. Cached for the current α and size, so a frame costs no prior arithmetic.
         """
@@ -122,8 +122,9 @@ class MetaFusion:
         key = (tuple(size), self.alpha)
         if self._inverse[0] != key:
             prior_alpha = interpolate(self.priors_at(size).probs, self.alpha)
-            inverse = np.float32(1) / (prior_alpha + np.float32(REFERENCE_EPS))
-            self._inverse = (key, (inverse, inverse.max(axis=2)))
+            inverse = np.float32(1) / (np.moveaxis(prior_alpha, 2, 0) + np.float32(REFERENCE_EPS))
+            inverse = np.ascontiguousarray(inverse)  # (K, H, W): one plane per prior channel
+            self._inverse = (key, (inverse, inverse.max(axis=0)))
         return self._inverse[1]
 
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
