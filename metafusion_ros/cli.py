@@ -41,5 +41,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == '__main__':
-    sys.exit(main())
+if __name__ == '__main__':  # run the package's module, whose CommandError the commands raise
+    from metafusion_ros.cli import main as package_main
+    sys.exit(package_main())

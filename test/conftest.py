@@ -1,4 +1,4 @@
-"""Shared fixtures: the read-only ../shared folder (golden files, CamVid) beside the checkout."""
+"""Shared fixtures: ../shared (golden files, CamVid) beside the checkout; no leftover nodes."""
 from pathlib import Path
 
 import pytest
@@ -12,3 +12,11 @@ def shared_dir() -> Path:
     if not (SHARED / 'golden').is_dir():
         pytest.skip(f'../shared (golden files, CamVid) is not beside the checkout: {SHARED}')
     return SHARED
+
+
+@pytest.fixture(scope='session', autouse=True)
+def no_leftover_nodes():
+    """Kill, at the end of the session, any node process a failed test left running."""
+    yield
+    from test_node_harness import kill_leftovers
+    kill_leftovers()

@@ -5,6 +5,7 @@ Nothing here sleeps for a fixed time: every wait polls a condition with a genero
 """
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import time
 from typing import Any, Callable
 
+from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
@@ -19,9 +21,11 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from metafusion_ros.ros import fixtures, process
-from metafusion_ros.ros.conversions import array_to_image, rgb_to_image
+from metafusion_ros.ros.conversions import array_to_image, image_to_mask, rgb_to_image
 
 REPO = Path(__file__).resolve().parents[1]
+SCENE = fixtures.scene()
+STARTED: list[subprocess.Popen] = []  # every node process started by a test
 START_TIMEOUT = 60.0
 
 
@@ -52,7 +56,16 @@ def start_node(env: dict[str, str], params: dict[str, Any], name: str = 'fusion'
     log.parent.mkdir(parents=True, exist_ok=True)
     proc = process.start_node(params, env=env, name=name, remap=remap, log=log)
     proc.log = log
+    STARTED.append(proc)
     return proc
+
+
+def kill_leftovers() -> None:
+    """Kill every node process a test started and did not stop (run at the session's end)."""
+    for proc in STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def node_output(proc: subprocess.Popen) -> str:
@@ -152,3 +165,97 @@ def diagnostics_values(messages: list[Any], node: str) -> dict[str, str]:
             if status.name.startswith(node):
                 return {kv.key: kv.value for kv in status.values}
     return {}
+
+
+# One malformed image per skip reason the node counts (diagnostics ``skipped_<reason>``).
+MALFORMED = {
+    'unsupported_encoding': Image(encoding='16UC1', height=2, width=2, step=4, data=bytes(8)),
+    'bad_step': Image(encoding='rgb8', height=2, width=4, step=5, data=bytes(10)),
+    'bad_data_length': Image(encoding='rgb8', height=48, width=64, step=192, data=bytes(100)),
+    'zero_size': Image(encoding='rgb8', height=0, width=64, step=192, data=b''),
+    'bad_endianness': Image(encoding='mono8', height=1, width=1, step=1, data=b'\0',
+                            is_bigendian=7),
+}
+
+
+def skipped(values: dict[str, str]) -> int:
+    """Return the total of a node's ``skipped_*`` diagnostics counters."""
+    return sum(int(v) for k, v in values.items() if k.startswith('skipped_'))
+
+
+def accounted(values: dict[str, str]) -> bool:
+    """Return whether every received frame was processed, dropped or skipped (quiescent node)."""
+    return int(values.get('frames_received', -1)) == int(values.get('frames_processed', 0)) + \
+        int(values.get('frames_dropped', 0)) + skipped(values)
+
+
+class NodeUnderTest:
+    """A running node and a reliable tester in lock-step: one message, then wait for its effect."""
+
+    def __init__(self, proc, tester: Peer, name: str) -> None:
+        self.proc, self.tester, self.name = proc, tester, name
+        self.masks = tester.subscribe(f'/{name}/output/mask', Image)
+        self.diagnostics = tester.subscribe('/diagnostics', DiagnosticArray)
+        self.pub = tester.publisher(f'/{name}/input/image')
+        self.stamps = itertools.count(10_000, 10)  # fresh stamps of the frames it sends
+
+    @classmethod
+    def start(cls, domain: int, log_dir: Path, params: dict[str, Any], name: str,
+              tester: str = 'tester') -> NodeUnderTest:
+        """Start the node and a tester; return once the first frame's mask (stamp 1) is back."""
+        proc = start_node(ros_env(domain, log_dir), params, name=name)
+        under_test = cls(proc, Peer(domain, tester), name)
+        first = image_msg(SCENE, 1)
+        if not under_test.tester.spin_until(lambda: with_stamp(under_test.masks, 1),
+                                            timeout=90.0,
+                                            every=lambda: under_test.pub.publish(first)):
+            under_test.close()  # no process outlives a failed set-up
+            raise AssertionError(f'no mask from {name}: {node_output(proc)}')
+        return under_test
+
+    def close(self) -> None:
+        """Close the tester and kill the node (if a test has not stopped it)."""
+        self.tester.close()
+        stop_node(self.proc, signal.SIGKILL)
+
+    def values(self) -> dict[str, str]:
+        """Return the newest diagnostics values of the node."""
+        return diagnostics_values(self.diagnostics, f'/{self.name}')
+
+    def counter(self, key: str) -> int:
+        """Return the newest value of diagnostics counter ``key``, 0 before it exists."""
+        return int(self.values().get(key, 0))
+
+    def wait_counter(self, key: str, value: int) -> None:
+        """Wait until counter ``key`` reaches ``value``."""
+        assert self.tester.spin_until(lambda: self.counter(key) >= value, timeout=30.0), \
+            f'{key} never reached {value}: {self.values()}; alive: {self.proc.poll() is None}'
+
+    def mask(self, stamp: int) -> Image:
+        """Wait for the mask with ``stamp`` and return it."""
+        assert self.tester.spin_until(lambda: with_stamp(self.masks, stamp), timeout=30.0), \
+            f'no mask for stamp {stamp}; alive: {self.proc.poll() is None}'
+        return with_stamp(self.masks, stamp)[-1]
+
+    def process(self, msg: Image, stamp: int) -> Image:
+        """Publish ``msg`` with ``stamp`` once and return its mask."""
+        msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec = 'camera', stamp, 7
+        self.pub.publish(msg)
+        return self.mask(stamp)
+
+    def stop_cleanly(self) -> None:
+        """Check every frame is accounted for and the node active; SIGTERM must exit it with 0."""
+        assert self.tester.spin_until(lambda: accounted(self.values()), timeout=30.0), \
+            self.values()
+        assert self.values()['model_state'] == 'active'
+        code, output = stop_node(self.proc, signal.SIGTERM)
+        assert code == 0 and 'Traceback' not in output, output[-2000:]
+
+    def check_alive_and_correct(self, reference: np.ndarray) -> int:
+        """Send a valid frame; its mask must be ``reference``; return the frame's stamp."""
+        processed = self.counter('frames_processed')
+        stamp = next(self.stamps)
+        mask = image_to_mask(self.process(image_msg(SCENE, stamp), stamp))
+        np.testing.assert_array_equal(mask, reference)
+        self.wait_counter('frames_processed', processed + 1)
+        return stamp

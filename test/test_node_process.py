@@ -1,8 +1,9 @@
 """The node as a separate process over real DDS: outputs, markers, switches, α/τ, bad input.
 
 One node (tiny deterministic network, flat priors, a small meta classifier) serves the first
-group of tests in file order; the last of them stops it with SIGTERM. Configure failures, the
-refuse mode and SIGINT use their own short-lived processes.
+group of tests in file order; the last of them stops it with SIGTERM. The refuse mode, SIGINT
+and the lifecycle use their own short-lived processes. Start-up failures (bad files and values)
+are in test_robust_files.py.
 """
 import json
 import signal
@@ -14,8 +15,8 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
-from test_node_harness import (diagnostics_values, image_msg, node_output, ros_env, start_node,
-                               stop_node, Peer, with_stamp, write_files)
+from test_node_harness import (accounted, diagnostics_values, image_msg, MALFORMED, Peer,
+                               ros_env, start_node, stop_node, with_stamp, write_files)
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
@@ -37,17 +38,14 @@ def setup(tmp_path_factory):
     proc = start_node(env, {'model_path': files['model'], 'priors_path': files['priors'],
                             'meta_model_path': files['meta'], 'tau': 0.5,
                             'warn_throttle_s': 0.0})
-    failing = start_failing(env, files, folder)  # they run while the first tests do
     tester = Peer(DOMAIN)
     for topic, kind in (('mask', Image), ('markers', MarkerArray), ('mask_bayes', Image),
                         ('mask_ml', Image), ('processing_time_ms', Float32)):
         tester.subscribe(f'{OUT}/{topic}', kind)
     tester.subscribe('/diagnostics', DiagnosticArray)
-    yield {'proc': proc, 'tester': tester, 'files': files, 'env': env, 'folder': folder,
-           'failing': failing}
+    yield {'proc': proc, 'tester': tester, 'files': files, 'env': env, 'folder': folder}
     tester.close()
-    for other in [proc, *failing.values()]:
-        stop_node(other, signal.SIGKILL)
+    stop_node(proc, signal.SIGKILL)
 
 
 def send(setup, image, stamp, encoding='rgb8', topic=f'/{NAME}/input/image', wait=True):
@@ -206,27 +204,17 @@ def test_bad_parameter_values_rejected_with_a_reason(setup, name, value, reason)
     assert reason in result.reason
 
 
-BAD_INPUTS = {
-    'unsupported_encoding': dict(encoding='16UC1', height=2, width=2, step=4, data=bytes(8)),
-    'bad_step': dict(encoding='rgb8', height=2, width=4, step=5, data=bytes(10)),
-    'bad_data_length': dict(encoding='rgb8', height=48, width=64, step=192, data=bytes(100)),
-    'zero_size': dict(encoding='rgb8', height=0, width=64, step=192, data=b''),
-    'bad_endianness': dict(encoding='mono8', height=1, width=1, step=1, data=b'\0',
-                           is_bigendian=7),
-}
-
-
 def test_bad_input_is_a_counted_skip_and_the_node_stays_alive(setup):
     """Every kind of unreadable image is counted; the next valid frame is processed."""
     tester = setup['tester']
     pub = tester.publisher(f'/{NAME}/input/image')
-    bad = [Image(**fields) for fields in BAD_INPUTS.values()] + [
+    bad = list(MALFORMED.values()) + [
         Image(encoding=encoding, height=1, width=1, step=4, data=bytes(4))
         for encoding in ('yuv422', 'bayer_rggb8', '32FC1', 'mono16')]
     diag = tester.received['/diagnostics']
     assert tester.spin_until(
         lambda: all(int(diagnostics_values(diag, f'/{NAME}').get(f'skipped_{r}', 0)) >= 3
-                    for r in BAD_INPUTS),
+                    for r in MALFORMED),
         every=lambda: [pub.publish(msg) for msg in bad]), diagnostics_values(diag, f'/{NAME}')
     values = diagnostics(setup)
     assert int(values['skipped_unsupported_encoding']) >= 3
@@ -243,18 +231,11 @@ def test_other_resolution_is_resized_by_default(setup):
     assert mask[64:72, 20:28].min() == 1
 
 
-def _accounted(values):
-    """Return whether every received frame is processed, dropped or skipped (quiescent node)."""
-    skipped = sum(int(v) for k, v in values.items() if k.startswith('skipped_'))
-    return int(values.get('frames_received', -1)) == int(values.get('frames_processed', 0)) + \
-        int(values.get('frames_dropped', 0)) + skipped
-
-
 def test_burst_drops_older_frames_and_accounts_for_every_frame(setup):
     """A burst of large frames is thinned to the newest (counted drops); nothing goes missing."""
     tester = setup['tester']
     big = np.repeat(np.repeat(SCENE, 8, axis=0), 8, axis=1)
-    values = diagnostics(setup, _accounted)
+    values = diagnostics(setup, accounted)
     before, received = int(values.get('frames_dropped', 0)), int(values['frames_received'])
     pub = tester.publisher(f'/{NAME}/input/image')
     for stamp in range(1101, 1121):
@@ -264,7 +245,7 @@ def test_burst_drops_older_frames_and_accounts_for_every_frame(setup):
     assert tester.spin_until(  # best effort may lose the last frame of the burst: resend it
         lambda: with_stamp(tester.received[f'{OUT}/mask'], 1120),
         every=lambda: pub.publish(last), period=2.0)
-    assert tester.spin_until(lambda: _accounted(diagnostics_values(diag, f'/{NAME}')) and int(
+    assert tester.spin_until(lambda: accounted(diagnostics_values(diag, f'/{NAME}')) and int(
         diagnostics_values(diag, f'/{NAME}')['frames_received']) > received + 1)
     assert int(diagnostics_values(diag, f'/{NAME}')['frames_dropped']) > before, \
         json.dumps(diagnostics_values(diag, f'/{NAME}'))
@@ -285,44 +266,6 @@ def test_sigterm_exits_cleanly(setup):
     code, output = stop_node(setup['proc'], signal.SIGTERM)
     assert code == 0, output
     assert 'Traceback' not in output
-
-
-# Start-up failures: case -> (parameter overrides, exit code, text the one line must hold).
-FAILURES = {
-    'missing_priors': ({'priors_path': '{folder}/nope.npz'}, 1, '{folder}/nope.npz'),
-    'missing_model': ({'model_path': '{folder}/nope.onnx'}, 1, '{folder}/nope.onnx'),
-    'corrupt_priors': ({'priors_path': '{folder}/corrupt.npz'}, 1, '{folder}/corrupt.npz'),
-    'empty_model': ({'model_path': '{folder}/empty.onnx'}, 1, '{folder}/empty.onnx'),
-    'meta_alpha_mismatch': ({'meta_model_path': '{meta}', 'alpha': 0.5}, 1, 'alpha differs'),
-    'alpha_out_of_range': ({'alpha': 2.0}, 2, 'alpha'),
-}
-
-
-def start_failing(env, files, folder):
-    """Start every failing configuration at once (they exit by themselves); return the procs."""
-    (folder / 'corrupt.npz').write_bytes(b'PK\x03\x04 not really a zip')
-    (folder / 'empty.onnx').write_bytes(b'')
-    procs = {}
-    for case, (overrides, _, _) in FAILURES.items():
-        params = {'model_path': files['model'], 'priors_path': files['priors']}
-        params.update({k: str(v).format(folder=folder, meta=files['meta'])
-                       for k, v in overrides.items()})
-        procs[case] = start_node(env, params, name=f'failing_{case}')
-    return procs
-
-
-@pytest.mark.parametrize('case', list(FAILURES))
-def test_bad_files_and_values_fail_at_start_with_one_line(setup, case):
-    """Missing, corrupt or mismatched files (exit 1), bad values (exit 2): one line each."""
-    proc = setup['failing'][case]
-    proc.wait(timeout=120)
-    lines = [line for line in node_output(proc).splitlines() if line.strip()]
-    _, code, expect = FAILURES[case]
-    assert proc.returncode == code, lines
-    assert len(lines) == 1, lines
-    assert expect.format(folder=setup['folder']) in lines[0]
-    if code == 1:
-        assert 'configure failed' in lines[0]
 
 
 def test_refuse_mode_namespace_remap_and_sigint(setup):

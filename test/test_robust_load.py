@@ -11,8 +11,9 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
-from test_node_harness import (diagnostics_values, image_msg, node_output, ros_env, start_node,
-                               stop_node, Peer, with_stamp, write_files)
+from test_node_harness import (accounted, diagnostics_values, image_msg, MALFORMED, node_output,
+                               Peer, ros_env, skipped, start_node, stop_node, with_stamp,
+                               write_files)
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
@@ -24,16 +25,6 @@ MASK = f'/{NAME}/output/mask'
 SCENE = fixtures.scene()
 BURST = 10_000
 THROTTLE_S = 2.0
-
-# One message per kind of malformation the node counts; the burst cycles through them.
-MALFORMED = {
-    'unsupported_encoding': Image(encoding='yuv422', height=2, width=2, step=4, data=bytes(8)),
-    'bad_step': Image(encoding='rgb8', height=2, width=4, step=5, data=bytes(10)),
-    'bad_data_length': Image(encoding='rgb8', height=48, width=64, step=192, data=bytes(100)),
-    'zero_size': Image(encoding='rgb8', height=0, width=64, step=192, data=b''),
-    'bad_endianness': Image(encoding='mono8', height=1, width=1, step=1, data=b'\0',
-                            is_bigendian=7),
-}
 
 
 @pytest.fixture(scope='module')
@@ -73,17 +64,6 @@ def alive_and_correct(setup, stamp, peer=None):
 def counters(setup):
     """Return the node's newest diagnostics values."""
     return diagnostics_values(setup['tester'].received['/diagnostics'], f'/{NAME}')
-
-
-def skipped(values):
-    """Return the total of the skip counters."""
-    return sum(int(v) for k, v in values.items() if k.startswith('skipped_'))
-
-
-def accounted(values):
-    """Return whether every received frame was processed, dropped or skipped."""
-    return int(values.get('frames_received', -1)) == int(values.get('frames_processed', 0)) + \
-        int(values.get('frames_dropped', 0)) + skipped(values)
 
 
 def test_reference_frame(setup):
@@ -150,7 +130,7 @@ def test_valid_burst_is_thinned_and_fully_accounted(setup):
     alive_and_correct(setup, 5)
 
 
-@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_while_processing_exits_cleanly(tmp_path, sig):
     """SIGTERM / SIGINT while frames keep arriving: exit code 0, no traceback."""
     files = write_files(tmp_path)

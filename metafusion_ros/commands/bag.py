@@ -72,21 +72,28 @@ def _make(args: argparse.Namespace) -> int:
 
 def _play(args: argparse.Namespace) -> int:
     """Replay a bag until its end (or forever with --loop); Ctrl-C stops it cleanly."""
+    from collections import Counter
+
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from ..ros.bag import DriveBag, GT_TOPIC, publishers, replay
+    from ..ros.bag import BagError, DriveBag, GT_TOPIC, publishers, replay
 
     bag = DriveBag(args.bag)
     topics = [t for t in bag.topics() if args.ground_truth or t != GT_TOPIC]
+    counts = bag.counts()
+    if not sum(counts[t] for t in topics):
+        raise BagError(f'bag {args.bag} holds no messages on {", ".join(topics) or "any topic"}')
+    skipped: Counter[str] = Counter()
     rclpy.init()
     node = rclpy.create_node('metafusion_bag_play')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
         count = replay(executor, bag, publishers(node, bag, topics), rate=args.rate,
-                       loop=args.loop, should_stop=lambda: not rclpy.ok())
-        print(f'published {count} messages from {args.bag}')
+                       loop=args.loop, should_stop=lambda: not rclpy.ok(), skipped=skipped)
+        print(f'published {count} messages from {args.bag}' + (
+            f'; skipped {sum(skipped.values())} ({_reasons(skipped)})' if skipped else ''))
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
@@ -108,5 +115,12 @@ def _score(args: argparse.Namespace) -> int:
     if args.json:
         args.json.write_text(text + '\n')
     if report['frames_scored'] == 0:
-        raise CommandError(f'no frame of {args.bag} was scored; is {args.node} running?')
+        skipped = report['messages_skipped']
+        raise CommandError(f'no frame of {args.bag} was scored; ' + (
+            f'skipped {_reasons(skipped)}' if skipped else f'is {args.node} running?'))
     return 0
+
+
+def _reasons(skipped: dict[str, int]) -> str:
+    """Return ``topic: reason xN`` pairs of skipped messages, comma-separated."""
+    return ', '.join(f'{key} x{count}' for key, count in sorted(skipped.items()))

@@ -35,17 +35,20 @@ except ImportError:  # pragma: no cover - exercised where numba is absent
 
 @dataclass(frozen=True)
 class SoftmaxStats:
-    """What the pass saw: NaN or negative values, and the largest deviation of a class sum."""
+    """What the pass saw: pixels with a negative value, and the largest class-sum deviation.
+
+    A NaN or Inf anywhere makes the deviation non-finite; :meth:`check` reports that first.
+    """
 
     bad: int
     max_sum_error: float
 
     def check(self, atol: float = 1e-3) -> None:
         """Raise ``ValueError`` for NaN/Inf, negative or unnormalised probabilities."""
-        if self.bad:
-            raise ValueError(f'softmax contains {self.bad} NaN or negative probabilities')
         if not np.isfinite(self.max_sum_error):
             raise ValueError('softmax contains NaN or Inf')
+        if self.bad:
+            raise ValueError(f'softmax contains {self.bad} negative probabilities')
         if self.max_sum_error > atol:
             raise ValueError(f'softmax is not normalised: a class sum is off by '
                              f'{self.max_sum_error:.4g}')

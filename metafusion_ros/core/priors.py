@@ -116,6 +116,9 @@ class Priors:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'priors file {path} does not exist')
+        if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle
+            raise ValueError(f'priors file {path}: not a .npz archive (empty, truncated or '
+                             f'another format)')
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data['meta']))

@@ -95,7 +95,7 @@ class ModelContext:
             problems.append(f'class table differs ({", ".join(keys)}): model '
                             f'{self.table.name!r} {self.table.fingerprint}, runtime '
                             f'{runtime.table.name!r} {runtime.table.fingerprint}')
-        if runtime.table.target != self.table.target:
+        if ours == theirs and runtime.table.target != self.table.target:
             problems.append(f'target class differs: model {self.table.target_name!r}, '
                             f'runtime {runtime.table.target_name!r}')
         if abs(runtime.alpha - self.alpha) > ALPHA_TOLERANCE:
@@ -255,7 +255,14 @@ class MetaClassifier:
         path = Path(path)
         meta_path = path if path.name.endswith('.manifest.json') else manifest_path(path)
         manifest = _read_manifest(meta_path)
-        model_file = meta_path.with_name(str(manifest.get('model_file', '')))
+        name = str(manifest.get('model_file', ''))
+        if not name or Path(name).name != name:
+            raise ValueError(f'meta model manifest {meta_path}: model_file {name!r} is not a file '
+                             f'name beside the manifest')
+        model_file = meta_path.with_name(name)
+        if path != meta_path and name != path.name:
+            raise ValueError(f'meta model {path}: its manifest {meta_path} describes the booster '
+                             f'{name!r}, not {path.name!r}')
         if not model_file.is_file():
             raise FileNotFoundError(f'meta model {meta_path}: booster file {model_file} '
                                     f'does not exist')
@@ -265,8 +272,10 @@ class MetaClassifier:
         try:
             context = ModelContext.from_dict(manifest)
             params = MetaParams(**manifest['params'])
+            mean, scale = _standardization(manifest.get('standardize'), len(context.feature_names))
         except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f'meta model manifest {meta_path}: malformed ({exc})') from exc
+            raise ValueError(f'meta model manifest {meta_path}: malformed ({type(exc).__name__}: '
+                             f'{exc})') from exc
         if runtime is not None:
             problems = context.mismatches(runtime)
             if problems:
@@ -280,9 +289,6 @@ class MetaClassifier:
         if booster.num_features() != len(context.feature_names):
             raise ValueError(f'meta model {model_file}: booster has {booster.num_features()} '
                              f'features, manifest {len(context.feature_names)}')
-        std = manifest.get('standardize')
-        mean = None if std is None else np.asarray(std['mean'], dtype=np.float64)
-        scale = None if std is None else np.asarray(std['scale'], dtype=np.float64)
         info = {k: manifest[k] for k in ('training', 'metrics') if k in manifest}
         return cls(booster, context, params, mean, scale, info)
 
@@ -295,6 +301,19 @@ def _package_version() -> str:
         return metadata.version('metafusion_ros')
     except metadata.PackageNotFoundError:
         return 'unknown'
+
+
+def _standardization(std: Any, num_features: int
+                     ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Return the manifest's standardisation ``(mean, scale)``, each ``(F,)``, or Nones."""
+    if std is None:
+        return None, None
+    mean = np.asarray(std['mean'], dtype=np.float64)
+    scale = np.asarray(std['scale'], dtype=np.float64)
+    if mean.shape != (num_features,) or scale.shape != (num_features,) or \
+            not np.all(np.isfinite(mean)) or not np.all(scale > 0):
+        raise ValueError(f'standardize needs {num_features} finite means and positive scales')
+    return mean, scale
 
 
 def _read_manifest(path: Path) -> dict[str, Any]:

@@ -9,6 +9,7 @@ ROS install can equally use ``ros2 bag play`` on the same bag.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 import importlib
 import json
@@ -19,13 +20,13 @@ import time
 from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
-from rosbags.rosbag2 import Reader, ReaderError, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
 from ..core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
-           'replay', 'publishers', 'header_stamp', 'message_class']
+           'replay', 'publishers', 'header_stamp', 'message_class', 'deserialize', 'cdr_problem']
 
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
@@ -35,6 +36,9 @@ TABLE_KEY = 'metafusion.table'
 START_NS = 1_700_000_000 * 10**9
 STORAGES = {'mcap': StoragePlugin.MCAP, 'sqlite3': StoragePlugin.SQLITE3}
 TYPESTORE = get_typestore(Stores.ROS2_KILTED)
+# The message type of each topic of a drive bag.
+DRIVE_TYPES = {IMAGE_TOPIC: 'sensor_msgs/msg/Image', INFO_TOPIC: 'sensor_msgs/msg/CameraInfo',
+               GT_TOPIC: 'sensor_msgs/msg/Image'}
 
 
 class BagError(ValueError):
@@ -133,8 +137,8 @@ class DriveBag:
         try:
             reader = Reader(self.path)
             reader.open()
-        except (ReaderError, OSError, ValueError, KeyError) as exc:
-            raise BagError(f'bag {self.path}: unreadable ({exc})') from exc
+        except Exception as exc:  # noqa: B902 - rosbags, mcap and sqlite3 raise assorted errors
+            raise BagError(f'bag {self.path}: unreadable ({type(exc).__name__}: {exc})') from exc
         return reader
 
     def topics(self) -> dict[str, str]:
@@ -145,6 +149,17 @@ class DriveBag:
         finally:
             reader.close()
 
+    def counts(self) -> Counter[str]:
+        """Return the number of messages per topic (from the bag's metadata)."""
+        reader = self._reader()
+        try:
+            counts: Counter[str] = Counter()
+            for conn in reader.connections:
+                counts[conn.topic] += conn.msgcount
+            return counts
+        finally:
+            reader.close()
+
     def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[int, str, bytes]]:
         """Yield ``(bag time ns, topic, CDR bytes)`` in time order."""
         reader = self._reader()
@@ -152,8 +167,8 @@ class DriveBag:
             wanted = [c for c in reader.connections if topics is None or c.topic in topics]
             for conn, stamp, data in reader.messages(connections=wanted):
                 yield stamp, conn.topic, bytes(data)
-        except (ReaderError, OSError, ValueError, KeyError) as exc:
-            raise BagError(f'bag {self.path}: unreadable ({exc})') from exc
+        except Exception as exc:  # noqa: B902 - rosbags, mcap and sqlite3 raise assorted errors
+            raise BagError(f'bag {self.path}: unreadable ({type(exc).__name__}: {exc})') from exc
         finally:
             reader.close()
 
@@ -167,7 +182,11 @@ class DriveBag:
         if TABLE_KEY not in custom:
             raise BagError(f'bag {self.path}: no class table recorded ({TABLE_KEY}); '
                            f'write it with `metafusion bag make`')
-        return ClassTable.from_dict(json.loads(custom[TABLE_KEY]))
+        try:
+            return ClassTable.from_dict(json.loads(custom[TABLE_KEY]))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BagError(f'bag {self.path}: unreadable class table ({TABLE_KEY}): '
+                           f'{exc}') from exc
 
     def ground_truth(self) -> dict[tuple[int, int], np.ndarray]:
         """Return the label maps by header stamp ``(sec, nanosec)``; a bag without is an error."""
@@ -181,12 +200,15 @@ class DriveBag:
                 msg = TYPESTORE.deserialize_cdr(data, 'sensor_msgs/msg/Image')
             except Exception as exc:  # noqa: B902 - rosbags raises assorted errors on bad CDR
                 raise BagError(f'bag {self.path}: corrupt ground truth message ({exc})') from exc
-            if msg.encoding != 'mono8' or len(msg.data) != msg.height * msg.step:
+            if msg.encoding != 'mono8' or msg.step < msg.width or \
+                    len(msg.data) != msg.height * msg.step:
                 raise BagError(f'bag {self.path}: ground truth must be mono8 with '
                                f'height*step bytes, got {msg.encoding}')
             labels = np.asarray(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
             truth[(msg.header.stamp.sec, msg.header.stamp.nanosec)] = \
                 labels[:, :msg.width].copy()
+        if not truth:
+            raise BagError(f'bag {self.path} has no messages on {GT_TOPIC}; scoring needs them')
         return truth
 
 
@@ -205,6 +227,10 @@ def publishers(node: Any, bag: DriveBag, topics: Iterable[str] | None = None,
     if unknown:
         raise BagError(f'bag {bag.path} has no topic {", ".join(unknown)} '
                        f'(topics: {", ".join(sorted(kinds))})')
+    for topic, kind in DRIVE_TYPES.items():
+        if kinds.get(topic, kind) != kind:
+            raise BagError(f'bag {bag.path}: {topic} holds {kinds[topic]} messages; a drive bag '
+                           f'has {kind} there')
     return {t: node.create_publisher(message_class(kinds[t]), remap.get(t, t), 10)
             for t in kinds if topics is None or t in topics}
 
@@ -216,14 +242,38 @@ def header_stamp(data: bytes) -> tuple[int, int]:
     return struct.unpack_from('<iI' if data[1] == 1 else '>iI', data, 4)
 
 
+def deserialize(data: bytes, msgtype: str) -> Any:
+    """Return the ``pkg/msg/Name`` message in CDR ``data`` (rosbags), or None if it is corrupt."""
+    try:
+        return TYPESTORE.deserialize_cdr(data, msgtype)
+    except Exception:  # noqa: B902 - rosbags raises assorted errors on bad CDR
+        return None
+
+
+def cdr_problem(data: bytes, msgtype: str) -> str:
+    """Return ``'corrupt_cdr'`` when ``data`` is not a valid ``msgtype`` message, else ''."""
+    return 'corrupt_cdr' if deserialize(data, msgtype) is None else ''
+
+
 def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0,
            loop: bool = False, after_publish: Callable[[str, bytes], None] | None = None,
-           should_stop: Callable[[], bool] = lambda: False) -> int:
+           should_stop: Callable[[], bool] = lambda: False,
+           check: Callable[[str, bytes], str] | None = None,
+           skipped: Counter[str] | None = None) -> int:
     """Publish the bag's messages with its timing scaled by ``1 / rate``; return the count.
 
     The executor is spun while waiting, so the caller's subscriptions keep receiving.
     ``after_publish(topic, data)`` runs after each message (score uses it for lock-step).
+    A message for which ``check(topic, data)`` returns a reason (default: its CDR does not
+    deserialize as the topic's type) is not published but counted in ``skipped`` under
+    ``'<topic>: <reason>'``.
     """
+    if check is None:
+        kinds = bag.topics()
+
+        def check(topic: str, data: bytes) -> str:
+            """Return why ``data`` is not a valid message of ``topic``'s type, or ''."""
+            return cdr_problem(data, kinds[topic])
     if not rate > 0:
         raise BagError(f'rate must be positive, got {rate}')
     count = 0
@@ -237,6 +287,11 @@ def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0
             target = start + (stamp - first) / 1e9 / rate
             while time.monotonic() < target and not should_stop():
                 executor.spin_once(timeout_sec=min(0.05, max(0.0, target - time.monotonic())))
+            problem = check(topic, data)
+            if problem:
+                if skipped is not None:
+                    skipped[f'{topic}: {problem}'] += 1
+                continue
             pubs[topic].publish(data)
             count += 1
             if after_publish is not None:

@@ -70,6 +70,8 @@ def _existing(path: str, what: str) -> Path:
     if not path:
         raise ConfigurationError(f'{what} path is empty')
     file = Path(path).expanduser()
+    if file.is_dir():
+        raise ConfigurationError(f'{what} file {file} is a folder, not a file')
     if not file.is_file():
         raise ConfigurationError(f'{what} file {file} does not exist')
     return file
@@ -100,6 +102,8 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
                               alpha=config.alpha, **options)
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         message = str(exc)
+        if 'priors' in message and config.priors_path not in message:  # base.check_priors
+            message = f'{message} (priors file {config.priors_path})'
         raise ConfigurationError(message if str(file) in message else
                                  f'model {file}: {message}') from exc
 
@@ -207,9 +211,9 @@ class FusionEngine:
                 f'{self.fusion.priors.resolution[1]}x{self.fusion.priors.resolution[0]} '
                 f"and resize_mode is 'refuse'")
         start = time.perf_counter()
-        output = self.segmenter.infer(rgb)
-        middle = time.perf_counter()
         try:
+            output = self.segmenter.infer(rgb)
+            middle = time.perf_counter()
             if output.head is not None:
                 result = self.fusion.process_head(output.head, self.score_fn())
             else:

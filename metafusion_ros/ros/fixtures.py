@@ -16,14 +16,16 @@ import numpy as np
 from ..core.classes import ClassTable
 from ..core.priors import Priors
 
-__all__ = ['tiny_table', 'write_model', 'write_priors', 'write_meta_model', 'scene',
-           'GREY', 'RED', 'DIM_RED', 'BLUE', 'SIZE']
+__all__ = ['tiny_table', 'write_model', 'write_faulty_model', 'with_fault', 'write_priors',
+           'write_meta_model', 'scene', 'FAULTS', 'GREY', 'RED', 'DIM_RED', 'BLUE', 'SIZE']
 
 SIZE = (48, 64)
 GREY, RED, DIM_RED, BLUE = (128, 128, 128), (255, 0, 0), (178, 102, 102), (0, 0, 255)
 # 1x1 convolution on [0, 1] RGB: logits road = 3, person = 8R - 8G - 1.6, car = 8B - 8R - 1.6.
 _WEIGHTS = np.array([[0, 0, 0], [8, -8, 0], [-8, 0, 8]], dtype=np.float32)
 _BIAS = np.array([3.0, -1.6, -1.6], dtype=np.float32)
+# Faults of :func:`write_faulty_model`; fault k is triggered by a pure red pixel (0, k).
+FAULTS = ('nan', 'inf', 'negative', 'unnormalised', 'two_classes')
 
 
 def tiny_table() -> ClassTable:
@@ -74,6 +76,68 @@ def write_model(path: str | Path, size: tuple[int, int] = SIZE,
                            'layout': 'NCHW'}}
     path.with_suffix('.json').write_text(json.dumps(meta, indent=1))
     return path
+
+
+def write_faulty_model(path: str | Path, size: tuple[int, int] = SIZE) -> Path:
+    """Write the tiny network with a fault per pure red pixel in row 0 (see :data:`FAULTS`).
+
+    Without a trigger it computes exactly :func:`write_model`'s softmax; a pure red pixel at
+    ``(0, k)`` (:func:`with_fault`) makes the whole output NaN, +Inf, negative (negated),
+    unnormalised (square root) or drops the last class (the class axis is symbolic, so the
+    model loads and warms up normally).
+    """
+    import onnx
+    from onnx import helper, TensorProto
+
+    path = write_model(path, size)
+    model = onnx.load(str(path))
+    graph = model.graph
+    graph.node[-1].output[0] = 'out'
+    for k, fault in enumerate(FAULTS):
+        graph.node.extend(_fault_nodes(k, fault, 'out' if k == 0 else f'out{k - 1}'))
+        graph.initializer.extend([
+            helper.make_tensor(f'start{k}', TensorProto.INT64, [4], [0, 0, 0, k]),
+            helper.make_tensor(f'end{k}', TensorProto.INT64, [4], [1, 3, 1, k + 1])])
+    graph.node[-1].output[0] = 'probs'
+    graph.initializer.extend([
+        helper.make_tensor('pure_red', TensorProto.FLOAT, [1, 3, 1, 1], [1.0, -1.0, -1.0]),
+        helper.make_tensor('threshold', TensorProto.FLOAT, [], [0.99]),
+        helper.make_tensor('nan', TensorProto.FLOAT, [], [np.nan]),
+        helper.make_tensor('inf', TensorProto.FLOAT, [], [np.inf]),
+        helper.make_tensor('classes', TensorProto.INT64, [1], [tiny_table().num_classes]),
+        helper.make_tensor('zero', TensorProto.INT64, [1], [0]),
+        helper.make_tensor('one', TensorProto.INT64, [1], [1])])
+    graph.output[0].type.tensor_type.shape.dim[1].dim_param = 'classes'
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+def _fault_nodes(k: int, fault: str, current: str) -> list:
+    """Return the ONNX nodes applying ``fault`` to ``current`` when pixel (0, k) is pure red."""
+    from onnx import helper, TensorProto
+
+    nodes = [helper.make_node('Slice', ['image', f'start{k}', f'end{k}'], [f'pixel{k}']),
+             helper.make_node('Mul', [f'pixel{k}', 'pure_red'], [f'weighted{k}']),
+             helper.make_node('ReduceSum', [f'weighted{k}'], [f'redness{k}'], keepdims=0),
+             helper.make_node('Greater', [f'redness{k}', 'threshold'], [f'flag{k}'])]
+    if fault == 'two_classes':
+        return nodes + [
+            helper.make_node('Cast', [f'flag{k}'], [f'drop{k}'], to=TensorProto.INT64),
+            helper.make_node('Sub', ['classes', f'drop{k}'], [f'class_end{k}']),
+            helper.make_node('Slice', [current, 'zero', f'class_end{k}', 'one'], [f'out{k}'])]
+    bad = fault if fault in ('nan', 'inf') else f'bad{k}'
+    if bad != fault:
+        unary = {'negative': 'Neg', 'unnormalised': 'Sqrt'}[fault]
+        nodes.append(helper.make_node(unary, [current], [bad]))
+    return nodes + [helper.make_node('Where', [f'flag{k}', bad, current], [f'out{k}'])]
+
+
+def with_fault(image: np.ndarray, fault: str) -> np.ndarray:
+    """Return a copy of ``image`` with the pure red pixel that triggers ``fault``."""
+    image = image.copy()
+    image[0, FAULTS.index(fault)] = RED
+    return image
 
 
 def write_priors(path: str | Path, size: tuple[int, int] = SIZE,

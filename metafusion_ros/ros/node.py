@@ -4,7 +4,8 @@ Configure loads the network, the priors and the (optional) meta classifier and c
 fit together; activate subscribes ``~/input/image``. A worker thread processes only the newest
 frame: the subscription callback just stores it (an unprocessed older frame is dropped and
 counted), so a slow frame never blocks the executor. Unreadable images are counted skips with a
-throttled warning. See ``docs/node.md`` for topics and parameters.
+throttled warning; a frame whose stamp is not newer than the previous one's is processed and
+counted. See ``docs/node.md`` for topics and parameters.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import json
 import sys
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
@@ -33,6 +34,7 @@ from .conversions import (check_image, float_to_image, ImageError, image_to_rgb,
                           rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
+from .params import override_source, params_file_problem, unknown_parameters
 
 __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
@@ -64,7 +66,7 @@ def _descriptor(text: str, low: float | None = None, high: float | None = None,
 
 
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
-    'model_path': ('', _descriptor('ONNX model (or TensorRT engine) of the segmentation network')),
+    'model_path': ('', _descriptor('ONNX network (TensorRT builds its engine from it)')),
     'backend': ('onnxruntime', _descriptor('inference backend: onnxruntime | tensorrt')),
     'precision': ('fp32', _descriptor('inference precision: fp32 | fp16 | int8')),
     'priors_path': ('', _descriptor('position-specific priors .npz (eq. 5)')),
@@ -193,6 +195,7 @@ class MetaFusionNode(LifecycleNode):
         self.state_name = 'unconfigured'
         self.camera_info: CameraInfo | None = None
         self._warned: dict[str, float] = {}
+        self._last_stamp: tuple[int, int] | None = None
         self._frames = LatestFrame()
         self._worker: threading.Thread | None = None
         self._subs: list[Any] = []
@@ -206,11 +209,16 @@ class MetaFusionNode(LifecycleNode):
         return self.get_parameter(name).value
 
     def _check_initial_parameters(self) -> None:
-        """Validate the declared (possibly overridden) values like a later set would."""
+        """Refuse undeclared overrides; validate the declared values like a later set would."""
+        unknown = unknown_parameters(  # rclpy keeps the overrides only in this attribute
+            getattr(self, '_parameter_overrides', {}), self.get_parameters_by_prefix(''),
+            sys.argv)
+        if unknown:
+            raise ConfigurationError(unknown)
         result = self._on_set_parameters(
             [self.get_parameter(name) for name in PARAMETERS], initial=True)
         if not result.successful:
-            raise ConfigurationError(result.reason)
+            raise ConfigurationError(f'{result.reason} {override_source(sys.argv)}')
 
     def _on_set_parameters(self, params: list[Parameter],
                            initial: bool = False) -> SetParametersResult:
@@ -265,6 +273,7 @@ class MetaFusionNode(LifecycleNode):
 
     def _configure_failed(self, text: str) -> TransitionCallbackReturn:
         """Log why configure failed (one line) and report FAILURE."""
+        text = ' '.join(line.strip() for line in text.splitlines() if line.strip())
         self.get_logger().error(f'configure failed: {text}')
         self.state_name = 'configure_failed'
         return TransitionCallbackReturn.FAILURE
@@ -334,24 +343,43 @@ class MetaFusionNode(LifecycleNode):
         except ImageError as exc:
             self._skip(exc)
             return
+        self._check_stamp(msg.header)
         self._frames.put((msg, time.perf_counter()))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """Keep the newest camera info (reported in diagnostics)."""
         self.camera_info = msg
 
+    def _check_stamp(self, header: Header) -> None:
+        """Count a stamp not newer than the previous valid frame's; the frame is still processed.
+
+        Frames are independent (a looping bag or a restarted driver goes back in time), so the
+        frame keeps its header and is processed; ``stamps_non_monotonic`` counts it.
+        """
+        stamp = (header.stamp.sec, header.stamp.nanosec)
+        last, self._last_stamp = self._last_stamp, stamp
+        if last is not None and stamp <= last:
+            self._count_and_warn('stamps_non_monotonic', lambda total: (
+                f'frame stamp {stamp[0]}.{stamp[1]:09d} is not newer than the previous '
+                f'{last[0]}.{last[1]:09d}; processed anyway ({total} so far)'))
+
     def _skip(self, exc: Exception) -> None:
         """Count a skipped frame under its reason; warn at most once per ``warn_throttle_s``."""
         reason = exc.reason
-        self.stats.add(**{f'skipped_{reason}': 1})
+        self._count_and_warn(f'skipped_{reason}', lambda total: (
+            f'skipped frame ({reason}, {total} so far): {exc}'))
+
+    def _count_and_warn(self, key: str, text: Callable[[int], str]) -> None:
+        """Add 1 to counter ``key``; warn ``text(total)`` at most once per ``warn_throttle_s``."""
+        self.stats.add(**{key: 1})
         now = time.monotonic()
         with self.stats.lock:
-            due = now - self._warned.get(reason, -1e9) >= self.p('warn_throttle_s')
+            due = now - self._warned.get(key, -1e9) >= self.p('warn_throttle_s')
             if due:
-                self._warned[reason] = now
-            total = self.stats.counts[f'skipped_{reason}']
+                self._warned[key] = now
+            total = self.stats.counts[key]
         if due:
-            self.get_logger().warning(f'skipped frame ({reason}, {total} so far): {exc}')
+            self.get_logger().warning(text(total))
 
     # processing -------------------------------------------------------------------------------
     def _work(self) -> None:
@@ -375,19 +403,19 @@ class MetaFusionNode(LifecycleNode):
         except Exception as exc:  # noqa: B902 - the worker must survive anything, loudly
             self._skip(ProcessingError(f'{type(exc).__name__}: {exc}'))
             return
+        latency = (time.perf_counter() - received) * 1e3
         try:
             self._publish(msg.header, processed, engine)
+            self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
         except Exception as exc:  # noqa: B902 - publishing after shutdown must not kill us
             if rclpy.ok(context=self.context):
                 self.get_logger().error(f'publishing failed: {exc}')
             return
-        latency = (time.perf_counter() - received) * 1e3
         result = processed.result
         self.stats.add(candidates=result.candidates.count,
                        fn_recovered=int(result.keep.sum()),
                        fp_dropped=int((~result.keep).sum()))
         self.stats.frame_done(latency, result.candidates.count)
-        self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
 
     def _wanted(self, key: str, topic: str | None = None) -> bool:
         """Return whether output ``key`` is switched on and has a subscriber."""
@@ -491,6 +519,10 @@ def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[st
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
+    problem = params_file_problem(sys.argv if args is None else args)
+    if problem:
+        print(f'{NODE_NAME}: error: {problem}', file=sys.stderr)
+        return 2
     try:
         rclpy.init(args=args)
     except RuntimeError as exc:  # rclpy's RCLError: unparsable --ros-args
@@ -508,9 +540,18 @@ def main(args: list[str] | None = None) -> int:
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
-    except (ConfigurationError, rclpy.exceptions.ParameterException) as exc:
+    except ConfigurationError as exc:
         print(f'{NODE_NAME}: error: {exc}', file=sys.stderr)
         return 2
+    except rclpy.exceptions.ParameterException as exc:  # a value outside its declared range
+        print(f'{NODE_NAME}: error: {exc} {override_source(sys.argv if args is None else args)}',
+              file=sys.stderr)
+        return 2
+    except Exception:  # noqa: B902 - see below
+        if rclpy.ok():
+            raise
+        # A signal shut the context down while the executor was taking a message; rclpy then
+        # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
         if node is not None:
             node._stop_worker()

@@ -8,6 +8,7 @@ back (or timed out), so every frame is scored however slow the node is.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 import json
 import time
@@ -20,10 +21,11 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from ..core.evaluation import added_tp_share, delta, segment_counts, SegmentCounts
-from .bag import BagError, DriveBag, GT_TOPIC, header_stamp, IMAGE_TOPIC, publishers, replay
-from .conversions import image_to_mask
+from .bag import (BagError, cdr_problem, deserialize, DriveBag, GT_TOPIC, header_stamp,
+                  IMAGE_TOPIC, publishers, replay)
+from .conversions import check_image, image_to_mask, ImageError
 
-__all__ = ['Score', 'score_bag', 'RULES']
+__all__ = ['Score', 'score_bag', 'image_problem', 'RULES']
 
 # Node output -> rule name in the report.
 RULES = {'mask_bayes': 'bayes', 'mask_ml': 'ml', 'mask': 'metafusion'}
@@ -43,6 +45,7 @@ class Score:
     resent: int = 0
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
+    skipped: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> dict[str, Any]:
         """Return the report: frames, latency percentiles, FP/FN/TP per rule, Δ, kept share."""
@@ -55,6 +58,7 @@ class Score:
         return {
             'frames_sent': self.frames_sent, 'frames_scored': self.frames_scored,
             'frames_resent': self.resent,
+            'messages_skipped': dict(sorted(self.skipped.items())),
             'latency_ms': {f'p{q}': _round(float(np.percentile(latency, q)))
                            for q in (50, 90, 99)},
             'rules': rules,
@@ -114,6 +118,18 @@ class _Recorder:
             self.on_frame(stamp, {k: entry[k] for k in RULES}, entry['segments'])
 
 
+def image_problem(data: bytes) -> str:
+    """Return why an Image message's CDR bytes are not a frame the node reads, or ''."""
+    msg = deserialize(data, 'sensor_msgs/msg/Image')
+    if msg is None:
+        return 'corrupt_cdr'
+    try:
+        check_image(msg)
+    except ImageError as exc:
+        return exc.reason
+    return ''
+
+
 def _wait(executor: Any, condition: Callable[[], bool], timeout: float,
           alive: Callable[[], bool] = lambda: True) -> bool:
     """Spin until ``condition()`` or ``timeout`` seconds; raise if ``alive()`` turns False."""
@@ -135,9 +151,13 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
 
     ``on_frame(stamp, masks, segment_report)`` sees every scored frame (the demo draws them);
     ``alive()`` False (e.g. the node process died) aborts the waits.
-    Raise :class:`BagError` when the bag has no ground truth or no node answers in ``timeout``.
+    Image messages the node could not read (corrupt CDR, unreadable layout) are not sent but
+    counted in :attr:`Score.skipped`. Raise :class:`BagError` when the bag has no ground truth,
+    no images or no node answers in ``timeout``.
     """
     truth, table = bag.ground_truth(), bag.table()
+    if not bag.counts()[image_topic]:
+        raise BagError(f'bag {bag.path} has no messages on {image_topic}; nothing to score')
     score = Score()
     recorder = _Recorder(truth, table, score, on_frame)
     own = context is None
@@ -154,8 +174,6 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
                               (Image, lambda msg, o=output: recorder.mask(o, msg)))
             ros.create_subscription(kind, f'{node}/output/{output}', callback, 50)
         pubs = publishers(ros, bag, [t for t in bag.topics() if t != GT_TOPIC])
-        if image_topic not in pubs:
-            raise BagError(f'bag {bag.path} has no image topic {image_topic}')
         if not _wait(executor, lambda: pubs[image_topic].get_subscription_count() > 0 and all(
                 ros.count_publishers(f'{node}/output/{o}') > 0 for o in outputs), timeout, alive):
             raise BagError(f'no {node} is subscribed to {image_topic} and publishing its '
@@ -178,7 +196,16 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
                     recorder.sent_at[stamp] = time.monotonic()
                     score.resent += 1
 
-        replay(executor, bag, pubs, rate=rate, after_publish=sent)
+        kinds = bag.topics()
+
+        def check(topic: str, data: bytes) -> str:
+            """Return why a message is not sent: corrupt, or an image the node cannot read."""
+            if topic == image_topic:
+                return image_problem(data)
+            return cdr_problem(data, kinds[topic])
+
+        replay(executor, bag, pubs, rate=rate, after_publish=sent, check=check,
+               skipped=score.skipped)
         _wait(executor, lambda: not recorder.pending and len(recorder.done) >= min(
             score.frames_sent, len(truth)), min(timeout, 5.0))
         score.wall_s = time.monotonic() - start

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.segmenter.base import Segmenter, SegmenterOutput
+from metafusion_ros.segmenter.base import check_not_engine, Segmenter, SegmenterOutput
 from metafusion_ros.segmenter.spec import ModelSpec, sidecar_path
 
 __all__ = ['load_segmenter', 'resolve_spec', 'Segmenter', 'SegmenterOutput', 'ModelSpec',
@@ -50,6 +50,7 @@ def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown segmenter backend {backend!r}; known: {", ".join(BACKENDS)}')
+    check_not_engine(model_path)
     spec = resolve_spec(model_path, spec)
     if priors is not None and not isinstance(priors, Priors):
         priors = Priors.load(priors)

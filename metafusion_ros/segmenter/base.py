@@ -26,9 +26,11 @@ from metafusion_ros.segmenter.preprocess import resize_labels, resize_maps
 from metafusion_ros.segmenter.spec import ModelSpec
 
 __all__ = ['Segmenter', 'SegmenterOutput', 'GraphIO', 'graph_io', 'inspect_onnx', 'file_sha256',
-           'check_priors', 'output_dims']
+           'check_priors', 'output_dims', 'check_not_engine', 'ENGINE_MAGIC']
 
 LOG = logging.getLogger(__name__)
+# First bytes of the engine files the TensorRT backend writes (tensorrt_backend.write_engine).
+ENGINE_MAGIC = b'MFTRTENG'
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,6 +67,17 @@ def _dims(value_info: onnx.ValueInfoProto) -> tuple[int | None, ...]:
     """Return the static dims of a value info (``None`` where symbolic or unknown)."""
     shape = value_info.type.tensor_type.shape
     return tuple(d.dim_value if d.HasField('dim_value') else None for d in shape.dim)
+
+
+def check_not_engine(path: str | Path) -> None:
+    """Raise ``ValueError`` when ``path`` is a cached TensorRT engine instead of an ONNX model."""
+    path = Path(path)
+    if path.is_file():
+        with open(path, 'rb') as fh:
+            if fh.read(len(ENGINE_MAGIC)) == ENGINE_MAGIC:
+                raise ValueError(f'model {path} is a TensorRT engine file, not an ONNX model; '
+                                 f'give the ONNX model (backend tensorrt builds and caches its '
+                                 f'engine)')
 
 
 def inspect_onnx(path: str | Path) -> tuple[onnx.ModelProto, GraphIO]:
@@ -209,7 +222,7 @@ class Segmenter(ABC):
                                  f'{len(self.io.outputs[out])}, expected {rank}')
 
     def _check_raw(self, raw: dict[str, np.ndarray]) -> None:
-        """Check the shapes of one run's outputs (called on the warm-up run at load time)."""
+        """Check the shapes of one run's outputs (at load time and on every frame)."""
         source = f'ONNX model {self.model_path}'
         if not self.has_head:
             out = raw[self.output_name]
@@ -261,6 +274,7 @@ class Segmenter(ABC):
     def infer(self, image_rgb: np.ndarray) -> SegmenterOutput:
         """Segment an RGB uint8 image; outputs are resized to the image's resolution."""
         raw = self._run(self.preprocess(image_rgb))
+        self._check_raw(raw)  # a model with dynamic shapes may change them at run time
         size = image_rgb.shape[:2]
         if not self.has_head:
             out = raw[self.output_name][0]

@@ -24,7 +24,7 @@ import yaml
 from metafusion_ros.core.classes import ClassTable, table_by_name
 from metafusion_ros.segmenter.preprocess import Preprocess
 
-__all__ = ['OutputSpec', 'HeadSpec', 'ModelSpec', 'HEAD_OUTPUTS', 'sidecar_path']
+__all__ = ['OutputSpec', 'HeadSpec', 'ModelSpec', 'HEAD_OUTPUTS', 'sidecar_path', 'yaml_error']
 
 FORMAT = 'metafusion-segmenter/1'
 # Outputs of the in-graph MetaFusion head, in order (``probs_ml`` optional, see head.py).
@@ -149,12 +149,20 @@ class ModelSpec:
         try:
             data = yaml.safe_load(path.read_text())
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ValueError(f'model spec {path}: not valid JSON/YAML ({exc})') from exc
+            raise ValueError(f'model spec {path}: not valid JSON/YAML{yaml_error(exc)}') from exc
         return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def yaml_error(exc: Exception) -> str:
+    """Return where and why YAML parsing failed, on one line: `` at line L, column C (why)``."""
+    mark = getattr(exc, 'problem_mark', None)
+    where = f' at line {mark.line + 1}, column {mark.column + 1}' if mark else ''
+    lines = str(exc).splitlines() or [type(exc).__name__]
+    return f'{where} ({getattr(exc, "problem", None) or lines[0]})'
 
 
 def sidecar_path(model_path: str | Path) -> Path | None:

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.segmenter.base import file_sha256, Segmenter
+from metafusion_ros.segmenter.base import ENGINE_MAGIC, file_sha256, Segmenter
 from metafusion_ros.segmenter.spec import ModelSpec
 
 try:  # optional extra: only machines with an NVIDIA GPU have them
@@ -43,7 +43,7 @@ __all__ = ['EngineKey', 'EngineError', 'Binding', 'TensorRTSegmenter', 'write_en
            'read_engine', 'load_or_build_engine', 'check_bindings', 'default_cache_dir']
 
 LOG = logging.getLogger(__name__)
-MAGIC = b'MFTRTENG'
+MAGIC = ENGINE_MAGIC
 PRECISIONS = ('fp32', 'fp16')
 
 
@@ -156,7 +156,12 @@ def load_or_build_engine(key: EngineKey, build: Callable[[], bytes], cache_dir: 
         except EngineError as exc:
             LOG.warning('%s: rebuilding', exc)
     blob = build()
-    write_engine(path, key, blob)
+    try:
+        write_engine(path, key, blob)
+    except OSError as exc:  # e.g. a read-only cache: the engine still runs, it is only rebuilt
+        LOG.warning('TensorRT engine not cached as %s (%s); it is rebuilt at the next start',
+                    path, exc)
+        return blob
     LOG.info('TensorRT engine cached as %s', path)
     return blob
 

@@ -187,7 +187,7 @@ def train(cfg: TrainConfig, table: ClassTable | None = None, resume: bool = True
     state = {'epoch': 0, 'elapsed_s': 0.0, 'best_miou': -1.0, 'history': []}
     last = ckpt_dir / 'last.pt'
     if resume and last.is_file():
-        saved = torch.load(last, weights_only=False)
+        saved = torch.load(last, weights_only=True)  # tensors and plain data, never pickle
         model.load_state_dict(saved['model'])
         opt.load_state_dict(saved['opt'])
         state = saved['state']
@@ -245,7 +245,8 @@ def finish(cfg: TrainConfig, table: ClassTable, state: dict) -> dict:
     """Export the best checkpoint to ONNX, evaluate it on val and test, write the JSON."""
     out = Path(cfg.output)
     model = StreetNet(table.num_classes, tuple(cfg.widths))
-    model.load_state_dict(torch.load(out.with_suffix('.ckpt') / 'best.pt')['model'])
+    model.load_state_dict(torch.load(out.with_suffix('.ckpt') / 'best.pt',
+                                     weights_only=True)['model'])
     size = tuple(cfg.export_size or cfg.input_size)
     preprocess = Preprocess(width=size[0], height=size[1], mean=IMAGENET_MEAN, std=IMAGENET_STD)
     extra = {

@@ -1,0 +1,398 @@
+"""Robustness, files: every bad file or config fails the node's start-up with one clear line.
+
+Missing, empty, truncated or corrupt networks, engines, priors, meta models and manifests, files
+that belong to another dataset, feature schema or class table, and parameter files with unknown
+or out-of-range values. Each case is a node process of its own (own ROS domain); all of them
+start together at module set-up and exit by themselves, so the module takes about as long as
+its slowest case. Every bad file lies in a folder whose name has a space, and the one line must
+name it in full. Nothing a user hands us is ever unpickled: a pickled payload that would leave a
+marker file is refused, and no loader in the package can unpickle.
+"""
+import hashlib
+import importlib.util
+import json
+from pathlib import Path
+import re
+import shutil
+import signal
+import subprocess
+
+import numpy as np
+import pytest
+from test_node_harness import node_output, ros_env, stop_node, write_files
+
+from metafusion_ros.core.classes import ClassTable, cityscapes_table
+from metafusion_ros.core.priors import Priors
+from metafusion_ros.ros import fixtures, process
+from metafusion_ros.ros.engine import ConfigurationError, EngineConfig, FusionEngine
+from metafusion_ros.ros.params import params_file_problem, params_files, unknown_parameters
+from metafusion_ros.segmenter.tensorrt_backend import EngineKey, write_engine
+
+DOMAIN = 83
+PACKAGE = Path(__file__).resolve().parents[1] / 'metafusion_ros'
+HAS_TENSORRT = importlib.util.find_spec('tensorrt') is not None
+OTHER_TABLE = ClassTable(name='tiny_other', class_names=('road', 'person', 'car'),
+                         ignore_label=255, target=1,
+                         palette=((1, 1, 1), (2, 2, 2), (3, 3, 3)))
+
+
+class Marker:
+    """A pickled object whose unpickling creates ``path``: proof that something unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def __reduce__(self):
+        """Unpickle as ``Path.touch(path)``."""
+        return Path.touch, (self.path,)
+
+
+def pickled_priors(path: Path, marker: Path) -> Path:
+    """Write a priors-like .npz whose ``probs`` is an object array carrying a Marker."""
+    meta = json.dumps({'format': 'metafusion-priors/1'})
+    np.savez(path, probs=np.array([Marker(marker)], dtype=object), meta=np.array(meta))
+    return path
+
+
+def _manifest_copy(meta: Path, booster: Path, **changes) -> Path:
+    """Copy meta model ``meta`` to ``booster`` with its manifest, changed by ``changes``."""
+    shutil.copy(meta, booster)
+    manifest = json.loads(meta.with_name(meta.stem + '.manifest.json').read_text())
+    manifest.update({'model_file': booster.name, **changes})
+    booster.with_name(booster.stem + '.manifest.json').write_text(json.dumps(manifest))
+    return booster
+
+
+def _with_booster(meta: Path, booster: Path, data: bytes, sha_of_data: bool) -> Path:
+    """Write ``data`` as ``booster`` with the manifest of ``meta`` (SHA of ``data`` or not)."""
+    _manifest_copy(meta, booster)
+    booster.write_bytes(data)
+    if sha_of_data:
+        manifest_file = booster.with_name(booster.stem + '.manifest.json')
+        manifest = json.loads(manifest_file.read_text())
+        manifest['model_sha256'] = hashlib.sha256(data).hexdigest()
+        manifest_file.write_text(json.dumps(manifest))
+    return booster
+
+
+def _params_yaml(path: Path, text: str) -> Path:
+    """Write a node parameter file with ``text`` under ``/**: ros__parameters:``."""
+    body = ''.join(f'    {line}\n' for line in text.splitlines())
+    path.write_text(f'/**:\n  ros__parameters:\n{body}')
+    return path
+
+
+def write_bad_files(bad: Path, files: dict) -> dict:
+    """Write every bad file of the matrix into ``bad``; return their paths by case key."""
+    model, priors, meta = files['model'], files['priors'], files['meta']
+    spec = model.with_suffix('.json').read_text()
+    rng = np.random.default_rng(7)
+    out = {}
+
+    def onnx(name: str, data: bytes, with_spec: bool = True) -> Path:
+        """Write a model file (and a valid spec beside it)."""
+        path = bad / name
+        path.write_bytes(data)
+        if with_spec:
+            path.with_suffix('.json').write_text(spec)
+        return path
+
+    data = model.read_bytes()
+    out['model_empty'] = onnx('empty model.onnx', b'')
+    out['model_truncated'] = onnx('truncated model.onnx', data[:len(data) // 2])
+    out['model_corrupt'] = onnx('random model.onnx', rng.bytes(len(data)))
+    out['model_without_spec'] = onnx('lonely model.onnx', data, with_spec=False)
+    out['spec_corrupt'] = onnx('garbled spec model.onnx', data)
+    out['spec_corrupt'].with_suffix('.json').write_text('{"preprocess": [1, 2')
+    out['engine_as_model'] = bad / 'tiny model.engine'
+    write_engine(out['engine_as_model'], EngineKey('10.0', 'GPU', '9.0', 'fp16', (1, 3, 48, 64),
+                                                   'ab' * 32), b'serialized engine')
+    packed = priors.read_bytes()
+    out['priors_empty'] = bad / 'empty priors.npz'
+    out['priors_empty'].write_bytes(b'')
+    out['priors_truncated'] = bad / 'truncated priors.npz'
+    out['priors_truncated'].write_bytes(packed[:len(packed) // 2])
+    out['priors_corrupt'] = bad / 'corrupt priors.npz'
+    out['priors_corrupt'].write_bytes(b'PK\x03\x04 not really a zip' + rng.bytes(64))
+    out['priors_pickled'] = pickled_priors(bad / 'pickled priors.npz', bad / 'UNPICKLED')
+    out['priors_not_priors'] = bad / 'weights not priors.npz'
+    np.savez(out['priors_not_priors'], probs=np.ones((48, 64, 3), np.float32))
+    out['priors_other_dataset'] = fixtures.write_priors(bad / 'cityscapes priors.npz',
+                                                        table=cityscapes_table())
+    out['meta_empty'] = _with_booster(meta, bad / 'empty meta.json', b'', sha_of_data=True)
+    out['meta_corrupt'] = _with_booster(meta, bad / 'corrupt meta.json', b'{"learner": [',
+                                        sha_of_data=False)
+    out['manifest_missing'] = bad / 'orphan meta.json'
+    shutil.copy(meta, out['manifest_missing'])
+    out['manifest_corrupt'] = _manifest_copy(meta, bad / 'cut manifest meta.json')
+    manifest = bad / 'cut manifest meta.manifest.json'
+    manifest.write_text(manifest.read_text()[:100])
+    names = json.loads(meta.with_name(meta.stem + '.manifest.json').read_text())['feature_names']
+    out['manifest_tampered'] = _manifest_copy(meta, bad / 'edited meta.json',
+                                              feature_names=names[:-1])
+    out['manifest_escapes'] = _manifest_copy(meta, bad / 'escaping meta.json',
+                                             model_file='../../etc/passwd')
+    out['meta_other_schema'] = fixtures.write_meta_model(bad / 'cityscapes meta.json',
+                                                         out['priors_other_dataset'])
+    other = fixtures.write_priors(bad / 'other table priors.npz', table=OTHER_TABLE)
+    out['meta_other_table'] = fixtures.write_meta_model(bad / 'other table meta.json', other)
+    out['yaml_unknown_key'] = _params_yaml(bad / 'typo params.yaml', 'alhpa: 0.5')
+    out['yaml_unknown_nested'] = _params_yaml(bad / 'nested typo.yaml',
+                                              'outputs:\n  makers: false')
+    out['yaml_out_of_range'] = _params_yaml(bad / 'range params.yaml', 'alpha: 3.0')
+    out['yaml_bad_choice'] = _params_yaml(bad / 'choice params.yaml', 'backend: cuda')
+    out['yaml_invalid'] = bad / 'broken params.yaml'
+    out['yaml_invalid'].write_text('/**:\n  ros__parameters:\n    alpha: [1.0\n')
+    out['yaml_not_params'] = bad / 'plain params.yaml'
+    out['yaml_not_params'].write_text('alpha: 0.5\n')
+    out['yaml_missing'] = bad / 'no such params.yaml'
+    return out
+
+
+# case -> (parameter overrides ({bad} / {meta} / {priors}: paths), parameter file key or None,
+#          exit code, texts the one line must hold); {file} is the case's own bad file.
+CASES = {
+    'model_missing': ({'model_path': '{bad}/no such model.onnx'}, None, 1,
+                      ['{bad}/no such model.onnx', 'does not exist']),
+    'model_empty': ({'model_path': '{file}'}, None, 1, ['{file}', 'not a valid ONNX file']),
+    'model_truncated': ({'model_path': '{file}'}, None, 1, ['{file}', 'not a valid ONNX file']),
+    'model_corrupt': ({'model_path': '{file}'}, None, 1, ['{file}', 'not a valid ONNX file']),
+    'model_without_spec': ({'model_path': '{file}'}, None, 1, ['{file}', 'no spec file']),
+    'spec_corrupt': ({'model_path': '{file}'}, None, 1,
+                     ['garbled spec model.json', 'not valid JSON/YAML']),
+    'engine_as_model': ({'model_path': '{file}', 'backend': 'tensorrt'}, None, 1,
+                        ['{file}', 'is a TensorRT engine file, not an ONNX model']),
+    'priors_missing': ({'priors_path': '{bad}/no such priors.npz'}, None, 1,
+                       ['{bad}/no such priors.npz', 'does not exist']),
+    'priors_folder': ({'priors_path': '{bad}'}, None, 1, ['{bad}', 'is a folder']),
+    'priors_empty': ({'priors_path': '{file}'}, None, 1, ['{file}', 'not a .npz archive']),
+    'priors_truncated': ({'priors_path': '{file}'}, None, 1, ['{file}', 'not a .npz archive']),
+    'priors_corrupt': ({'priors_path': '{file}'}, None, 1, ['{file}', 'not a .npz archive']),
+    'priors_pickled': ({'priors_path': '{file}'}, None, 1,
+                       ['{file}', 'Object arrays cannot be loaded when allow_pickle=False']),
+    'priors_not_priors': ({'priors_path': '{file}'}, None, 1,
+                          ['{file}', 'not a readable priors .npz', 'meta']),
+    'priors_other_dataset': ({'priors_path': '{file}'}, None, 1,
+                             ['{file}', "'cityscapes', 19 classes", '(3 classes)']),
+    'meta_missing': ({'meta_model_path': '{bad}/no such meta.json'}, None, 1,
+                     ['{bad}/no such meta.json', 'does not exist']),
+    'meta_empty': ({'meta_model_path': '{file}'}, None, 1,
+                   ['{file}', 'not a readable XGBoost model']),
+    'meta_corrupt': ({'meta_model_path': '{file}'}, None, 1,
+                     ['{file}', 'does not match the SHA-256']),
+    'manifest_missing': ({'meta_model_path': '{file}'}, None, 1,
+                         ['{bad}/orphan meta.manifest.json', 'does not exist']),
+    'manifest_corrupt': ({'meta_model_path': '{file}'}, None, 1,
+                         ['{bad}/cut manifest meta.manifest.json', 'not valid JSON']),
+    'manifest_tampered': ({'meta_model_path': '{file}'}, None, 1,
+                          ['{bad}/edited meta.manifest.json', 'feature schema differs']),
+    'manifest_escapes': ({'meta_model_path': '{file}'}, None, 1,
+                         ['{bad}/escaping meta.manifest.json', 'is not a file name']),
+    'meta_other_schema': ({'meta_model_path': '{file}'}, None, 1,
+                          ['{bad}/cityscapes meta.manifest.json', 'feature schema differs',
+                           'class table differs']),
+    'meta_other_table': ({'meta_model_path': '{file}'}, None, 1,
+                         ['{bad}/other table meta.manifest.json', 'class table differs']),
+    'meta_alpha_mismatch': ({'meta_model_path': '{meta}', 'alpha': 0.5}, None, 1,
+                            ['{meta_manifest}', 'alpha differs: model fitted at 1, runtime 0.5']),
+    'yaml_unknown_key': ({}, 'yaml_unknown_key', 2,
+                         ['{file}', "unknown parameter 'alhpa' (did you mean 'alpha'?)"]),
+    'yaml_unknown_nested': ({}, 'yaml_unknown_nested', 2,
+                            ['{file}', "'outputs.makers' (did you mean 'outputs.markers'?)"]),
+    'yaml_out_of_range': ({}, 'yaml_out_of_range', 2, ['{file}', 'alpha out of range']),
+    'yaml_bad_choice': ({}, 'yaml_bad_choice', 2,
+                        ['{file}', "backend: 'cuda' is not one of onnxruntime, tensorrt"]),
+    'yaml_invalid': ({}, 'yaml_invalid', 2, ['{file}', 'not valid YAML at line 4']),
+    'yaml_not_params': ({}, 'yaml_not_params', 2, ['{file}', 'ros__parameters']),
+    'yaml_missing': ({}, 'yaml_missing', 2, ['{file}', 'does not exist']),
+    'alpha_out_of_range': ({'alpha': 2.0}, None, 2, ['alpha out of range', '(set by']),
+    'tensorrt_not_installed': ({'backend': 'tensorrt'}, None, 1,
+                               ['{model}', 'optional packages tensorrt and pycuda']),
+}
+if HAS_TENSORRT:  # there the engine is built: not a start-up failure
+    del CASES['tensorrt_not_installed']
+# Cases run as node processes (one per loader and parameter path: the node turns every loader
+# error into its one line the same way); the others load the files as the node's configure does.
+PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',
+           'priors_truncated', 'priors_pickled', 'priors_other_dataset', 'meta_corrupt',
+           'manifest_missing', 'meta_other_schema', 'meta_alpha_mismatch', 'yaml_unknown_key',
+           'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_invalid',
+           'alpha_out_of_range']
+IN_PROCESS = [c for c in CASES if c not in PROCESS and CASES[c][1] is None]
+PARAMS_FILES = [c for c in CASES if c not in PROCESS and CASES[c][1] is not None]
+
+
+def start(env: dict, params: dict, name: str, params_file: Path | None) -> subprocess.Popen:
+    """Start the node with ``params`` and an extra parameter file; output to a file."""
+    log = Path(env['ROS_LOG_DIR']) / f'{name}.out'
+    log.parent.mkdir(parents=True, exist_ok=True)
+    command = process.node_command(params, name)
+    if params_file is not None:
+        command += ['--params-file', str(params_file)]
+    with open(log, 'w') as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+    proc.log = log
+    return proc
+
+
+def _fill(text: str, values: dict) -> str:
+    """Replace ``{key}`` placeholders (not str.format: paths may hold braces)."""
+    return re.sub(r'\{(\w+)\}', lambda m: str(values.get(m.group(1), m.group(0))), str(text))
+
+
+@pytest.fixture(scope='module')
+def bad(tmp_path_factory):
+    """Write the good and the bad files; start one node per process case (they exit alone)."""
+    folder = tmp_path_factory.mktemp('robust files')
+    files = write_files(folder)
+    (folder / 'bad files').mkdir()
+    paths = write_bad_files(folder / 'bad files', files)
+    env = ros_env(DOMAIN, folder / 'log')
+    procs, values, params = {}, {}, {}
+    for case, (overrides, params_file, _, _) in CASES.items():
+        values[case] = {'bad': folder / 'bad files', 'meta': files['meta'],
+                        'model': files['model'], 'file': paths.get(params_file or case, ''),
+                        'meta_manifest': files['meta'].with_name('tiny_meta.manifest.json')}
+        params[case] = {'model_path': files['model'], 'priors_path': files['priors']}
+        params[case].update({k: _fill(v, values[case]) for k, v in overrides.items()})
+        if case in PROCESS:
+            procs[case] = start(env, params[case], f'bad_{case}',
+                                paths[params_file] if params_file else None)
+    yield {'procs': procs, 'values': values, 'params': params, 'bad': folder / 'bad files'}
+    for proc in procs.values():
+        stop_node(proc, signal.SIGKILL)
+
+
+def _check_line(line: str, case: str, values: dict) -> None:
+    """Assert that ``line`` holds every text the case expects (paths in full)."""
+    for text in CASES[case][3]:
+        assert _fill(text, values) in line, line
+
+
+@pytest.mark.parametrize('case', IN_PROCESS)
+def test_bad_file_fails_configure_with_one_line(bad, case):
+    """The loaders of the node's configure raise one line naming the file and the problem."""
+    params = bad['params'][case]
+    with pytest.raises(ConfigurationError) as info:
+        FusionEngine.load(EngineConfig(**params))
+    assert '\n' not in str(info.value)
+    _check_line(str(info.value), case, bad['values'][case])
+
+
+@pytest.mark.parametrize('case', PARAMS_FILES)
+def test_bad_parameter_file_is_named(bad, case):
+    """A missing parameter file, or one without node parameters, is named before rclpy starts."""
+    path = bad['values'][case]['file']
+    problem = params_file_problem(['node', '--ros-args', '--params-file', str(path)])
+    assert '\n' not in problem
+    _check_line(problem, case, bad['values'][case])
+
+
+@pytest.mark.parametrize('case', PROCESS)
+def test_bad_file_fails_start_up_with_one_line(bad, case):
+    """The node exits (1: configure failed, 2: bad parameters) with one line naming the file."""
+    proc = bad['procs'][case]
+    proc.wait(timeout=120)
+    output = node_output(proc)
+    lines = [line for line in output.splitlines() if line.strip()]
+    code = CASES[case][2]
+    assert proc.returncode == code, output
+    assert len(lines) == 1, output
+    assert 'Traceback' not in output
+    _check_line(lines[0], case, bad['values'][case])
+    assert ('configure failed' in lines[0]) == (code == 1)
+
+
+def test_pickled_priors_never_unpickled(bad):
+    """The pickled payload is live (it touches a marker when unpickled) and the node refused it."""
+    folder = bad['bad']
+    bad['procs']['priors_pickled'].wait(timeout=120)
+    assert not (folder / 'UNPICKLED').exists()
+    control = pickled_priors(folder / 'control.npz', folder / 'CONTROL')
+    with pytest.raises(ValueError, match='allow_pickle=False'):
+        Priors.load(control)
+    assert not (folder / 'CONTROL').exists()
+    with np.load(control, allow_pickle=True) as data:  # what a careless loader would do
+        data['probs']
+    assert (folder / 'CONTROL').exists()
+
+
+# Calls that can unpickle, and what makes them safe where they are allowed at all.
+UNPICKLERS = {
+    r'\bimport pickle\b|\bpickle\.|\bcloudpickle\b|\bjoblib\b|\bdill\b': None,
+    r'\byaml\.(load|unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b': None,
+    r'\bnp\.load\(': r'allow_pickle=False',
+    r'\btorch\.load\(': r'weights_only=True',
+}
+
+
+def _call(text: str, start: int) -> str:
+    """Return the call that starts at ``start`` up to its closing parenthesis (or the line)."""
+    opening, newline = text.find('(', start), text.find('\n', start)
+    if opening < 0 or 0 <= newline < opening:
+        return text[start:newline]
+    depth = 0
+    for end in range(opening, len(text)):
+        depth += {'(': 1, ')': -1}.get(text[end], 0)
+        if depth == 0:
+            return text[start:end + 1]
+    return text[start:]
+
+
+def test_no_loader_can_unpickle():
+    """No module imports pickle or loads YAML unsafely; np.load / torch.load refuse pickles."""
+    problems = []
+    for path in sorted(PACKAGE.rglob('*.py')):
+        text = path.read_text()
+        for pattern, safe in UNPICKLERS.items():
+            for match in re.finditer(pattern, text):
+                call = _call(text, match.start())
+                if safe is None or safe not in call:
+                    line = text.count('\n', 0, match.start()) + 1
+                    problems.append(f'{path.relative_to(PACKAGE.parent)}:{line}: {call[:80]}')
+    assert not problems, problems
+
+
+def test_params_helpers():
+    """Parameter files are found after --ros-args; unknown names get a suggestion."""
+    argv = ['node', '--params-file', 'x.yaml', '--ros-args', '-p', 'a:=1', '--params-file',
+            'a b.yaml', '--', '--params-file', 'y.yaml']
+    assert params_files(argv) == ['a b.yaml']
+    assert unknown_parameters(['alpha', 'qos_overrides./x.publisher.depth'], ['alpha']) == ''
+    text = unknown_parameters(['tua', 'zzz'], ['alpha', 'tau'], argv)
+    assert text.startswith("unknown parameters 'tua' (did you mean 'tau'?), 'zzz' (set by "
+                           "--params-file a b.yaml or -p)")
+    assert params_file_problem(['n', '--ros-args']) == ''
+
+
+def test_engine_cache_error_paths(tmp_path, caplog):
+    """Given engines missing / empty are named; a stale cache rebuilds; an unwritable one warns."""
+    from test_segmenter_onnx import image, spec_for, write_model
+    from test_segmenter_tensorrt import FakeCuda, FakeTrt
+
+    from metafusion_ros.segmenter import load_segmenter
+    from metafusion_ros.segmenter.tensorrt_backend import EngineError
+
+    model = tmp_path / 'my model.onnx'
+    write_model(model)
+    fakes = {'trt_module': FakeTrt, 'cuda_module': FakeCuda, 'precision': 'fp32'}
+    FakeTrt.builds = 0
+    with pytest.raises(FileNotFoundError, match='no such.engine does not exist'):
+        load_segmenter(model, 'tensorrt', spec_for(), engine_path=tmp_path / 'no such.engine',
+                       **fakes)
+    (tmp_path / 'empty one.engine').write_bytes(b'')
+    with pytest.raises(EngineError, match='empty one.engine: corrupt or not written by'):
+        load_segmenter(model, 'tensorrt', spec_for(), engine_path=tmp_path / 'empty one.engine',
+                       **fakes)
+    cache = tmp_path / 'cache'
+    load_segmenter(model, 'tensorrt', spec_for(), cache_dir=cache, **fakes)
+    cached = next(cache.glob('my model-*.engine'))
+    cached.write_bytes(cached.read_bytes()[:20])  # a build interrupted by a power cut
+    with caplog.at_level('WARNING'):
+        load_segmenter(model, 'tensorrt', spec_for(), cache_dir=cache, **fakes)
+    assert 'rebuilding' in caplog.text and FakeTrt.builds == 2
+    (tmp_path / 'a file').write_text('not a folder')
+    with caplog.at_level('WARNING'):
+        segmenter = load_segmenter(model, 'tensorrt', spec_for(), cache_dir=tmp_path / 'a file',
+                                   **fakes)
+    assert 'not cached' in caplog.text and segmenter.infer(image()).probs.shape[:2] == (36, 48)
