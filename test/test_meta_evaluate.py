@@ -244,3 +244,15 @@ def test_rules_fp_at_fn_interpolates_the_curve():
     assert rules_fp_at_fn(curve, 20) == pytest.approx(55.0)
     assert rules_fp_at_fn(curve, 10) == pytest.approx(80.0)
     assert np.isnan(rules_fp_at_fn(curve, 5)) and np.isnan(rules_fp_at_fn(curve, 51))
+
+
+def test_cache_writers_never_share_a_temporary_name(tmp_path):
+    """``fit`` and ``evaluate`` filling one cache at once: each writes its own temporary file."""
+    from metafusion_ros.meta import collect as collect_module
+    path = tmp_path / 'frame.base.npz'
+    another = tmp_path / 'frame.base.partial'  # the name every writer used before
+    another.write_bytes(b'half written by another process')
+    collect_module._save(path, gt=np.arange(3))
+    assert another.read_bytes() == b'half written by another process'
+    np.testing.assert_array_equal(np.load(path)['gt'], np.arange(3))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['frame.base.npz', 'frame.base.partial']

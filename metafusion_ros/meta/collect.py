@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 import hashlib
 import json
+import os
 from pathlib import Path
 import re
 from typing import Callable, Iterable, Iterator, Protocol, Sequence
@@ -254,8 +255,12 @@ def _process(fusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: FrameRe
 
 
 def _save(path: Path, **arrays: np.ndarray) -> None:
-    """Write an ``.npz`` atomically (a killed run leaves no half file)."""
-    partial = path.with_suffix('.partial')
+    """Write an ``.npz`` atomically (a killed run leaves no half file).
+
+    The temporary name is this process's own, so two tools filling one cache at once (``fit`` and
+    ``evaluate``) each replace the file with a complete copy instead of racing for one name.
+    """
+    partial = path.with_suffix(f'.{os.getpid()}.partial')
     with open(partial, 'wb') as fh:
         np.savez_compressed(fh, **arrays)
     partial.replace(path)
