@@ -89,6 +89,7 @@ def _load_priors(config: EngineConfig) -> Priors:
 def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
     """Load and check the network (against the priors) or raise a one-line ConfigurationError."""
     from ..segmenter import load_segmenter
+    from ..segmenter.base import PriorsMismatch
 
     file = _existing(config.model_path, 'model')
     options = {}
@@ -100,10 +101,10 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
     try:
         return load_segmenter(str(file), backend=config.backend, priors=priors,
                               alpha=config.alpha, **options)
+    except PriorsMismatch as exc:  # names the model; the priors object has no file name
+        raise ConfigurationError(f'{exc} (priors file {config.priors_path})') from exc
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
         message = str(exc)
-        if 'priors' in message and config.priors_path not in message:  # base.check_priors
-            message = f'{message} (priors file {config.priors_path})'
         raise ConfigurationError(message if str(file) in message else
                                  f'model {file}: {message}') from exc
 

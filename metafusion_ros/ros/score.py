@@ -173,7 +173,8 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
             kind, callback = ((String, recorder.segments) if output == 'segments' else
                               (Image, lambda msg, o=output: recorder.mask(o, msg)))
             ros.create_subscription(kind, f'{node}/output/{output}', callback, 50)
-        pubs = publishers(ros, bag, [t for t in bag.topics() if t != GT_TOPIC])
+        kinds = bag.topics()
+        pubs = publishers(ros, bag, [t for t in kinds if t != GT_TOPIC])
         if not _wait(executor, lambda: pubs[image_topic].get_subscription_count() > 0 and all(
                 ros.count_publishers(f'{node}/output/{o}') > 0 for o in outputs), timeout, alive):
             raise BagError(f'no {node} is subscribed to {image_topic} and publishing its '
@@ -195,8 +196,6 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
                     pubs[topic].publish(data)  # lost before discovery completed: send again
                     recorder.sent_at[stamp] = time.monotonic()
                     score.resent += 1
-
-        kinds = bag.topics()
 
         def check(topic: str, data: bytes) -> str:
             """Return why a message is not sent: corrupt, or an image the node cannot read."""

@@ -26,7 +26,7 @@ from metafusion_ros.segmenter.preprocess import resize_labels, resize_maps
 from metafusion_ros.segmenter.spec import ModelSpec
 
 __all__ = ['Segmenter', 'SegmenterOutput', 'GraphIO', 'graph_io', 'inspect_onnx', 'file_sha256',
-           'check_priors', 'output_dims', 'check_not_engine', 'ENGINE_MAGIC']
+           'check_priors', 'PriorsMismatch', 'output_dims', 'check_not_engine', 'ENGINE_MAGIC']
 
 LOG = logging.getLogger(__name__)
 # First bytes of the engine files the TensorRT backend writes (tensorrt_backend.write_engine).
@@ -120,21 +120,25 @@ def output_dims(spec: ModelSpec, io: GraphIO, source: str) -> tuple[str, tuple[i
     return name, dims
 
 
+class PriorsMismatch(ValueError):
+    """The priors do not fit the model (class table, class count, or the graph's own priors)."""
+
+
 def check_priors(priors: Priors, spec: ModelSpec, source: str) -> None:
-    """Raise ``ValueError`` when the priors' classes do not match the model's."""
+    """Raise :class:`PriorsMismatch` when the priors' classes do not match the model's."""
     table = priors.table
     if spec.num_classes is not None and table.num_classes != spec.num_classes:
-        raise ValueError(f'priors ({table.name!r}, {table.num_classes} classes) do not match '
-                         f'{source} ({spec.num_classes} classes)')
+        raise PriorsMismatch(f'priors ({table.name!r}, {table.num_classes} classes) do not '
+                             f'match {source} ({spec.num_classes} classes)')
     if spec.table is not None and table.class_names != spec.table.class_names:
-        raise ValueError(f'priors classes {list(table.class_names)} do not match the classes '
-                         f'of {source} {list(spec.table.class_names)}')
+        raise PriorsMismatch(f'priors classes {list(table.class_names)} do not match the '
+                             f'classes of {source} {list(spec.table.class_names)}')
     head = spec.head
     if head is not None and head.priors != 'input' and head.priors_digest and (
             priors.resized(head.resolution).digest != head.priors_digest):
-        raise ValueError(f'{source} carries other priors in its graph (digest '
-                         f'{head.priors_digest}) than the priors given '
-                         f'({priors.resized(head.resolution).digest})')
+        raise PriorsMismatch(f'{source} carries other priors in its graph (digest '
+                             f'{head.priors_digest}) than the priors given '
+                             f'({priors.resized(head.resolution).digest})')
 
 
 class Segmenter(ABC):

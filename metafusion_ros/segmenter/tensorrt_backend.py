@@ -43,7 +43,6 @@ __all__ = ['EngineKey', 'EngineError', 'Binding', 'TensorRTSegmenter', 'write_en
            'read_engine', 'load_or_build_engine', 'check_bindings', 'default_cache_dir']
 
 LOG = logging.getLogger(__name__)
-MAGIC = ENGINE_MAGIC
 PRECISIONS = ('fp32', 'fp16')
 
 
@@ -99,12 +98,12 @@ def default_cache_dir() -> Path:
 
 
 def write_engine(path: str | Path, key: EngineKey, blob: bytes) -> None:
-    """Write ``MAGIC | header length | key JSON | engine`` atomically."""
+    """Write ``ENGINE_MAGIC | header length | key JSON | engine`` atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = json.dumps(asdict(key), sort_keys=True).encode()
     tmp = path.with_name(path.name + '.tmp')
-    tmp.write_bytes(MAGIC + struct.pack('<I', len(header)) + header + bytes(blob))
+    tmp.write_bytes(ENGINE_MAGIC + struct.pack('<I', len(header)) + header + bytes(blob))
     tmp.replace(path)
 
 
@@ -114,11 +113,11 @@ def read_engine(path: str | Path) -> tuple[EngineKey, bytes]:
     if not path.is_file():
         raise FileNotFoundError(f'TensorRT engine {path} does not exist')
     data = path.read_bytes()
-    n = len(MAGIC) + 4
-    if len(data) < n or data[:len(MAGIC)] != MAGIC:
+    n = len(ENGINE_MAGIC) + 4
+    if len(data) < n or data[:len(ENGINE_MAGIC)] != ENGINE_MAGIC:
         raise EngineError(f'TensorRT engine {path}: corrupt or not written by metafusion_ros '
                           f'(no engine header); delete it to rebuild')
-    (size,) = struct.unpack('<I', data[len(MAGIC):n])
+    (size,) = struct.unpack('<I', data[len(ENGINE_MAGIC):n])
     try:
         key = EngineKey.from_dict(json.loads(data[n:n + size]))
     except (ValueError, KeyError, TypeError) as exc:
