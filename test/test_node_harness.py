@@ -205,13 +205,25 @@ class NodeUnderTest:
         """Start the node and a tester; return once the first frame's mask (stamp 1) is back."""
         proc = start_node(ros_env(domain, log_dir), params, name=name)
         under_test = cls(proc, Peer(domain, tester), name)
-        first = image_msg(SCENE, 1)
-        if not under_test.tester.spin_until(lambda: with_stamp(under_test.masks, 1),
-                                            timeout=90.0,
-                                            every=lambda: under_test.pub.publish(first)):
+        try:
+            under_test.resend_until_mask(image_msg(SCENE, 1), timeout=90.0)
+        except AssertionError:
             under_test.close()  # no process outlives a failed set-up
-            raise AssertionError(f'no mask from {name}: {node_output(proc)}')
+            raise AssertionError(f'no mask from {name}: {node_output(proc)}') from None
         return under_test
+
+    def resend_until_mask(self, msg: Image, publisher: Any = None,
+                          timeout: float = START_TIMEOUT) -> Image:
+        """Publish ``msg`` every 0.25 s until its mask is back; return the mask.
+
+        ``publisher`` defaults to the tester's. Resending covers best-effort input, which may
+        lose a frame, and discovery, which takes a while.
+        """
+        stamp, pub = msg.header.stamp.sec, publisher or self.pub
+        assert self.tester.spin_until(lambda: with_stamp(self.masks, stamp), timeout=timeout,
+                                      every=lambda: pub.publish(msg)), \
+            f'no mask for stamp {stamp}; alive: {self.proc.poll() is None}'
+        return with_stamp(self.masks, stamp)[-1]
 
     def close(self) -> None:
         """Close the tester and kill the node (if a test has not stopped it)."""

@@ -7,13 +7,11 @@ every case. Memory under 2x the sustainable rate is measured by ``benchmarks/ben
 import signal
 import time
 
-from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
-from test_node_harness import (accounted, diagnostics_values, image_msg, MALFORMED, node_output,
-                               Peer, ros_env, skipped, start_node, stop_node, with_stamp,
-                               write_files)
+from test_node_harness import (accounted, image_msg, MALFORMED, node_output, NodeUnderTest, Peer,
+                               ros_env, skipped, start_node, stop_node, with_stamp, write_files)
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
@@ -28,106 +26,86 @@ THROTTLE_S = 2.0
 
 
 @pytest.fixture(scope='module')
-def setup(tmp_path_factory):
-    """Start the node and a tester that records masks and diagnostics; stop both afterwards."""
+def node(tmp_path_factory):
+    """Start the node with its default best-effort input, and a tester; stop both at the end."""
     folder = tmp_path_factory.mktemp('load')
     files = write_files(folder)
-    proc = start_node(ros_env(DOMAIN, folder / 'log'),
-                      {'model_path': files['model'], 'priors_path': files['priors'],
-                       'warn_throttle_s': THROTTLE_S}, name=NAME)
-    tester = Peer(DOMAIN)
-    tester.subscribe(MASK, Image)
-    tester.subscribe('/diagnostics', DiagnosticArray)
-    reference = {}
-    yield {'proc': proc, 'tester': tester, 'reference': reference}
-    tester.close()
-    stop_node(proc, signal.SIGKILL)
+    under_test = NodeUnderTest.start(DOMAIN, folder / 'log', {
+        'model_path': files['model'], 'priors_path': files['priors'],
+        'warn_throttle_s': THROTTLE_S}, NAME)
+    yield under_test
+    under_test.close()
 
 
-def mask_of(setup, stamp, peer=None):
-    """Publish SCENE with ``stamp`` (from ``peer``) until its fused mask arrives; return it."""
-    tester = setup['tester']
-    sender = peer or tester
+@pytest.fixture(scope='module')
+def reference(node):
+    """Return the first frame's fused mask (stamp 1, sent by the start-up)."""
+    return image_to_mask(with_stamp(node.masks, 1)[0])
+
+
+def alive_and_correct(node, reference, stamp, peer=None):
+    """Assert the node runs and a valid frame (sent by ``peer``) gives the reference mask."""
+    assert node.proc.poll() is None
     msg = image_msg(SCENE, stamp)
-    assert tester.spin_until(lambda: with_stamp(tester.received[MASK], stamp),
-                             every=lambda: sender.publisher(INPUT).publish(msg)), \
-        f'no mask for stamp {stamp}; node alive: {setup["proc"].poll() is None}'
-    return image_to_mask(with_stamp(tester.received[MASK], stamp)[0])
+    mask = node.resend_until_mask(msg, peer.publisher(INPUT) if peer else None)
+    np.testing.assert_array_equal(image_to_mask(mask), reference)
 
 
-def alive_and_correct(setup, stamp, peer=None):
-    """Assert the node runs and a valid frame gives the first frame's mask."""
-    assert setup['proc'].poll() is None
-    np.testing.assert_array_equal(mask_of(setup, stamp, peer), setup['reference']['mask'])
-
-
-def counters(setup):
-    """Return the node's newest diagnostics values."""
-    return diagnostics_values(setup['tester'].received['/diagnostics'], f'/{NAME}')
-
-
-def test_reference_frame(setup):
+def test_reference_frame(reference):
     """The scene's fused mask (red person, two dim red candidates fused as person)."""
-    mask = mask_of(setup, 1)
-    assert mask[4:12, 4:12].min() == 1 and mask[30:38, 8:16].min() == 1
-    setup['reference']['mask'] = mask
+    assert reference[4:12, 4:12].min() == 1 and reference[30:38, 8:16].min() == 1
 
 
-def test_malformed_burst_is_counted_throttled_and_survived(setup):
+def test_malformed_burst_is_counted_throttled_and_survived(node, reference):
     """10 000 malformed messages: all counted as skips, warnings throttled, then correct output."""
-    tester = setup['tester']
-    pub = tester.publisher(INPUT)
-    assert tester.spin_until(lambda: accounted(counters(setup)), timeout=20.0)
-    before = counters(setup)
+    assert node.tester.spin_until(lambda: accounted(node.values()), timeout=20.0)
+    before = node.values()
     bad = list(MALFORMED.values())
     started = time.monotonic()
     for i in range(BURST):
-        pub.publish(bad[i % len(bad)])
+        node.pub.publish(bad[i % len(bad)])
         if i % 500 == 0:
-            tester.executor.spin_once(timeout_sec=0.0)
-    assert tester.spin_until(lambda: accounted(counters(setup)) and int(
-        counters(setup)['frames_received']) > int(before['frames_received']), timeout=30.0)
-    after = counters(setup)
+            node.tester.executor.spin_once(timeout_sec=0.0)
+    assert node.tester.spin_until(lambda: accounted(node.values()) and int(
+        node.values()['frames_received']) > int(before['frames_received']), timeout=30.0)
+    after = node.values()
     windows = (time.monotonic() - started) / THROTTLE_S + 1
     gained = skipped(after) - skipped(before)
     assert gained > 0 and all(int(after.get(f'skipped_{r}', 0)) > 0 for r in MALFORMED), after
     assert int(after['frames_processed']) == int(before['frames_processed'])
-    alive_and_correct(setup, 2)
-    warnings = [line for line in node_output(setup['proc']).splitlines()
+    alive_and_correct(node, reference, 2)
+    warnings = [line for line in node_output(node.proc).splitlines()
                 if 'skipped frame' in line]
     assert len(MALFORMED) <= len(warnings) <= len(MALFORMED) * windows, len(warnings)
     assert gained <= BURST
 
 
-def test_camera_that_disappears_and_comes_back_is_picked_up(setup):
+def test_camera_that_disappears_and_comes_back_is_picked_up(node, reference):
     """A camera driver (its own DDS participant) stops and restarts: frames flow again."""
-    tester = setup['tester']
-    others = tester.node.count_publishers(INPUT)
+    others = node.tester.node.count_publishers(INPUT)
     camera = Peer(DOMAIN, name='camera')
     try:
-        alive_and_correct(setup, 3, camera)
+        alive_and_correct(node, reference, 3, camera)
     finally:
         camera.close()
-    assert tester.spin_until(lambda: tester.node.count_publishers(INPUT) == others,
-                             timeout=30.0)
+    assert node.tester.spin_until(
+        lambda: node.tester.node.count_publishers(INPUT) == others, timeout=30.0)
     restarted = Peer(DOMAIN, name='camera')
     try:
-        alive_and_correct(setup, 4, restarted)
+        alive_and_correct(node, reference, 4, restarted)
     finally:
         restarted.close()
 
 
-def test_valid_burst_is_thinned_and_fully_accounted(setup):
+def test_valid_burst_is_thinned_and_fully_accounted(node, reference):
     """Frames faster than the node: older ones dropped (counted), the newest processed."""
-    tester = setup['tester']
     big = image_msg(np.repeat(np.repeat(SCENE, 8, axis=0), 8, axis=1), 50)
-    pub = tester.publisher(INPUT)
     for _ in range(30):
-        pub.publish(big)
-    assert tester.spin_until(lambda: accounted(counters(setup)) and
-                             with_stamp(tester.received[MASK], 50), timeout=30.0,
-                             every=lambda: pub.publish(big), period=2.0)
-    alive_and_correct(setup, 5)
+        node.pub.publish(big)
+    assert node.tester.spin_until(
+        lambda: accounted(node.values()) and with_stamp(node.masks, 50), timeout=30.0,
+        every=lambda: node.pub.publish(big), period=2.0)
+    alive_and_correct(node, reference, 5)
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
