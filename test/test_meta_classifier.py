@@ -97,6 +97,32 @@ def test_standardisation_is_stored(tmp_path):
                                rtol=1e-6)
 
 
+@pytest.mark.parametrize('standardize', [{'mean': [0.0], 'scale': [1.0]}, {'mean': []},
+                                         'scale', None])
+def test_load_refuses_malformed_standardisation(tmp_path, standardize):
+    """Means / scales of the wrong length, zero or negative scales, or no mapping: one line."""
+    features, labels = separable()
+    model = MetaClassifier.fit(features, labels, context(), MetaParams(standardize=True))
+    path, manifest = model.save(tmp_path / 'std.json')
+    data = json.loads(manifest.read_text())
+    if standardize is None:  # right length, but a zero scale
+        standardize = dict(data['standardize'], scale=[0.0] * features.shape[1])
+    data['standardize'] = standardize
+    manifest.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=f'manifest {manifest}: malformed'):
+        MetaClassifier.load(path)
+
+
+def test_load_refuses_a_manifest_of_another_booster(model, tmp_path):
+    """A booster copied beside a copy of another booster's manifest is not loaded."""
+    path, manifest = model.save(tmp_path / 'meta.json')
+    other = tmp_path / 'other.json'
+    other.write_bytes(path.read_bytes())
+    manifest_path(other).write_bytes(manifest.read_bytes())
+    with pytest.raises(ValueError, match="describes the booster 'meta.json', not 'other.json'"):
+        MetaClassifier.load(other)
+
+
 @pytest.mark.parametrize('runtime, message', [
     (context(names=NAMES[:-1]), 'feature schema differs'),
     (context(names=NAMES[1:] + NAMES[:1]), 'feature schema order differs from position 0'),

@@ -61,12 +61,16 @@ def _image_bytes(kind, stamp_ns):
 
 
 def odd_bag(out, images, ground_truth=True, table=True, storage='mcap', gt_bytes=None):
-    """Write a bag with image messages of the given kinds (one per 0.1 s) and their labels."""
+    """Write a bag with image messages of the given kinds (one per 0.1 s) and their labels.
+
+    ``table`` True records the class table; a string is recorded as the table's JSON instead.
+    """
     labels = drive_frames(1)[0].labels
     with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP if storage == 'mcap' else
                 StoragePlugin.SQLITE3) as writer:
         if table:
-            writer.set_custom_data(TABLE_KEY, json.dumps(TABLE.to_dict()))
+            writer.set_custom_data(TABLE_KEY, table if isinstance(table, str) else
+                                   json.dumps(TABLE.to_dict()))
         kind = 'std_msgs/msg/String' if MISTYPED in images else 'sensor_msgs/msg/Image'
         image_conn = writer.add_connection(IMAGE_TOPIC, kind, typestore=TYPESTORE)
         gt_conn = writer.add_connection(GT_TOPIC, 'sensor_msgs/msg/Image', typestore=TYPESTORE)
@@ -231,6 +235,14 @@ def test_empty_bag_and_bag_without_truth_cannot_be_scored(bags):
         empty.ground_truth()
     with pytest.raises(BagError, match='no ground truth'):
         DriveBag(bags.paths['no_truth']).ground_truth()
+
+
+@pytest.mark.parametrize('recorded', ['{not json', '{"name": "tiny"}', '[1, 2]'])
+def test_unreadable_class_table_is_a_clear_error(tmp_path, recorded):
+    """A class table that is not JSON or not a table: a BagError naming the bag."""
+    path = odd_bag(tmp_path / 'bad table bag', [GOOD], table=recorded)
+    with pytest.raises(BagError, match='bad table bag: unreadable class table'):
+        DriveBag(path).table()
 
 
 def test_failed_write_leaves_no_bag_under_the_name(tmp_path):
