@@ -1,5 +1,5 @@
 """Hand-made cases for each equation of the core, edge cases and bad input."""
-from hypothesis import given, settings, strategies as st
+from hypothesis import example, given, settings, strategies as st
 from hypothesis.extra.numpy import arrays
 import numpy as np
 import pytest
@@ -399,6 +399,8 @@ def test_pipeline_rejects_bad_configuration():
 @given(pred_ml=arrays(np.uint8, st.tuples(st.integers(1, 13), st.integers(1, 19)),
                       elements=st.integers(0, 2)),
        seed=st.integers(0, 2**16))
+@example(pred_ml=np.array([[2], [0], [2]], np.uint8), seed=0)  # 1 and 2 pixels wide: the pixel
+@example(pred_ml=np.array([[0, 2], [0, 0], [2, 0]], np.uint8), seed=0)  # 2 rows up is no link
 def test_candidate_kernel_agrees_with_numpy_on_any_mask(pred_ml, seed):
     """Any size (word tails), diagonal links and frame borders: numba and scipy twins agree."""
     pred_bayes = np.where(np.random.default_rng(seed).random(pred_ml.shape) < 0.1, 2, 0)

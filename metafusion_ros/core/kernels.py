@@ -177,7 +177,7 @@ if HAVE_NUMBA:
             for q in range(up, k):  # the up to three 8-neighbours in the row above
                 if pixels[q] > p - w + 1:
                     break
-                if abs(pixels[q] % w - j) <= 1:
+                if pixels[q] >= (i - 1) * w and abs(pixels[q] % w - j) <= 1:  # not 2 rows up
                     _union(parent, k, q)
         roots = np.empty(n, dtype=np.int64)
         for k in range(n):
