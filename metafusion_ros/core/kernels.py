@@ -1,7 +1,9 @@
 """Compiled kernels of the hot path, each with the plain-numpy reference it must agree with.
 
 - :func:`decision_rules`: one pass over the softmax giving the Bayes and ML masks (eq. 1, 16) and
-  the softmax sanity checks, without temporaries the size of the softmax. It takes the reciprocal
+  the softmax sanity checks, without temporaries the size of the softmax. A pixel's class sum,
+  smallest and largest value and first argmax come from one vector reduction
+  (:func:`metafusion_ros.core.simd.pixel_bayes`, up to 64 classes). It takes the reciprocal
   α-adjusted priors ``1 / (p_α + 1e-5)`` at their stored level (classes or categories, cached by
   the pipeline per α and size) with a per-class channel map, so category priors are never
   expanded to ``(H, W, C)``. Masks are the argmax of the unnormalised scores (``p`` for Bayes,
@@ -28,6 +30,7 @@ try:  # numba is optional: the numpy reference is always available
     if os.environ.get('METAFUSION_DISABLE_NUMBA'):
         raise ImportError('disabled by METAFUSION_DISABLE_NUMBA')
     import numba
+    from . import simd
     HAVE_NUMBA = True
 except ImportError:  # pragma: no cover - exercised where numba is absent
     HAVE_NUMBA = False
@@ -63,7 +66,7 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
     """
     sums = probs.sum(axis=2)
     stats = SoftmaxStats(int(np.count_nonzero(~(probs >= 0))),
-                         float(np.nan_to_num(np.abs(sums - 1).max(), nan=np.inf)))
+                         float(np.nan_to_num(np.abs(sums - 1).max(), nan=np.inf, posinf=np.inf)))
     scores = probs.copy()
     scores[..., list(merged)] = -1
     pred_bayes = np.argmax(scores, axis=2).astype(np.uint8)
@@ -77,48 +80,6 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
 if HAVE_NUMBA:
     # Flat (pixel, class) views; NaN semantics are kept (no 'nnan' in fastmath), so a NaN still
     # poisons the class sum and is reported.
-    @numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'nsz'})
-    def _rules_kernel(probs, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
-        n, c = probs.shape
-        bad = 0
-        max_err = np.float32(0)
-        for k in range(n):
-            p = probs[k]
-            best, arg, total, low = p[0], 0, p[0], p[0]
-            for y in range(1, c):  # one scalar loop: the first maximum, as np.argmax
-                v = p[y]
-                total += v
-                low = v if v < low else low
-                if v > best:
-                    best, arg = v, y
-            if merged[arg]:  # rare: the winner is merged away, rescan without it
-                best = np.float32(-1)
-                for y in range(c):
-                    if not merged[y] and p[y] > best:
-                        best, arg = p[y], y
-            if not low >= 0:
-                bad += 1
-            err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
-            if not err <= max_err:
-                max_err = err if err == err else np.float32(np.inf)
-            pred_bayes[k] = arg
-            # No other class can beat Bayes' ratio when even all the remaining mass at the
-            # largest inverse prior stays below it: then ML = Bayes, exactly.
-            bound = (total - best + np.float32(1e-6)) * inv_max[k] * np.float32(1.000001)
-            if best * inv_prior[channel_map[arg], k] > bound:
-                pred_ml[k] = arg
-                continue
-            best_ml = np.float32(-1)
-            arg_ml = 0
-            for y in range(c):
-                if merged[y]:
-                    continue
-                ratio = p[y] * inv_prior[channel_map[y], k]
-                if ratio > best_ml:
-                    best_ml, arg_ml = ratio, y
-            pred_ml[k] = arg_ml
-        return bad, max_err
-
     @numba.njit(cache=True, nogil=True)
     def _find_root(parent, k):
         while parent[k] != k:
@@ -247,18 +208,22 @@ def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map:
     if inv_prior is not None and inv_prior.shape[1:] != probs.shape[:2]:
         raise ValueError(f'priors {inv_prior.shape[1:]} and softmax {probs.shape[:2]} '
                          f'differ in size')
-    if not HAVE_NUMBA or inv_prior is None:
-        return decision_rules_numpy(probs, inv_prior, channel_map, merged)
     h, w, c = probs.shape
+    if not HAVE_NUMBA or c > simd.MAX_CLASSES:
+        return decision_rules_numpy(probs, inv_prior, channel_map, merged)
     probs = np.ascontiguousarray(probs, dtype=np.float32)
     is_merged = np.zeros(c, dtype=np.bool_)
     is_merged[list(merged)] = True
     pred_bayes = np.empty((h, w), dtype=np.uint8)
     pred_ml = np.empty((h, w), dtype=np.uint8)
-    inv_prior = np.ascontiguousarray(inv_prior, dtype=np.float32)
-    inv_max = inv_prior.max(axis=0) if inv_max is None else inv_max
-    bad, max_err = _rules_kernel(probs.reshape(h * w, c), inv_prior.reshape(-1, h * w),
-                                 np.ascontiguousarray(inv_max, np.float32).reshape(h * w),
-                                 channel_map.astype(np.int64), is_merged,
-                                 pred_bayes.reshape(h * w), pred_ml.reshape(h * w))
+    if inv_prior is None:  # α = 0: the kernel sees no planes and copies Bayes
+        planes, inv_max = np.empty((0, 0), np.float32), np.empty(0, np.float32)
+    else:
+        inv_prior = np.ascontiguousarray(inv_prior, dtype=np.float32)
+        planes = inv_prior.reshape(len(inv_prior), h * w)
+        inv_max = inv_prior.max(axis=0) if inv_max is None else inv_max
+    bad, max_err = simd.rules_kernel(probs.reshape(-1), (0,) * c, planes,
+                                     np.ascontiguousarray(inv_max, np.float32).reshape(-1),
+                                     channel_map.astype(np.int64), is_merged,
+                                     pred_bayes.reshape(-1), pred_ml.reshape(-1))
     return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))

@@ -1,0 +1,170 @@
+"""The decision rules' kernel (eq. 1, 16), with one pixel's class scores as SIMD vectors.
+
+A softmax from an NHWC network keeps a pixel's C scores side by side, so the per-pixel work of
+the decision rules (class sum, any negative or NaN value, largest value and its first index) is
+a horizontal reduction over C values. Written as a scalar loop it is a chain of C dependent
+compare-and-select steps per pixel, and LLVM vectorises neither that chain nor a fully unrolled
+one. :func:`pixel_bayes` emits the reduction directly as 8-lane vector IR through a numba
+intrinsic: the C values are loaded as ``ceil(C / 8)`` vectors (the last one overlapping the one
+before instead of reading past the pixel; fewer than 8 classes are padded with class 0's value),
+the first index of the maximum is ``cttz`` of the lanes' equality bitmask, and nothing branches.
+LLVM maps the IR to AVX2/SSE on x86 and NEON on ARM, so the result is the same on every target.
+"""
+from __future__ import annotations
+
+from llvmlite import ir
+import numba
+from numba import types
+import numpy as np
+from numba.extending import intrinsic
+
+__all__ = ['LANES', 'MAX_CLASSES', 'pixel_bayes', 'rules_kernel']
+
+LANES = 8
+MAX_CLASSES = 64  # the first-maximum bitmask is one 64-bit word
+
+_F32 = ir.FloatType()
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_VEC = ir.VectorType(_F32, LANES)
+
+
+def vector_starts(num_classes: int) -> list[int]:
+    """Return the first class of each 8-lane vector covering classes ``0 .. C-1`` (C >= 8)."""
+    starts = list(range(0, num_classes - LANES + 1, LANES))
+    if num_classes % LANES:
+        starts.append(num_classes - LANES)  # overlaps the vector before: no read past the pixel
+    return starts
+
+
+def _shuffle(builder: ir.IRBuilder, v: ir.Value, lanes: list[int]) -> ir.Value:
+    return builder.shuffle_vector(v, v, ir.Constant(ir.VectorType(_I32, len(lanes)), lanes))
+
+
+def _reduce(builder: ir.IRBuilder, v: ir.Value, pick) -> ir.Value:
+    """Reduce an 8-lane vector to a scalar with ``pick(a, b)`` (halving: 8 -> 4 -> 2 -> 1)."""
+    width = LANES
+    while width > 1:
+        width //= 2
+        v = pick(_shuffle(builder, v, list(range(width))),
+                 _shuffle(builder, v, list(range(width, 2 * width))))
+    return builder.extract_element(v, ir.Constant(_I32, 0))
+
+
+def _load_vectors(builder: ir.IRBuilder, data: ir.Value, offset: ir.Value, num_classes: int
+                  ) -> tuple[list[ir.Value], list[int], ir.Value]:
+    """Load a pixel's values as vectors; return them, their first classes and a sum lane mask.
+
+    The mask keeps the lanes that count towards the class sum in the last vector (the lanes it
+    shares with the vector before, or the padding of a pixel with fewer than 8 classes, do not).
+    """
+    def at(index: int) -> ir.Value:
+        return builder.gep(data, [builder.add(offset, ir.Constant(_I64, index))])
+
+    if num_classes < LANES:
+        first = builder.load(at(0))
+        vector = ir.Constant(_VEC, ir.Undefined)
+        for lane in range(LANES):
+            value = builder.load(at(lane)) if 0 < lane < num_classes else first
+            vector = builder.insert_element(vector, value, ir.Constant(_I32, lane))
+        return [vector], [0], [lane < num_classes for lane in range(LANES)]
+    starts = vector_starts(num_classes)
+    vectors = [builder.load(builder.bitcast(at(s), _VEC.as_pointer()), align=4) for s in starts]
+    covered = LANES * (len(starts) - 1)
+    return vectors, starts, [starts[-1] + lane >= covered for lane in range(LANES)]
+
+
+@intrinsic
+def pixel_bayes(typingctx, probs, offset, lanes):
+    """Reduce the C = ``len(lanes)`` values at ``probs[offset:offset + C]`` (eq. 1).
+
+    Returns ``(class sum, largest value, index of its first occurrence, any value < 0 or NaN)``.
+    The sum is not in index order (a reassociated float32 sum). With a NaN the index is still in
+    ``0 .. C-1`` and the sum is NaN. ``probs`` is a contiguous 1-D float32 array; ``lanes`` is
+    any tuple of length C, 1 <= C <= 64, which fixes C when the caller is compiled.
+    """
+    num_classes = len(lanes) if isinstance(lanes, types.BaseTuple) else 0
+    if not (isinstance(probs, types.Array) and probs.dtype == types.float32 and probs.ndim == 1
+            and probs.layout == 'C' and 1 <= num_classes <= MAX_CLASSES):
+        return None
+    signature = types.Tuple((types.float32, types.float32, types.int64, types.boolean))(
+        probs, offset, lanes)
+
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, args[0]).data
+        vectors, starts, sum_lanes = _load_vectors(builder, data, args[1], num_classes)
+        zero = ir.Constant(_VEC, [0.0] * LANES)
+        mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), sum_lanes)
+        total = builder.select(mask, vectors[-1], zero)
+        high = vectors[-1]
+        negative = builder.fcmp_unordered('<', vectors[-1], zero)  # as numpy's ~(p >= 0)
+        for v in vectors[:-1]:
+            total = builder.fadd(total, v)
+            high = builder.select(builder.fcmp_ordered('>', v, high), v, high)
+            negative = builder.or_(negative, builder.fcmp_unordered('<', v, zero))
+        best = _reduce(builder, high, lambda a, b: builder.select(
+            builder.fcmp_ordered('>', b, a), b, a))
+        splat = _shuffle(builder, builder.insert_element(
+            ir.Constant(_VEC, ir.Undefined), best, ir.Constant(_I32, 0)), [0] * LANES)
+        bits = ir.Constant(_I64, 0)
+        for v, start in zip(vectors, starts):
+            equal = builder.bitcast(builder.fcmp_ordered('==', v, splat), ir.IntType(LANES))
+            bits = builder.or_(bits, builder.shl(builder.zext(equal, _I64),
+                                                 ir.Constant(_I64, start)))
+        cttz = builder.module.declare_intrinsic(
+            'llvm.cttz', [_I64], ir.FunctionType(_I64, [_I64, ir.IntType(1)]))
+        first = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 0)])
+        none = builder.icmp_unsigned('==', bits, ir.Constant(_I64, 0))  # NaN: no lane equal
+        arg = builder.select(none, ir.Constant(_I64, 0), first)
+        negative = builder.bitcast(negative, ir.IntType(LANES))
+        any_negative = builder.icmp_unsigned('!=', negative, ir.Constant(ir.IntType(LANES), 0))
+        return context.make_tuple(builder, sig.return_type, (
+            _reduce(builder, total, builder.fadd), best, arg, any_negative))
+
+    return signature, codegen
+
+
+@numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'nsz'})
+def rules_kernel(probs, lanes, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
+    """Fill the Bayes and ML masks (eq. 1, 16) of a flat softmax; return (bad pixels, max error).
+
+    ``probs`` (H*W*C,) float32 with C = ``len(lanes)``; ``inv_prior`` (K, H*W) the planes of
+    ``1 / (p_α + 1e-5)`` and ``inv_max`` (H*W,) their per-pixel maximum, both empty for α = 0;
+    ``channel_map`` (C,) class -> plane; ``merged`` (C,) bool, classes no rule may choose.
+    Kept in this module with :func:`pixel_bayes` so that numba's cache, which watches only the
+    kernel's own file, is rebuilt whenever the vector IR changes.
+    """
+    c = len(lanes)
+    bad = 0
+    max_err = np.float32(0)
+    for k in range(pred_bayes.size):
+        total, best, arg, negative = pixel_bayes(probs, k * c, lanes)
+        if merged[arg]:  # rare: the winner is merged away, rescan without it
+            best = np.float32(-1)
+            for y in range(c):
+                if not merged[y] and probs[k * c + y] > best:
+                    best, arg = probs[k * c + y], y
+        bad += negative
+        err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
+        if not err <= max_err:
+            max_err = err if err == err else np.float32(np.inf)
+        pred_bayes[k] = arg
+        if inv_max.size == 0:  # α = 0: ML is Bayes
+            pred_ml[k] = arg
+            continue
+        # No other class can beat Bayes' ratio when even all the remaining mass at the
+        # largest inverse prior stays below it: then ML = Bayes, exactly.
+        bound = (total - best + np.float32(1e-6)) * inv_max[k] * np.float32(1.000001)
+        if best * inv_prior[channel_map[arg], k] > bound:
+            pred_ml[k] = arg
+            continue
+        best_ml = np.float32(-1)
+        arg_ml = 0
+        for y in range(c):
+            if merged[y]:
+                continue
+            ratio = probs[k * c + y] * inv_prior[channel_map[y], k]
+            if ratio > best_ml:
+                best_ml, arg_ml = ratio, y
+        pred_ml[k] = arg_ml
+    return bad, max_err
