@@ -42,35 +42,45 @@ def feature_names(table: ClassTable) -> tuple[str, ...]:
     return heat + SIZE_FEATURES + CENTRE_FEATURES + ndist
 
 
-def _moments(values: np.ndarray, ids: np.ndarray, n: int, counts: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """Return per-segment mean and population variance ``E[h²] - E[h]²`` (0 for empty sets)."""
-    safe = np.maximum(counts, 1)
-    mean = np.bincount(ids, values, minlength=n + 1)[1:] / safe
-    square = np.bincount(ids, values * values, minlength=n + 1)[1:] / safe
-    return mean, square - mean * mean
+def _segment_sums(sid: np.ndarray, columns: np.ndarray, n: int) -> np.ndarray:
+    """Return the ``(n, K)`` per-segment sums of the ``(P, K)`` columns (ids 1..n).
+
+    One ``bincount`` over (segment, column) bins; each bin adds its pixels in pixel order, as a
+    ``bincount`` per column would.
+    """
+    k = columns.shape[1]
+    bins = (sid[:, None] * k + np.arange(k)).ravel()
+    return np.bincount(bins, columns.ravel(), minlength=(n + 1) * k).reshape(n + 1, k)[1:]
 
 
-def _heatmap_features(heat: np.ndarray, sid: np.ndarray, bd: np.ndarray, n: int,
-                      sizes: tuple[np.ndarray, np.ndarray, np.ndarray]) -> list[np.ndarray]:
-    """Return the 10 statistics of one heatmap in ``HEATMAP_STATS`` order (eq. 6-8)."""
+def _heatmap_features(sums: np.ndarray, sizes: tuple[np.ndarray, np.ndarray, np.ndarray]
+                      ) -> list[np.ndarray]:
+    """Return one heatmap's 10 statistics in ``HEATMAP_STATS`` order (eq. 6-8).
+
+    ``sums`` (n, 6): Σh and Σh² over the segment, its interior and its boundary; variances are
+    the population form ``E[h²] - E[h]²``, 0 for an empty interior or boundary.
+    """
     s, s_in, s_bd = sizes
-    mean, var = _moments(heat, sid, n, s)
-    mean_in, var_in = _moments(heat[~bd], sid[~bd], n, s_in)
-    mean_bd, var_bd = _moments(heat[bd], sid[bd], n, s_bd)
+    (mean, mean_in, mean_bd), (square, square_in, square_bd) = (
+        [sums[:, j + i] / np.maximum(size, 1) for i, size in enumerate(sizes)] for j in (0, 3))
+    var, var_in, var_bd = (square - mean * mean, square_in - mean_in * mean_in,
+                           square_bd - mean_bd * mean_bd)
     rel, rel_in = s / np.maximum(s_bd, 1), s_in / np.maximum(s_bd, 1)
     return [mean, mean_in, mean_bd, mean * rel, mean_in * rel_in,
             var, var_in, var_bd, var * rel, var_in * rel_in]
 
 
-def _scan_neighbours(pixels: np.ndarray, shape: tuple[int, int]):
-    """Yield, per 3x3 offset, ``(valid, neighbour flat index)`` for the given flat pixels."""
+def _neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Return ``(valid, flat index)`` ``(8, P)`` of each pixel's 3x3 neighbours (``OFFSETS``).
+
+    Neighbours outside the frame are not valid; their index is the pixel itself.
+    """
     h, w = shape
     rows, cols = np.divmod(pixels, w)
-    for dr, dc in OFFSETS:
-        r2, c2 = rows + dr, cols + dc
-        valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
-        yield valid, np.where(valid, r2 * w + c2, pixels)
+    r2 = rows + np.array([dr for dr, _ in OFFSETS])[:, None]
+    c2 = cols + np.array([dc for _, dc in OFFSETS])[:, None]
+    valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+    return valid, np.where(valid, r2 * w + c2, pixels)
 
 
 def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
@@ -102,28 +112,27 @@ def features_at(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
     n = int(sid.max(initial=0))
     if n == 0:
         return np.zeros((0, len(feature_names(table))), dtype=np.float64)
-    own = flat_pred[pixels]
-    bd = np.zeros(pixels.size, dtype=bool)
-    events = np.zeros((n + 1) * (table.num_classes + 1), dtype=np.float64)
-    for valid, neighbour in _scan_neighbours(pixels, shape):
-        other = flat_pred[neighbour]
-        differs = valid & (other != own)
-        bd |= differs
-        other_class = np.minimum(other[differs].astype(np.int64), table.num_classes)
-        events += np.bincount(sid[differs] * (table.num_classes + 1) + other_class,
-                              minlength=events.size)
-    events = events.reshape(n + 1, table.num_classes + 1)
-    s = np.bincount(sid, minlength=n + 1)[1:].astype(np.float64)
-    s_bd = np.bincount(sid[bd], minlength=n + 1)[1:].astype(np.float64)
-    s_in = s - s_bd
+    valid, neighbour = _neighbours(pixels, shape)
+    other = flat_pred[neighbour]
+    differs = valid & (other != flat_pred[pixels])
+    bd = differs.any(axis=0)
+    width = table.num_classes + 1  # the last bin takes ignore and out-of-table neighbours
+    other_class = np.minimum(other.astype(np.int64), table.num_classes)
+    events = np.bincount((sid * width + other_class)[differs],
+                         minlength=(n + 1) * width).reshape(n + 1, width).astype(np.float64)
+    masks = (np.ones(pixels.size), ~bd, bd)  # segment, interior, boundary
+    rows, cols = np.divmod(pixels, shape[1])
+    values = [np.asarray(v, np.float64) for v in heat]
+    sums = _segment_sums(sid, np.stack(
+        [power * m for v in values for power in (v, v * v) for m in masks]
+        + list(masks) + [rows, cols], axis=1), n)  # 6 columns per heatmap, sizes, centre
+    s, s_in, s_bd = sums[:, 18], sums[:, 19], sums[:, 20]
     columns: list[np.ndarray] = []
-    for values in heat:
-        columns += _heatmap_features(np.asarray(values, np.float64), sid, bd, n, (s, s_in, s_bd))
+    for i in range(len(values)):
+        columns += _heatmap_features(sums[:, 6 * i:6 * i + 6], (s, s_in, s_bd))
     safe_bd = np.maximum(s_bd, 1)
     columns += [s, s_in, s_bd, s / safe_bd, s_in / safe_bd]
-    rows, cols = np.divmod(pixels, shape[1])
-    columns += [np.bincount(sid, rows, minlength=n + 1)[1:] / s,
-                np.bincount(sid, cols, minlength=n + 1)[1:] / s]
+    columns += [sums[:, 21] / s, sums[:, 22] / s]
     total = np.maximum(events[1:].sum(axis=1), 1)
     columns += [events[1:, y] / total for y in neighbourhood_classes(table)]
     return np.stack(columns, axis=1)

@@ -29,15 +29,24 @@ def _top_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def margin(p: np.ndarray) -> np.ndarray:
     """Return the probability margin ``M = 1 - p_(1) + p_(2)`` (eq. 7)."""
-    first, second = _top_two(np.asarray(p, dtype=np.float32))
-    return (1 - first + second).astype(np.float32)
+    return _margin(*_top_two(np.asarray(p, dtype=np.float32)))
 
 
 def variation_ratio(p: np.ndarray) -> np.ndarray:
     """Return the variation ratio ``V = 1 - p_(1)`` (eq. 8)."""
-    return (1 - np.asarray(p, dtype=np.float32).max(axis=-1)).astype(np.float32)
+    return _variation(np.asarray(p, dtype=np.float32).max(axis=-1))
+
+
+def _margin(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    return (1 - first + second).astype(np.float32)
+
+
+def _variation(first: np.ndarray) -> np.ndarray:
+    return (1 - first).astype(np.float32)
 
 
 def heatmaps(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(E, M, V)`` (eq. 6-8) of probabilities ``p``."""
-    return entropy(p), margin(p), variation_ratio(p)
+    """Return ``(E, M, V)`` (eq. 6-8) of probabilities ``p`` (one partition for M and V)."""
+    p = np.asarray(p, dtype=np.float32)
+    first, second = _top_two(p)
+    return entropy(p), _margin(first, second), _variation(first)

@@ -15,8 +15,8 @@ from __future__ import annotations
 from llvmlite import ir
 import numba
 from numba import types
-import numpy as np
 from numba.extending import intrinsic
+import numpy as np
 
 __all__ = ['LANES', 'MAX_CLASSES', 'pixel_bayes', 'rules_kernel']
 
@@ -52,7 +52,7 @@ def _reduce(builder: ir.IRBuilder, v: ir.Value, pick) -> ir.Value:
 
 
 def _load_vectors(builder: ir.IRBuilder, data: ir.Value, offset: ir.Value, num_classes: int
-                  ) -> tuple[list[ir.Value], list[int], ir.Value]:
+                  ) -> tuple[list[ir.Value], list[int], list[bool]]:
     """Load a pixel's values as vectors; return them, their first classes and a sum lane mask.
 
     The mask keeps the lanes that count towards the class sum in the last vector (the lanes it
@@ -80,12 +80,14 @@ def pixel_bayes(typingctx, probs, offset, lanes):
 
     Returns ``(class sum, largest value, index of its first occurrence, any value < 0 or NaN)``.
     The sum is not in index order (a reassociated float32 sum). With a NaN the index is still in
-    ``0 .. C-1`` and the sum is NaN. ``probs`` is a contiguous 1-D float32 array; ``lanes`` is
-    any tuple of length C, 1 <= C <= 64, which fixes C when the caller is compiled.
+    ``0 .. C-1`` and the sum is NaN. ``probs`` is a contiguous 1-D float32 array, ``offset`` an
+    int64; ``lanes`` is any tuple of length C, 1 <= C <= 64, which fixes C when the caller is
+    compiled. No bounds are checked: the caller keeps ``offset + C <= probs.size``.
     """
     num_classes = len(lanes) if isinstance(lanes, types.BaseTuple) else 0
     if not (isinstance(probs, types.Array) and probs.dtype == types.float32 and probs.ndim == 1
-            and probs.layout == 'C' and 1 <= num_classes <= MAX_CLASSES):
+            and probs.layout == 'C' and offset == types.int64
+            and 1 <= num_classes <= MAX_CLASSES):
         return None
     signature = types.Tuple((types.float32, types.float32, types.int64, types.boolean))(
         probs, offset, lanes)
