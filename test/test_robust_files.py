@@ -25,7 +25,8 @@ from metafusion_ros.core.classes import ClassTable, cityscapes_table
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.ros import fixtures, process
 from metafusion_ros.ros.engine import ConfigurationError, EngineConfig, FusionEngine
-from metafusion_ros.ros.params import params_file_problem, params_files, unknown_parameters
+from metafusion_ros.ros.params import (mistyped_parameter, params_file_problem, params_files,
+                                       unknown_parameters)
 from metafusion_ros.segmenter.tensorrt_backend import EngineKey, write_engine
 
 DOMAIN = 83
@@ -141,6 +142,7 @@ def write_bad_files(bad: Path, files: dict) -> dict:
                                               'outputs:\n  makers: false')
     out['yaml_out_of_range'] = _params_yaml(bad / 'range params.yaml', 'alpha: 3.0')
     out['yaml_bad_choice'] = _params_yaml(bad / 'choice params.yaml', 'backend: cuda')
+    out['yaml_text_number'] = _params_yaml(bad / 'quoted params.yaml', 'alpha: "0.5"')
     out['yaml_invalid'] = bad / 'broken params.yaml'
     out['yaml_invalid'].write_text('/**:\n  ros__parameters:\n    alpha: [1.0\n')
     out['yaml_not_params'] = bad / 'plain params.yaml'
@@ -202,6 +204,10 @@ CASES = {
     'yaml_out_of_range': ({}, 'yaml_out_of_range', 2, ['{file}', 'alpha out of range']),
     'yaml_bad_choice': ({}, 'yaml_bad_choice', 2,
                         ['{file}', "backend: 'cuda' is not one of onnxruntime, tensorrt"]),
+    'yaml_text_number': ({}, 'yaml_text_number', 2,  # after the package YAML: rcl drops it
+                         ["alpha: '0.5' (set by --params-file {file}) is text, not a number"]),
+    'param_text_number': ({'alpha': '0,5'}, None, 2,
+                          ["alpha: '0,5' (set by -p) is text, not a number"]),
     'yaml_invalid': ({}, 'yaml_invalid', 2, ['{file}', 'not valid YAML at line 4']),
     'yaml_not_params': ({}, 'yaml_not_params', 2, ['{file}', 'ros__parameters']),
     'yaml_missing': ({}, 'yaml_missing', 2, ['{file}', 'does not exist']),
@@ -216,7 +222,8 @@ if HAS_TENSORRT:  # there the engine is built: not a start-up failure
 PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',
            'priors_truncated', 'priors_pickled', 'priors_other_dataset', 'meta_corrupt',
            'manifest_missing', 'meta_other_schema', 'meta_alpha_mismatch', 'yaml_unknown_key',
-           'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_invalid',
+           'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_text_number',
+           'param_text_number', 'yaml_invalid',
            'alpha_out_of_range']
 IN_PROCESS = [c for c in CASES if c not in PROCESS and CASES[c][1] is None]
 PARAMS_FILES = [c for c in CASES if c not in PROCESS and CASES[c][1] is not None]
@@ -320,7 +327,8 @@ def test_pickled_priors_never_unpickled(bad):
 # Calls that can unpickle, and what makes them safe where they are allowed at all.
 UNPICKLERS = {
     r'\bimport pickle\b|\bpickle\.|\bcloudpickle\b|\bjoblib\b|\bdill\b': None,
-    r'\byaml\.(load|unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b': None,
+    r'\byaml\.(unsafe_load|full_load)\(|yaml\.(Unsafe|Full)?Loader\b': None,
+    r'\byaml\.load\(': r'Loader=RclLoader',  # a SafeLoader (checked below)
     r'\bnp\.load\(': r'allow_pickle=False',
     r'\btorch\.load\(': r'weights_only=True',
 }
@@ -341,6 +349,11 @@ def _call(text: str, start: int) -> str:
 
 def test_no_loader_can_unpickle():
     """No module imports pickle or loads YAML unsafely; np.load / torch.load refuse pickles."""
+    import yaml
+
+    from metafusion_ros.ros.params import RclLoader
+    assert issubclass(RclLoader, yaml.SafeLoader) and not issubclass(RclLoader, yaml.FullLoader)
+    assert RclLoader.yaml_constructors == yaml.SafeLoader.yaml_constructors
     problems = []
     for path in sorted(PACKAGE.rglob('*.py')):
         text = path.read_text()
@@ -363,6 +376,34 @@ def test_params_helpers():
     assert text.startswith("unknown parameters 'tua' (did you mean 'tau'?), 'zzz' (set by "
                            "--params-file a b.yaml or -p)")
     assert params_file_problem(['n', '--ros-args']) == ''
+
+
+def test_text_where_a_number_belongs_is_named(tmp_path):
+    """The last source of a parameter wins; only this node's sections count; rcl's number forms."""
+    defaults = {'alpha': 1.0, 'outputs.markers': True, 'model_path': '', 'qos.depth': 5}
+    package = ['node', '--ros-args', '--params-file', str(process.package_file('config',
+                                                                               'fusion.yaml'))]
+
+    def problem(*extra: str, text: str = '') -> str:
+        if text:
+            (tmp_path / 'p.yaml').write_text(text)
+        return mistyped_parameter(package + list(extra), defaults, 'metafusion_node')
+
+    user = ['--params-file', str(tmp_path / 'p.yaml')]
+    assert problem() == ''
+    for good in ('alpha:=1e-1', 'alpha:=.5', 'alpha:=-2E-3', 'model_path:=1 2', 'qos.depth:=7'):
+        assert problem('-p', good) == '', good
+    assert 'is text, not a number' in problem('-p', 'alpha:=high')
+    assert problem('-p', 'alpha:=high', '-p', 'alpha:=0.2') == ''  # the last one wins
+    assert 'outputs.markers' in problem(*user, text='/**:\n  ros__parameters:\n'
+                                        '    outputs: {markers: maybe}\n')
+    assert problem(*user, text='/**:\n  ros__parameters:\n    outputs: {markers: "no"}\n'
+                   ).startswith("outputs.markers: 'no'")  # quoted: text, as rcl reads it
+    other = 'other_node:\n  ros__parameters:\n    alpha: high\n'
+    assert problem(*user, text=other) == ''  # another node's section
+    assert 'alpha' in problem('-r', '__node:=other_node', *user, text=other)  # remapped name
+    nested = '/cams:\n  metafusion_node:\n    ros__parameters:\n      qos: {depth: "5"}\n'
+    assert problem(*user, text=nested).startswith("qos.depth: '5' (set by --params-file")
 
 
 def test_engine_cache_error_paths(tmp_path, caplog):

@@ -34,7 +34,8 @@ from .conversions import (check_image, float_to_image, ImageError, image_to_rgb,
                           rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
-from .params import override_source, params_file_problem, unknown_parameters
+from .params import (mistyped_parameter, override_source, params_file_problem,
+                     unknown_parameters)
 
 __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
@@ -519,7 +520,9 @@ def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[st
 
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
-    problem = params_file_problem(sys.argv if args is None else args)
+    argv = sys.argv if args is None else args
+    problem = params_file_problem(argv) or mistyped_parameter(
+        argv, {name: default for name, (default, _) in PARAMETERS.items()}, NODE_NAME)
     if problem:
         print(f'{NODE_NAME}: error: {problem}', file=sys.stderr)
         return 2
@@ -544,8 +547,7 @@ def main(args: list[str] | None = None) -> int:
         print(f'{NODE_NAME}: error: {exc}', file=sys.stderr)
         return 2
     except rclpy.exceptions.ParameterException as exc:  # a value outside its declared range
-        print(f'{NODE_NAME}: error: {exc} {override_source(sys.argv if args is None else args)}',
-              file=sys.stderr)
+        print(f'{NODE_NAME}: error: {exc} {override_source(argv)}', file=sys.stderr)
         return 2
     except Exception:  # noqa: B902 - see below
         if rclpy.ok():

@@ -2,37 +2,47 @@
 
 rcl reports an unreadable ``--params-file`` in two log lines of its own, and rclpy ignores any
 override (from a parameter file or ``-p``) that the node never declares: a typo such as
-``alhpa: 0.5`` would leave α at its default without a word. :func:`params_file_problem` checks
-the files before ``rclpy.init``; :func:`unknown_parameters` names the undeclared overrides.
+``alhpa: 0.5`` would leave α at its default without a word. rcl also drops, without a word, a
+value whose type differs from one an earlier source gave the same parameter, so a string where
+a number belongs (``alpha: "0.5"``, ``-p alpha:=0,5``) after the package YAML leaves α as it
+was. :func:`params_file_problem` checks the files and :func:`mistyped_parameter` those values
+before ``rclpy.init``; :func:`unknown_parameters` names the undeclared overrides.
 """
 from __future__ import annotations
 
 import difflib
+from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+import re
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
 from ..segmenter.spec import yaml_error
 
-__all__ = ['params_files', 'params_file_problem', 'unknown_parameters', 'override_source']
+__all__ = ['params_files', 'params_file_problem', 'mistyped_parameter', 'unknown_parameters',
+           'override_source', 'RclLoader']
 
 # Parameters that ROS itself declares on demand (QoS overrides of publishers / subscriptions).
 ROS_PREFIXES = ('qos_overrides.',)
 PARAMS_KEY = 'ros__parameters'
 
 
-def params_files(argv: Sequence[str]) -> list[str]:
-    """Return the ``--params-file`` paths of a command line (after ``--ros-args``)."""
-    files, ros = [], False
+def _ros_options(argv: Sequence[str]) -> Iterator[tuple[str, str]]:
+    """Yield ``(option, value)`` of the options after ``--ros-args`` that take a value."""
+    ros = False
     for arg, following in zip(argv, list(argv[1:]) + [None]):
         if arg == '--ros-args':
             ros = True
         elif arg == '--':
             ros = False
-        elif ros and arg == '--params-file' and following is not None:
-            files.append(following)
-    return files
+        elif ros and arg.startswith('-') and following is not None:
+            yield arg, following
+
+
+def params_files(argv: Sequence[str]) -> list[str]:
+    """Return the ``--params-file`` paths of a command line (after ``--ros-args``)."""
+    return [value for option, value in _ros_options(argv) if option == '--params-file']
 
 
 def _has_params(data: Any, depth: int = 0) -> bool:
@@ -41,6 +51,15 @@ def _has_params(data: Any, depth: int = 0) -> bool:
         return False
     return isinstance(data.get(PARAMS_KEY), dict) or any(
         _has_params(value, depth + 1) for key, value in data.items() if key != PARAMS_KEY)
+
+
+class RclLoader(yaml.SafeLoader):
+    """YAML as rcl reads parameter values: YAML 1.1, plus floats without a dot (``1e-1``)."""
+
+
+RclLoader.add_implicit_resolver(  # 1e-1, 2E5: floats to rcl, text to YAML 1.1
+    'tag:yaml.org,2002:float',
+    re.compile(r'^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$'), list('-+0123456789.'))
 
 
 def params_file_problem(argv: Sequence[str]) -> str:
@@ -58,6 +77,64 @@ def params_file_problem(argv: Sequence[str]) -> str:
         if not _has_params(data):
             return (f'parameter file {path}: no "<node name>: {{{PARAMS_KEY}: {{...}}}}" '
                     f'mapping (e.g. "/**:" for any node)')
+    return ''
+
+
+def _node_name(argv: Sequence[str], default: str) -> str:
+    """Return the node name after ``-r __node:=name`` remaps, else ``default``."""
+    names = [value.split(':=', 1)[1] for option, value in _ros_options(argv)
+             if option in ('-r', '--remap') and ':=' in value
+             and value.split(':=', 1)[0].endswith('__node')]
+    return names[-1] if names else default
+
+
+def _flatten(params: dict, prefix: str = '') -> Iterator[tuple[str, Any]]:
+    """Yield ``(dotted name, value)`` of a ``ros__parameters`` mapping."""
+    for key, value in params.items():
+        if isinstance(value, dict):
+            yield from _flatten(value, f'{prefix}{key}.')
+        else:
+            yield f'{prefix}{key}', value
+
+
+def _node_params(data: Any, node: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+    """Yield the parameters a parsed file gives ``node`` (``/**``, ``name``, ``ns/name``)."""
+    if not isinstance(data, dict) or depth > 8:
+        return
+    for key, value in data.items():
+        if not isinstance(value, dict) or key == PARAMS_KEY:
+            continue
+        last = str(key).rstrip('/').rsplit('/', 1)[-1] or '**'
+        if isinstance(value.get(PARAMS_KEY), dict) and (last == '**' or fnmatchcase(node, last)):
+            yield from _flatten(value[PARAMS_KEY])
+        yield from _node_params(value, node, depth + 1)
+
+
+def mistyped_parameter(argv: Sequence[str], defaults: Mapping[str, Any], node: str) -> str:
+    """Return one line naming a parameter given text where its default is not text, or ''.
+
+    For each parameter the last source on the command line (``--params-file`` or ``-p``) wins,
+    as in rcl; ``defaults`` gives the declared types; ``node`` is the node's name before remaps.
+    Values are read as rcl reads them (``1e-1`` is a number, ``"0.5"`` text).
+    """
+    node = _node_name(argv, node)
+    last: dict[str, tuple[Any, str]] = {}
+    for option, value in _ros_options(argv):
+        if option == '--params-file' and Path(value).is_file():
+            data = yaml.load(Path(value).read_text(), Loader=RclLoader)
+            last.update((name, (v, f'--params-file {value}'))
+                        for name, v in _node_params(data, node))
+        elif option in ('-p', '--param') and ':=' in value:
+            name, text = value.split(':=', 1)
+            try:
+                last[name] = (yaml.load(text, Loader=RclLoader), '-p')
+            except yaml.YAMLError:  # rclpy.init reports the command line
+                continue
+    for name, (value, source) in last.items():
+        if isinstance(value, str) and name in defaults and not isinstance(defaults[name], str):
+            kind = 'true or false' if isinstance(defaults[name], bool) else 'a number'
+            return (f'{name}: {value!r} (set by {source}) is text, not {kind} (after an earlier '
+                    f'value rcl would drop it without a word)')
     return ''
 
 
