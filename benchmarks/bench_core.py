@@ -9,6 +9,9 @@ single-threaded runs):
   mask (α = 1, a given keep/drop callable);
 - ``segment_stage_ms``: the same from the two masks and the softmax (no full-frame pass);
 - ``stream_pass_ms``: one ``probs.sum()`` over the same array, the memory-bandwidth floor;
+- ``rules_ms``: the decision rules alone; ``rules_estimated_priors_ms`` the same with priors
+  estimated (eq. 5, smoothed) from generated street label maps, whose zeros make ``1 / p``
+  span five decades: the kernel's cost must not depend on the priors;
 - ``numpy_post_network_ms``: the plain-numpy reference path, for comparison.
 """
 from __future__ import annotations
@@ -21,7 +24,7 @@ import numpy as np
 
 from metafusion_ros.core import classes, kernels
 from metafusion_ros.core.pipeline import MetaFusion
-from metafusion_ros.core.priors import Priors
+from metafusion_ros.core.priors import estimate_priors, Priors
 from timing import median_ms
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
@@ -72,6 +75,25 @@ def street_softmax(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
     return logits, labels
 
 
+def street_priors(table: classes.ClassTable, maps: int = 20, smoothing: float = 60.0) -> Priors:
+    """Return category priors (eq. 5) of generated street label maps at 512x256.
+
+    Smoothed like the shipped ``models/synthetic_priors.npz``; categories the street never shows
+    keep a prior of 0, as in estimated priors, so ``1 / (p + 1e-5)`` spans five decades.
+    """
+    rng = np.random.default_rng(1)
+    label_maps = (np.where(m == MISSED, 11, m).astype(np.uint8)
+                  for m in (street_labels(256, 512, rng) for _ in range(maps)))
+    return estimate_priors(label_maps, table, categories=True, smoothing=smoothing)
+
+
+def rules_ms(mf: MetaFusion, probs: np.ndarray, repeats: int) -> float:
+    """Return the median time of the decision rules alone (eq. 1, 16) with ``mf``'s priors."""
+    inverse = mf.inverse_prior_alpha(probs.shape[:2])
+    return median_ms(lambda: kernels.decision_rules(probs, inverse, mf.table.merged_away),
+                     repeats, warmup=1)
+
+
 def run_case(w: int, h: int, repeats: int) -> dict:
     """Measure one resolution and return its JSON record."""
     table = classes.cityscapes_table()
@@ -86,6 +108,8 @@ def run_case(w: int, h: int, repeats: int) -> dict:
     post = median_ms(lambda: mf.process(probs, score_fn), repeats)
     seg = median_ms(lambda: mf.segment_stage(result.pred_bayes, result.pred_ml, probs, score_fn),
                     repeats)
+    rules = rules_ms(mf, probs, repeats)
+    rules_estimated = rules_ms(MetaFusion(street_priors(table), alpha=1.0), probs, repeats)
     saved = kernels.HAVE_NUMBA
     kernels.HAVE_NUMBA = False
     numpy_post = median_ms(lambda: mf.process(probs, score_fn), max(1, repeats // 2))
@@ -95,6 +119,7 @@ def run_case(w: int, h: int, repeats: int) -> dict:
     return {'case': f'{w}x{h}x19', 'repeats': repeats, 'numba': kernels.HAVE_NUMBA,
             'post_network_ms': round(post, 2), 'segment_stage_ms': round(seg, 2),
             'stream_pass_ms': round(stream, 2), 'numpy_post_network_ms': round(numpy_post, 2),
+            'rules_ms': round(rules, 2), 'rules_estimated_priors_ms': round(rules_estimated, 2),
             'post_over_stream': round(post / stream, 2), 'candidates': result.candidates.count,
             'kept': int(result.keep.sum()),
             'human_blobs_gt': int(ndimage.label(labels == 11, np.ones((3, 3)))[1]),

@@ -159,10 +159,10 @@ def test_kernel_agrees_with_numpy(use_numpy, monkeypatch):
     if use_numpy:
         monkeypatch.setattr(kernels, 'HAVE_NUMBA', False)
     for alpha in (0.0, 0.9, 1.0):
-        inverse = None if alpha == 0 else np.moveaxis(
-            1 / (interpolate(priors, alpha) + np.float32(1e-5)), 2, 0)
-        expected = kernels.decision_rules_numpy(probs, inverse, chmap, (6,))
-        got = kernels.decision_rules(probs, inverse, chmap, (6,))
+        inverse = None if alpha == 0 else (1 / (interpolate(priors, alpha)
+                                                + np.float32(1e-5)))[..., chmap]
+        expected = kernels.decision_rules_numpy(probs, inverse, (6,))
+        got = kernels.decision_rules(probs, inverse, (6,))
         np.testing.assert_array_equal(got[0], expected[0])
         np.testing.assert_array_equal(got[1], expected[1])
         assert not np.any(got[0] == 6) and not np.any(got[1] == 6)
@@ -192,12 +192,12 @@ def test_kernel_agrees_with_numpy_for_any_class_count(num_classes, seed, alpha, 
     channels = int(rng.integers(1, c + 1))
     chmap = rng.integers(0, channels, size=c)
     priors = rng.dirichlet(np.ones(channels), size=(h, w)).astype(np.float32)
-    inverse = None if alpha == 0 else np.ascontiguousarray(np.moveaxis(
-        1 / (interpolate(priors, alpha) + np.float32(1e-5)), 2, 0))
+    inverse = None if alpha == 0 else (1 / (interpolate(priors, alpha)
+                                            + np.float32(1e-5)))[..., chmap]
     if poison is not None:
         probs[rng.integers(h), rng.integers(w), rng.integers(c)] = poison
-    bayes, ml, stats = kernels.decision_rules(probs, inverse, chmap, merged)
-    ref_bayes, ref_ml, ref_stats = kernels.decision_rules_numpy(probs, inverse, chmap, merged)
+    bayes, ml, stats = kernels.decision_rules(probs, inverse, merged)
+    ref_bayes, ref_ml, ref_stats = kernels.decision_rules_numpy(probs, inverse, merged)
     assert stats.bad == ref_stats.bad
     if np.isfinite(ref_stats.max_sum_error):
         assert abs(stats.max_sum_error - ref_stats.max_sum_error) < 1e-5

@@ -105,6 +105,27 @@ def test_resizing_labels_nearest_maps_bilinear():
     assert 0 < maps[0, 3] < 1 and maps.shape == (2, 8)
 
 
+@pytest.mark.parametrize('shape', [(5, 7), (5, 7, 1), (4, 9, 3), (6, 8, 19), (3, 3, 600)])
+@pytest.mark.parametrize('size', [(5, 7), (10, 14), (11, 30), (2, 3), (3, 20)])
+def test_resize_maps_is_pils_bilinear_at_any_size(shape, size):
+    """Enlarged in OpenCV or resized in PIL, maps are PIL's bilinear maps; a softmax stays one.
+
+    Enlarged sizes, shrunk sizes, mixed, one channel, many channels and more channels than
+    OpenCV takes; the reference is PIL channel by channel.
+    """
+    from metafusion_ros.segmenter.preprocess import _resize_maps_pil
+
+    logits = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
+    maps = np.exp(logits)
+    if maps.ndim == 3:
+        maps /= maps.sum(axis=2, keepdims=True)
+    got = resize_maps(maps, size)
+    assert got.shape == tuple(size) + shape[2:] and got.dtype == np.float32
+    np.testing.assert_allclose(got, _resize_maps_pil(maps, size), atol=2e-6, rtol=1e-5)
+    if maps.ndim == 3 and shape[2] > 1:
+        np.testing.assert_allclose(got.sum(axis=2), 1, atol=1e-5)
+
+
 def test_head_model_yields_head_outputs(tmp_path):
     """A headed graph yields HeadOutputs (uint8 masks, float heatmaps) at camera resolution."""
     write_model(tmp_path / 'm.onnx')

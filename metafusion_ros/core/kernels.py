@@ -1,14 +1,12 @@
 """Compiled kernels of the hot path, each with the plain-numpy reference it must agree with.
 
 - :func:`decision_rules`: one pass over the softmax giving the Bayes and ML masks (eq. 1, 16) and
-  the softmax sanity checks, without temporaries the size of the softmax. A pixel's class sum,
-  smallest and largest value and first argmax come from one vector reduction
-  (:func:`metafusion_ros.core.simd.pixel_bayes`, up to 64 classes). It takes the reciprocal
-  α-adjusted priors ``1 / (p_α + 1e-5)`` at their stored level (classes or categories, cached by
-  the pipeline per α and size) with a per-class channel map, so category priors are never
-  expanded to ``(H, W, C)``. Masks are the argmax of the unnormalised scores (``p`` for Bayes,
-  ``p / (p_α + 1e-5)`` for ML) with merged classes (rider) excluded: renormalising rescales a
-  pixel's scores by one positive factor, which leaves the argmax unchanged.
+  the softmax sanity checks, without temporaries the size of the softmax. Each pixel's classes
+  are reduced as 8-lane vectors (:mod:`metafusion_ros.core.simd`, up to 64 classes): the class
+  sum, the first argmax of ``p`` (Bayes) and of ``p / (p_α + 1e-5)`` (ML), from the reciprocal
+  α-adjusted priors per class that the pipeline caches per α and size. Merged classes (rider)
+  are excluded; renormalising rescales a pixel's scores by one positive factor, which leaves
+  the argmax unchanged, so neither rule renormalises.
 - :func:`disagreeing_pixels`: the disagreeing candidates of eq. 11 from a sparse scan of the
   target class's pixels (union-find), never labelling the whole frame.
 
@@ -58,11 +56,10 @@ class SoftmaxStats:
 
 
 def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
-                         channel_map: np.ndarray, merged: tuple[int, ...]
-                         ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
+                         merged: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy.
 
-    ``inv_prior`` (K, H, W), None means α = 0: the ML mask is the Bayes mask.
+    ``inv_prior`` (H, W, C); None means α = 0: the ML mask is the Bayes mask.
     """
     sums = probs.sum(axis=2)
     stats = SoftmaxStats(int(np.count_nonzero(~(probs >= 0))),
@@ -72,7 +69,7 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
     pred_bayes = np.argmax(scores, axis=2).astype(np.uint8)
     if inv_prior is None:
         return pred_bayes, pred_bayes.copy(), stats
-    scores *= np.moveaxis(inv_prior[channel_map], 0, 2)
+    scores = probs * inv_prior
     scores[..., list(merged)] = -1
     return pred_bayes, np.argmax(scores, axis=2).astype(np.uint8), stats
 
@@ -194,36 +191,24 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     return pixels[selected], new_id[roots[selected]], dropped
 
 
-def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map: np.ndarray,
-                   merged: tuple[int, ...], inv_max: np.ndarray | None = None
+def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, merged: tuple[int, ...]
                    ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats in one pass over ``probs``.
 
-    ``probs`` (H, W, C); ``inv_prior`` (K, H, W) = ``1 / (p_α + 1e-5)`` at the same size, one
-    plane per prior channel (a pixel reads only the plane of its class), or None for α = 0;
-    ``channel_map`` (C,) class -> prior channel; ``merged`` the classes excluded from both
-    argmaxes; ``inv_max`` (H, W) the per-pixel maximum of ``inv_prior`` (computed if not given;
-    callers that reuse ``inv_prior`` cache it).
+    ``probs`` (H, W, C); ``inv_prior`` (H, W, C) = ``1 / (p_α + 1e-5)`` per class at the same
+    size (the pipeline caches it per α and size), or None for α = 0; ``merged`` the classes
+    excluded from both argmaxes.
     """
-    if inv_prior is not None and inv_prior.shape[1:] != probs.shape[:2]:
-        raise ValueError(f'priors {inv_prior.shape[1:]} and softmax {probs.shape[:2]} '
-                         f'differ in size')
+    if inv_prior is not None and inv_prior.shape != probs.shape:
+        raise ValueError(f'priors {inv_prior.shape} and softmax {probs.shape} differ in size')
     h, w, c = probs.shape
     if not HAVE_NUMBA or c > simd.MAX_CLASSES:
-        return decision_rules_numpy(probs, inv_prior, channel_map, merged)
-    probs = np.ascontiguousarray(probs, dtype=np.float32)
+        return decision_rules_numpy(probs, inv_prior, merged)
     is_merged = np.zeros(c, dtype=np.bool_)
     is_merged[list(merged)] = True
     pred_bayes = np.empty((h, w), dtype=np.uint8)
     pred_ml = np.empty((h, w), dtype=np.uint8)
-    if inv_prior is None:  # α = 0: the kernel sees no planes and copies Bayes
-        planes, inv_max = np.empty((0, 0), np.float32), np.empty(0, np.float32)
-    else:
-        inv_prior = np.ascontiguousarray(inv_prior, dtype=np.float32)
-        planes = inv_prior.reshape(len(inv_prior), h * w)
-        inv_max = inv_prior.max(axis=0) if inv_max is None else inv_max
-    bad, max_err = simd.rules_kernel(probs.reshape(-1), (0,) * c, planes,
-                                     np.ascontiguousarray(inv_max, np.float32).reshape(-1),
-                                     channel_map.astype(np.int64), is_merged,
-                                     pred_bayes.reshape(-1), pred_ml.reshape(-1))
+    inverse = None if inv_prior is None else np.ascontiguousarray(inv_prior, np.float32).ravel()
+    bad, max_err = simd.rules_kernel(np.ascontiguousarray(probs, np.float32).ravel(), inverse,
+                                     is_merged, pred_bayes.ravel(), pred_ml.ravel(), (0,) * c)
     return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))

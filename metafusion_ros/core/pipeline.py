@@ -77,7 +77,7 @@ class MetaFusion:
         self.tau = tau
         self.feature_names = feature_names(self.table)
         self._cache: dict[tuple[int, int], Priors] = {}
-        self._inverse: tuple[tuple, tuple[np.ndarray, np.ndarray] | None] = ((), None)
+        self._inverse: tuple[tuple, np.ndarray | None] = ((), None)
 
     @property
     def alpha(self) -> float:
@@ -111,9 +111,8 @@ class MetaFusion:
         """Return ``p_{z,α}(y)`` per class at ``size`` (eq. 15)."""
         return interpolate(self.priors_at(size).class_priors(), self.alpha)
 
-    def inverse_prior_alpha(self, size: tuple[int, int]
-                            ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Return ``1 / (p_{z,α} + 1e-5)`` (K, H, W) at the priors' level (eq. 15, 16) and its max.
+    def inverse_prior_alpha(self, size: tuple[int, int]) -> np.ndarray | None:
+        """Return ``1 / (p_{z,α}(y) + 1e-5)`` (H, W, C) per class at ``size`` (eq. 15, 16).
 
         None for α = 0. Cached for the current α and size, so a frame costs no prior arithmetic.
         """
@@ -121,19 +120,16 @@ class MetaFusion:
             return None
         key = (tuple(size), self.alpha)
         if self._inverse[0] != key:
-            prior_alpha = interpolate(self.priors_at(size).probs, self.alpha)
-            inverse = np.float32(1) / (np.moveaxis(prior_alpha, 2, 0) + np.float32(REFERENCE_EPS))
-            inverse = np.ascontiguousarray(inverse)  # (K, H, W): one plane per prior channel
-            self._inverse = (key, (inverse, inverse.max(axis=0)))
+            self._inverse = ((), None)  # free the old array before building the new one
+            self._inverse = (key, np.float32(1) / (self.prior_alpha(size)
+                                                   + np.float32(REFERENCE_EPS)))
         return self._inverse[1]
 
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
         check_probs(probs, self.table.num_classes)
-        priors = self.priors_at(probs.shape[:2])
-        inverse, inv_max = self.inverse_prior_alpha(probs.shape[:2]) or (None, None)
         pred_bayes, pred_ml, stats = kernels.decision_rules(
-            probs, inverse, priors_channel_map(priors), self.table.merged_away, inv_max)
+            probs, self.inverse_prior_alpha(probs.shape[:2]), self.table.merged_away)
         stats.check()
         return self.segment_stage(pred_bayes, pred_ml, probs, score_fn)
 
@@ -180,10 +176,3 @@ class MetaFusion:
         fused = fuse(pred_bayes, candidates, keep, self.table.target)
         return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
                            scores, keep, fused)
-
-
-def priors_channel_map(priors: Priors) -> np.ndarray:
-    """Return, per class, the index of its channel in ``priors.probs`` (category or class)."""
-    if priors.level == 'category':
-        return np.asarray(priors.table.category_of_class, dtype=np.int64)
-    return np.arange(priors.table.num_classes, dtype=np.int64)

@@ -82,14 +82,15 @@ class Priors:
         """Return ``(H, W, C)`` priors per class; a class gets the prior of its category (§6)."""
         if self.level == 'class':
             return self.probs
-        return self.probs[:, :, np.asarray(self.table.category_of_class)]
+        # take, not [:, :, index]: fancy indexing would lay the class axis out outermost
+        return np.take(self.probs, np.asarray(self.table.category_of_class), axis=2)
 
     def class_priors_at(self, pixels: np.ndarray) -> np.ndarray:
         """Return ``(n, C)`` class priors at flat pixel indices (no full-frame expansion)."""
         channels = self.probs.reshape(-1, self.probs.shape[2])[pixels]
         if self.level == 'class':
             return channels
-        return channels[:, np.asarray(self.table.category_of_class)]
+        return np.take(channels, np.asarray(self.table.category_of_class), axis=1)
 
     def resized(self, size: tuple[int, int]) -> 'Priors':
         """Return the priors resized to ``(H, W)``: bilinear, then renormalised (spec §1)."""

@@ -8,7 +8,9 @@ one. :func:`pixel_bayes` emits the reduction directly as 8-lane vector IR throug
 intrinsic: the C values are loaded as ``ceil(C / 8)`` vectors (the last one overlapping the one
 before instead of reading past the pixel; fewer than 8 classes are padded with class 0's value),
 the first index of the maximum is ``cttz`` of the lanes' equality bitmask, and nothing branches.
-LLVM maps the IR to AVX2/SSE on x86 and NEON on ARM, so the result is the same on every target.
+:func:`pixel_ml` does the same for the products with the inverse priors, so the ML rule costs
+one more stream of memory and no per-prior shortcut: its cost does not depend on the priors.
+LLVM lowers the IR for the CPU numba compiles for (AVX2 here; SSE2 is tested too).
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from numba import types
 from numba.extending import intrinsic
 import numpy as np
 
-__all__ = ['LANES', 'MAX_CLASSES', 'pixel_bayes', 'rules_kernel']
+__all__ = ['LANES', 'MAX_CLASSES', 'pixel_bayes', 'pixel_ml', 'rules_kernel']
 
 LANES = 8
 MAX_CLASSES = 64  # the first-maximum bitmask is one 64-bit word
@@ -74,6 +76,41 @@ def _load_vectors(builder: ir.IRBuilder, data: ir.Value, offset: ir.Value, num_c
     return vectors, starts, [starts[-1] + lane >= covered for lane in range(LANES)]
 
 
+def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]
+               ) -> tuple[ir.Value, ir.Value]:
+    """Return the largest lane value and the smallest class index holding it (0 if none: NaN).
+
+    The index is ``cttz`` of the bitmask of the lanes equal to the maximum, each vector's
+    lanes shifted to their classes (an overlapping vector sets bits already set).
+    """
+    def pick(a: ir.Value, b: ir.Value) -> ir.Value:
+        return builder.select(builder.fcmp_ordered('>', b, a), b, a)
+
+    high = vectors[-1]
+    for v in vectors[:-1]:
+        high = pick(high, v)
+    best = _reduce(builder, high, pick)
+    splat = _shuffle(builder, builder.insert_element(
+        ir.Constant(_VEC, ir.Undefined), best, ir.Constant(_I32, 0)), [0] * LANES)
+    bits = ir.Constant(_I64, 0)
+    for v, start in zip(vectors, starts):
+        equal = builder.bitcast(builder.fcmp_ordered('==', v, splat), ir.IntType(LANES))
+        bits = builder.or_(bits, builder.shl(builder.zext(equal, _I64), ir.Constant(_I64, start)))
+    cttz = builder.module.declare_intrinsic(
+        'llvm.cttz', [_I64], ir.FunctionType(_I64, [_I64, ir.IntType(1)]))
+    first = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 0)])
+    none = builder.icmp_unsigned('==', bits, ir.Constant(_I64, 0))
+    return best, builder.select(none, ir.Constant(_I64, 0), first)
+
+
+def _lanes_count(probs, offset, lanes) -> int:
+    """Return C for a valid (float32 C-contiguous 1-D array, int64, tuple) typing, else 0."""
+    num_classes = len(lanes) if isinstance(lanes, types.BaseTuple) else 0
+    valid = (isinstance(probs, types.Array) and probs.dtype == types.float32
+             and probs.ndim == 1 and probs.layout == 'C' and offset == types.int64)
+    return num_classes if valid and 1 <= num_classes <= MAX_CLASSES else 0
+
+
 @intrinsic
 def pixel_bayes(typingctx, probs, offset, lanes):
     """Reduce the C = ``len(lanes)`` values at ``probs[offset:offset + C]`` (eq. 1).
@@ -84,10 +121,8 @@ def pixel_bayes(typingctx, probs, offset, lanes):
     int64; ``lanes`` is any tuple of length C, 1 <= C <= 64, which fixes C when the caller is
     compiled. No bounds are checked: the caller keeps ``offset + C <= probs.size``.
     """
-    num_classes = len(lanes) if isinstance(lanes, types.BaseTuple) else 0
-    if not (isinstance(probs, types.Array) and probs.dtype == types.float32 and probs.ndim == 1
-            and probs.layout == 'C' and offset == types.int64
-            and 1 <= num_classes <= MAX_CLASSES):
+    num_classes = _lanes_count(probs, offset, lanes)
+    if not num_classes:
         return None
     signature = types.Tuple((types.float32, types.float32, types.int64, types.boolean))(
         probs, offset, lanes)
@@ -98,26 +133,11 @@ def pixel_bayes(typingctx, probs, offset, lanes):
         zero = ir.Constant(_VEC, [0.0] * LANES)
         mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), sum_lanes)
         total = builder.select(mask, vectors[-1], zero)
-        high = vectors[-1]
         negative = builder.fcmp_unordered('<', vectors[-1], zero)  # as numpy's ~(p >= 0)
         for v in vectors[:-1]:
             total = builder.fadd(total, v)
-            high = builder.select(builder.fcmp_ordered('>', v, high), v, high)
             negative = builder.or_(negative, builder.fcmp_unordered('<', v, zero))
-        best = _reduce(builder, high, lambda a, b: builder.select(
-            builder.fcmp_ordered('>', b, a), b, a))
-        splat = _shuffle(builder, builder.insert_element(
-            ir.Constant(_VEC, ir.Undefined), best, ir.Constant(_I32, 0)), [0] * LANES)
-        bits = ir.Constant(_I64, 0)
-        for v, start in zip(vectors, starts):
-            equal = builder.bitcast(builder.fcmp_ordered('==', v, splat), ir.IntType(LANES))
-            bits = builder.or_(bits, builder.shl(builder.zext(equal, _I64),
-                                                 ir.Constant(_I64, start)))
-        cttz = builder.module.declare_intrinsic(
-            'llvm.cttz', [_I64], ir.FunctionType(_I64, [_I64, ir.IntType(1)]))
-        first = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 0)])
-        none = builder.icmp_unsigned('==', bits, ir.Constant(_I64, 0))  # NaN: no lane equal
-        arg = builder.select(none, ir.Constant(_I64, 0), first)
+        best, arg = _first_max(builder, vectors, starts)
         negative = builder.bitcast(negative, ir.IntType(LANES))
         any_negative = builder.icmp_unsigned('!=', negative, ir.Constant(ir.IntType(LANES), 0))
         return context.make_tuple(builder, sig.return_type, (
@@ -126,47 +146,70 @@ def pixel_bayes(typingctx, probs, offset, lanes):
     return signature, codegen
 
 
-@numba.njit(cache=True, nogil=True, fastmath={'reassoc', 'nsz'})
-def rules_kernel(probs, lanes, inv_prior, inv_max, channel_map, merged, pred_bayes, pred_ml):
+@intrinsic
+def pixel_ml(typingctx, probs, inverse, offset, lanes):
+    """Return the largest ``p(y) * inverse(y)`` of one pixel and its first class (eq. 3, 16).
+
+    ``inverse`` holds ``1 / (p_α + 1e-5)`` in the layout of ``probs``; the products are the
+    float32 products of the numpy rule, so the argmax is the same. Types as :func:`pixel_bayes`.
+    """
+    num_classes = _lanes_count(probs, offset, lanes)
+    if not num_classes or inverse != probs:
+        return None
+    signature = types.Tuple((types.float32, types.int64))(probs, inverse, offset, lanes)
+
+    def codegen(context, builder, sig, args):
+        data = [context.make_array(t)(context, builder, a).data
+                for t, a in zip(sig.args[:2], args[:2])]
+        values, starts, _ = _load_vectors(builder, data[0], args[2], num_classes)
+        inverses, _, _ = _load_vectors(builder, data[1], args[2], num_classes)
+        products = [builder.fmul(v, i) for v, i in zip(values, inverses)]
+        return context.make_tuple(builder, sig.return_type, _first_max(builder, products, starts))
+
+    return signature, codegen
+
+
+@numba.njit(cache=True, nogil=True)
+def _first_max_without(row, weights, merged):
+    """Return the first class of the largest ``row * weights`` among classes not merged."""
+    best = np.float32(-1)
+    arg = 0
+    for y in range(row.size):
+        score = row[y] * weights[y]
+        if not merged[y] and score > best:
+            best, arg = score, y
+    return best, arg
+
+
+@numba.njit(cache=True, nogil=True)
+def rules_kernel(probs, inverse, merged, pred_bayes, pred_ml, lanes):
     """Fill the Bayes and ML masks (eq. 1, 16) of a flat softmax; return (bad pixels, max error).
 
-    ``probs`` (H*W*C,) float32 with C = ``len(lanes)``; ``inv_prior`` (K, H*W) the planes of
-    ``1 / (p_α + 1e-5)`` and ``inv_max`` (H*W,) their per-pixel maximum, both empty for α = 0;
-    ``channel_map`` (C,) class -> plane; ``merged`` (C,) bool, classes no rule may choose.
-    Kept in this module with :func:`pixel_bayes` so that numba's cache, which watches only the
+    ``probs`` (H*W*C,) float32 with C = ``len(lanes)``; ``inverse`` the same layout holding
+    ``1 / (p_α + 1e-5)`` per pixel and class, or None for α = 0 (ML is then Bayes); ``merged``
+    (C,) bool, classes no rule may choose (a merged winner is rare: its pixel is rescanned).
+    Kept in this module with the intrinsics so that numba's cache, which watches only the
     kernel's own file, is rebuilt whenever the vector IR changes.
     """
     c = len(lanes)
+    ones = np.ones(c, dtype=np.float32)
     bad = 0
     max_err = np.float32(0)
     for k in range(pred_bayes.size):
         total, best, arg, negative = pixel_bayes(probs, k * c, lanes)
-        if merged[arg]:  # rare: the winner is merged away, rescan without it
-            best = np.float32(-1)
-            for y in range(c):
-                if not merged[y] and probs[k * c + y] > best:
-                    best, arg = probs[k * c + y], y
+        if merged[arg]:
+            best, arg = _first_max_without(probs[k * c:k * c + c], ones, merged)
         bad += negative
         err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
         if not err <= max_err:
             max_err = err if err == err else np.float32(np.inf)
         pred_bayes[k] = arg
-        if inv_max.size == 0:  # α = 0: ML is Bayes
+        if inverse is None:
             pred_ml[k] = arg
             continue
-        # No other class can beat Bayes' ratio when even all the remaining mass at the
-        # largest inverse prior stays below it: then ML = Bayes, exactly.
-        bound = (total - best + np.float32(1e-6)) * inv_max[k] * np.float32(1.000001)
-        if best * inv_prior[channel_map[arg], k] > bound:
-            pred_ml[k] = arg
-            continue
-        best_ml = np.float32(-1)
-        arg_ml = 0
-        for y in range(c):
-            if merged[y]:
-                continue
-            ratio = probs[k * c + y] * inv_prior[channel_map[y], k]
-            if ratio > best_ml:
-                best_ml, arg_ml = ratio, y
+        _, arg_ml = pixel_ml(probs, inverse, k * c, lanes)
+        if merged[arg_ml]:
+            _, arg_ml = _first_max_without(probs[k * c:k * c + c], inverse[k * c:k * c + c],
+                                           merged)
         pred_ml[k] = arg_ml
     return bad, max_err

@@ -4,13 +4,16 @@ A network is described by its :class:`Preprocess`: the input size it was exporte
 pixel scale, mean and standard deviation, the channel order (``RGB`` or ``BGR``) and the layout
 (``NCHW`` or ``NHWC``). Camera images (RGB uint8, any size) are resized to the input size
 (bilinear), normalised and laid out accordingly. Network outputs go back to the camera
-resolution: label maps by nearest neighbour, probabilities and heatmaps bilinearly.
+resolution: label maps by nearest neighbour, probabilities and heatmaps bilinearly (PIL's
+bilinear filter; when enlarging, OpenCV computes the same interpolation for all channels in one
+call, an order of magnitude faster than PIL channel by channel).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -18,6 +21,7 @@ __all__ = ['Preprocess', 'resize_labels', 'resize_maps']
 
 _LAYOUTS = ('NCHW', 'NHWC')
 _ORDERS = ('RGB', 'BGR')
+_CV_MAX_CHANNELS = 512  # OpenCV's CV_CN_MAX
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,25 @@ def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize float maps ``(h, w)`` or ``(h, w, K)`` to ``size`` = (H, W) bilinearly."""
+    """Resize float maps ``(h, w)`` or ``(h, w, K)`` to ``size`` = (H, W) bilinearly.
+
+    Enlarging (the usual case: network output to camera resolution) runs in OpenCV, which
+    interpolates between the same pixel centres as PIL; shrinking stays with PIL, whose bilinear
+    filter then averages over the footprint where OpenCV's would not.
+    """
     if maps.shape[:2] == tuple(size):
         return maps
+    maps = np.ascontiguousarray(maps, dtype=np.float32)
+    channels = maps.shape[2] if maps.ndim == 3 else 1
+    if size[0] >= maps.shape[0] and size[1] >= maps.shape[1] and channels <= _CV_MAX_CHANNELS:
+        out = cv2.resize(maps, (size[1], size[0]), interpolation=cv2.INTER_LINEAR)
+        return out.reshape(*size, channels) if maps.ndim == 3 else out
+    return _resize_maps_pil(maps, size)
+
+
+def _resize_maps_pil(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize float32 maps with PIL's bilinear filter, one channel at a time."""
     if maps.ndim == 2:
-        return np.asarray(Image.fromarray(maps.astype(np.float32)).resize(
-            (size[1], size[0]), Image.BILINEAR))
-    return np.stack([resize_maps(maps[..., k], size) for k in range(maps.shape[2])], axis=-1)
+        return np.asarray(Image.fromarray(maps).resize((size[1], size[0]), Image.BILINEAR))
+    return np.stack([_resize_maps_pil(np.ascontiguousarray(maps[..., k]), size)
+                     for k in range(maps.shape[2])], axis=-1)
