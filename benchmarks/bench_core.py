@@ -23,7 +23,7 @@ import os
 import numpy as np
 
 from metafusion_ros.core import classes, kernels
-from metafusion_ros.core.pipeline import MetaFusion
+from metafusion_ros.core.pipeline import MetaFusion, priors_channel_map
 from metafusion_ros.core.priors import estimate_priors, Priors
 from timing import median_ms
 
@@ -90,8 +90,9 @@ def street_priors(table: classes.ClassTable, maps: int = 20, smoothing: float = 
 def rules_ms(mf: MetaFusion, probs: np.ndarray, repeats: int) -> float:
     """Return the median time of the decision rules alone (eq. 1, 16) with ``mf``'s priors."""
     inverse = mf.inverse_prior_alpha(probs.shape[:2])
-    return median_ms(lambda: kernels.decision_rules(probs, inverse, mf.table.merged_away),
-                     repeats, warmup=1)
+    channel_map = priors_channel_map(mf.priors_at(probs.shape[:2]))
+    return median_ms(lambda: kernels.decision_rules(probs, inverse, channel_map,
+                                                    mf.table.merged_away), repeats, warmup=1)
 
 
 def run_case(w: int, h: int, repeats: int) -> dict:

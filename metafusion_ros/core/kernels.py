@@ -56,10 +56,12 @@ class SoftmaxStats:
 
 
 def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
-                         merged: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
+                         channel_map: np.ndarray, merged: tuple[int, ...]
+                         ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy.
 
-    ``inv_prior`` (H, W, C); None means α = 0: the ML mask is the Bayes mask.
+    ``inv_prior`` (H, W, K) with ``channel_map`` (C,) class -> channel; None means α = 0: the
+    ML mask is the Bayes mask.
     """
     sums = probs.sum(axis=2)
     stats = SoftmaxStats(int(np.count_nonzero(~(probs >= 0))),
@@ -69,7 +71,7 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
     pred_bayes = np.argmax(scores, axis=2).astype(np.uint8)
     if inv_prior is None:
         return pred_bayes, pred_bayes.copy(), stats
-    scores = probs * inv_prior
+    scores = probs * np.take(inv_prior, channel_map, axis=2)
     scores[..., list(merged)] = -1
     return pred_bayes, np.argmax(scores, axis=2).astype(np.uint8), stats
 
@@ -191,24 +193,30 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     return pixels[selected], new_id[roots[selected]], dropped
 
 
-def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, merged: tuple[int, ...]
-                   ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
+def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map: np.ndarray,
+                   merged: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
     """Return Bayes and ML masks (eq. 1, 16) and softmax stats in one pass over ``probs``.
 
-    ``probs`` (H, W, C); ``inv_prior`` (H, W, C) = ``1 / (p_α + 1e-5)`` per class at the same
-    size (the pipeline caches it per α and size), or None for α = 0; ``merged`` the classes
-    excluded from both argmaxes.
+    ``probs`` (H, W, C); ``inv_prior`` (H, W, K) = ``1 / (p_α + 1e-5)`` per prior channel
+    (classes or categories; the pipeline caches it per α and size), or None for α = 0;
+    ``channel_map`` (C,) class -> channel; ``merged`` the classes excluded from both argmaxes.
     """
-    if inv_prior is not None and inv_prior.shape != probs.shape:
-        raise ValueError(f'priors {inv_prior.shape} and softmax {probs.shape} differ in size')
+    if inv_prior is not None and inv_prior.shape[:2] != probs.shape[:2]:
+        raise ValueError(f'priors {inv_prior.shape[:2]} and softmax {probs.shape[:2]} '
+                         f'differ in size')
     h, w, c = probs.shape
     if not HAVE_NUMBA or c > simd.MAX_CLASSES:
-        return decision_rules_numpy(probs, inv_prior, merged)
-    is_merged = np.zeros(c, dtype=np.bool_)
-    is_merged[list(merged)] = True
+        return decision_rules_numpy(probs, inv_prior, channel_map, merged)
+    channels = c if inv_prior is None else inv_prior.shape[2]
+    layout = simd.Layout(channels, tuple(None if y in merged else int(channel_map[y])
+                                         for y in range(c)))
+    if inv_prior is not None and channels > 2 * simd.LANES and not layout.per_class:
+        inv_prior = np.take(inv_prior, channel_map, axis=2)  # > 16 categories: per class
+        layout = simd.Layout(c, tuple(None if y in merged else y for y in range(c)))
     pred_bayes = np.empty((h, w), dtype=np.uint8)
     pred_ml = np.empty((h, w), dtype=np.uint8)
     inverse = None if inv_prior is None else np.ascontiguousarray(inv_prior, np.float32).ravel()
-    bad, max_err = simd.rules_kernel(np.ascontiguousarray(probs, np.float32).ravel(), inverse,
-                                     is_merged, pred_bayes.ravel(), pred_ml.ravel(), (0,) * c)
+    bad, max_err = simd.rules_kernel(layout.spell())(
+        np.ascontiguousarray(probs, np.float32).ravel(), inverse, pred_bayes.ravel(),
+        pred_ml.ravel())
     return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))

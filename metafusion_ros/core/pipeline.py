@@ -112,7 +112,7 @@ class MetaFusion:
         return interpolate(self.priors_at(size).class_priors(), self.alpha)
 
     def inverse_prior_alpha(self, size: tuple[int, int]) -> np.ndarray | None:
-        """Return ``1 / (p_{z,α}(y) + 1e-5)`` (H, W, C) per class at ``size`` (eq. 15, 16).
+        """Return ``1 / (p_{z,α} + 1e-5)`` (H, W, K) at the priors' level (eq. 15, 16).
 
         None for α = 0. Cached for the current α and size, so a frame costs no prior arithmetic.
         """
@@ -121,15 +121,16 @@ class MetaFusion:
         key = (tuple(size), self.alpha)
         if self._inverse[0] != key:
             self._inverse = ((), None)  # free the old array before building the new one
-            self._inverse = (key, np.float32(1) / (self.prior_alpha(size)
-                                                   + np.float32(REFERENCE_EPS)))
+            prior_alpha = interpolate(self.priors_at(size).probs, self.alpha)
+            self._inverse = (key, np.float32(1) / (prior_alpha + np.float32(REFERENCE_EPS)))
         return self._inverse[1]
 
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
         check_probs(probs, self.table.num_classes)
         pred_bayes, pred_ml, stats = kernels.decision_rules(
-            probs, self.inverse_prior_alpha(probs.shape[:2]), self.table.merged_away)
+            probs, self.inverse_prior_alpha(probs.shape[:2]),
+            priors_channel_map(self.priors_at(probs.shape[:2])), self.table.merged_away)
         stats.check()
         return self.segment_stage(pred_bayes, pred_ml, probs, score_fn)
 
@@ -176,3 +177,10 @@ class MetaFusion:
         fused = fuse(pred_bayes, candidates, keep, self.table.target)
         return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
                            scores, keep, fused)
+
+
+def priors_channel_map(priors: Priors) -> np.ndarray:
+    """Return, per class, the index of its channel in ``priors.probs`` (category or class)."""
+    if priors.level == 'category':
+        return np.asarray(priors.table.category_of_class, dtype=np.int64)
+    return np.arange(priors.table.num_classes, dtype=np.int64)

@@ -7,12 +7,17 @@ compare-and-select steps per pixel, and LLVM vectorises neither that chain nor a
 one. :func:`pixel_bayes` emits the reduction directly as 8-lane vector IR through a numba
 intrinsic: the C values are loaded as ``ceil(C / 8)`` vectors (the last one overlapping the one
 before instead of reading past the pixel; fewer than 8 classes are padded with class 0's value),
-the first index of the maximum is ``cttz`` of the lanes' equality bitmask, and nothing branches.
-:func:`pixel_ml` does the same for the products with the inverse priors, so the ML rule costs
-one more stream of memory and no per-prior shortcut: its cost does not depend on the priors.
-LLVM lowers the IR for the CPU numba compiles for (AVX2 here; SSE2 is tested too).
+merged classes score -1 as in the reference, the first index of the maximum is ``cttz`` of the
+lanes' equality bitmask, and nothing branches. :func:`pixel_ml` does the same for the products
+with the inverse priors, read at the priors' level (K categories, spread over the classes by
+constant shuffles): no per-prior shortcut, so the cost does not depend on the priors. The
+:class:`Layout` (C, K, class -> channel, merged) is a compile-time constant of the kernel.
+LLVM lowers the IR for the CPU numba compiles for (AVX2 here; the tests pass with SSE2 too).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
+import functools
 
 from llvmlite import ir
 import numba
@@ -20,7 +25,7 @@ from numba import types
 from numba.extending import intrinsic
 import numpy as np
 
-__all__ = ['LANES', 'MAX_CLASSES', 'pixel_bayes', 'pixel_ml', 'rules_kernel']
+__all__ = ['LANES', 'MAX_CLASSES', 'Layout', 'pixel_bayes', 'pixel_ml', 'rules_kernel']
 
 LANES = 8
 MAX_CLASSES = 64  # the first-maximum bitmask is one 64-bit word
@@ -76,9 +81,72 @@ def _load_vectors(builder: ir.IRBuilder, data: ir.Value, offset: ir.Value, num_c
     return vectors, starts, [starts[-1] + lane >= covered for lane in range(LANES)]
 
 
-def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]
-               ) -> tuple[ir.Value, ir.Value]:
-    """Return the largest lane value and the smallest class index holding it (0 if none: NaN).
+@dataclass(frozen=True)
+class Layout:
+    """What the kernel compiles for: C classes, K prior channels, class -> channel, merged.
+
+    Spelt as a string (``"8:1,1,2,-,..."``: K, then each class's channel or ``-`` for a merged
+    class) that numba dispatches on as a literal, so every value is a constant in the IR.
+    """
+
+    channels: int
+    channel_of: tuple[int | None, ...]
+
+    @classmethod
+    def parse(cls, text: str) -> 'Layout':
+        """Return the layout a string from :meth:`spell` spells."""
+        k, classes = text.split(':')
+        return cls(int(k), tuple(None if v == '-' else int(v) for v in classes.split(',')))
+
+    def spell(self) -> str:
+        """Return the string form (see the class docstring)."""
+        classes = ('-' if v is None else str(v) for v in self.channel_of)
+        return f'{self.channels}:' + ','.join(classes)
+
+    @property
+    def num_classes(self) -> int:
+        """Return C."""
+        return len(self.channel_of)
+
+    @property
+    def per_class(self) -> bool:
+        """Return whether the channels are the classes (class-level priors)."""
+        return self.channels == self.num_classes and all(
+            v in (None, y) for y, v in enumerate(self.channel_of))
+
+    def lanes(self, start: int) -> list[int]:
+        """Return the classes in the 8 lanes of the vector from class ``start`` (0 pads)."""
+        return [start + lane if start + lane < self.num_classes else 0 for lane in range(LANES)]
+
+
+def _layout(text) -> Layout | None:
+    """Return the :class:`Layout` of a string literal type valid for the vector code, or None."""
+    if not isinstance(text, types.StringLiteral):
+        return None
+    layout = Layout.parse(text.literal_value)
+    return layout if 1 <= layout.num_classes <= MAX_CLASSES else None
+
+
+def _valid_array(array) -> bool:
+    return (isinstance(array, types.Array) and array.dtype == types.float32 and array.ndim == 1
+            and array.layout == 'C')
+
+
+def _scores(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int],
+            layout: Layout) -> list[ir.Value]:
+    """Return the vectors with merged classes' lanes set to -1, so that no rule picks them."""
+    out = []
+    for v, start in zip(vectors, starts):
+        merged = [layout.channel_of[y] is None for y in layout.lanes(start)]
+        if any(merged):
+            v = builder.select(ir.Constant(ir.VectorType(ir.IntType(1), LANES), merged),
+                               ir.Constant(_VEC, [-1.0] * LANES), v)
+        out.append(v)
+    return out
+
+
+def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]) -> ir.Value:
+    """Return the smallest class index holding the largest lane value (0 if none: NaN).
 
     The index is ``cttz`` of the bitmask of the lanes equal to the maximum, each vector's
     lanes shifted to their classes (an overlapping vector sets bits already set).
@@ -89,9 +157,9 @@ def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]
     high = vectors[-1]
     for v in vectors[:-1]:
         high = pick(high, v)
-    best = _reduce(builder, high, pick)
     splat = _shuffle(builder, builder.insert_element(
-        ir.Constant(_VEC, ir.Undefined), best, ir.Constant(_I32, 0)), [0] * LANES)
+        ir.Constant(_VEC, ir.Undefined), _reduce(builder, high, pick), ir.Constant(_I32, 0)),
+        [0] * LANES)
     bits = ir.Constant(_I64, 0)
     for v, start in zip(vectors, starts):
         equal = builder.bitcast(builder.fcmp_ordered('==', v, splat), ir.IntType(LANES))
@@ -100,36 +168,33 @@ def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]
         'llvm.cttz', [_I64], ir.FunctionType(_I64, [_I64, ir.IntType(1)]))
     first = builder.call(cttz, [bits, ir.Constant(ir.IntType(1), 0)])
     none = builder.icmp_unsigned('==', bits, ir.Constant(_I64, 0))
-    return best, builder.select(none, ir.Constant(_I64, 0), first)
+    return builder.select(none, ir.Constant(_I64, 0), first)
 
 
-def _lanes_count(probs, offset, lanes) -> int:
-    """Return C for a valid (float32 C-contiguous 1-D array, int64, tuple) typing, else 0."""
-    num_classes = len(lanes) if isinstance(lanes, types.BaseTuple) else 0
-    valid = (isinstance(probs, types.Array) and probs.dtype == types.float32
-             and probs.ndim == 1 and probs.layout == 'C' and offset == types.int64)
-    return num_classes if valid and 1 <= num_classes <= MAX_CLASSES else 0
+def _pixel_values(context, builder, sig, args, layout: Layout):
+    """Load pixel ``args[1]`` of the softmax ``args[0]``: (vectors, starts, sum lane mask)."""
+    data = context.make_array(sig.args[0])(context, builder, args[0]).data
+    offset = builder.mul(args[1], ir.Constant(_I64, layout.num_classes))
+    return _load_vectors(builder, data, offset, layout.num_classes)
 
 
 @intrinsic
-def pixel_bayes(typingctx, probs, offset, lanes):
-    """Reduce the C = ``len(lanes)`` values at ``probs[offset:offset + C]`` (eq. 1).
+def pixel_bayes(typingctx, probs, pixel, layout):
+    """Reduce one pixel's C values (eq. 1): ``(class sum, Bayes class, any value < 0 or NaN)``.
 
-    Returns ``(class sum, largest value, index of its first occurrence, any value < 0 or NaN)``.
-    The sum is not in index order (a reassociated float32 sum). With a NaN the index is still in
-    ``0 .. C-1`` and the sum is NaN. ``probs`` is a contiguous 1-D float32 array, ``offset`` an
-    int64; ``lanes`` is any tuple of length C, 1 <= C <= 64, which fixes C when the caller is
-    compiled. No bounds are checked: the caller keeps ``offset + C <= probs.size``.
+    The Bayes class is the first maximum among classes that are not merged. The sum is not in
+    index order (a reassociated float32 sum). With a NaN the class is still in ``0 .. C-1`` and
+    the sum is NaN. ``probs`` is a contiguous 1-D float32 array, ``pixel`` an int64 and
+    ``layout`` a :class:`Layout` string literal. No bounds are checked: the caller keeps
+    ``(pixel + 1) * C <= probs.size``.
     """
-    num_classes = _lanes_count(probs, offset, lanes)
-    if not num_classes:
+    spec = _layout(layout)
+    if spec is None or not _valid_array(probs) or pixel != types.int64:
         return None
-    signature = types.Tuple((types.float32, types.float32, types.int64, types.boolean))(
-        probs, offset, lanes)
+    signature = types.Tuple((types.float32, types.int64, types.boolean))(probs, pixel, layout)
 
     def codegen(context, builder, sig, args):
-        data = context.make_array(sig.args[0])(context, builder, args[0]).data
-        vectors, starts, sum_lanes = _load_vectors(builder, data, args[1], num_classes)
+        vectors, starts, sum_lanes = _pixel_values(context, builder, sig, args, spec)
         zero = ir.Constant(_VEC, [0.0] * LANES)
         mask = ir.Constant(ir.VectorType(ir.IntType(1), LANES), sum_lanes)
         total = builder.select(mask, vectors[-1], zero)
@@ -137,79 +202,90 @@ def pixel_bayes(typingctx, probs, offset, lanes):
         for v in vectors[:-1]:
             total = builder.fadd(total, v)
             negative = builder.or_(negative, builder.fcmp_unordered('<', v, zero))
-        best, arg = _first_max(builder, vectors, starts)
+        arg = _first_max(builder, _scores(builder, vectors, starts, spec), starts)
         negative = builder.bitcast(negative, ir.IntType(LANES))
         any_negative = builder.icmp_unsigned('!=', negative, ir.Constant(ir.IntType(LANES), 0))
         return context.make_tuple(builder, sig.return_type, (
-            _reduce(builder, total, builder.fadd), best, arg, any_negative))
+            _reduce(builder, total, builder.fadd), arg, any_negative))
 
     return signature, codegen
+
+
+def _inverse_vectors(builder: ir.IRBuilder, data: ir.Value, pixel: ir.Value, starts: list[int],
+                     layout: Layout) -> list[ir.Value]:
+    """Load pixel ``pixel``'s K inverse priors and lay them out as its class vectors.
+
+    Up to 16 channels are loaded as two 8-lane vectors (the second overlapping the first; fewer
+    than 8 padded) and spread over the classes by constant shuffles; class-level priors
+    (channel = class) are loaded like the softmax.
+    """
+    k = layout.channels
+    offset = builder.mul(pixel, ir.Constant(_I64, k))
+    if layout.per_class:
+        return _load_vectors(builder, data, offset, k)[0]
+    loaded = _load_vectors(builder, data, offset, k)[0]
+    first, second = loaded[0], loaded[-1]
+    base = k - LANES if k >= LANES else 0  # the second vector's first channel
+
+    def source(channel: int | None) -> int:
+        channel = channel or 0  # a merged class's lane is replaced by -1 anyway
+        return channel if channel < LANES else LANES + channel - base
+
+    return [builder.shuffle_vector(first, second, ir.Constant(
+        ir.VectorType(_I32, LANES), [source(layout.channel_of[y]) for y in layout.lanes(start)]))
+        for start in starts]
 
 
 @intrinsic
-def pixel_ml(typingctx, probs, inverse, offset, lanes):
-    """Return the largest ``p(y) * inverse(y)`` of one pixel and its first class (eq. 3, 16).
+def pixel_ml(typingctx, probs, inverse, pixel, layout):
+    """Return the first class of the largest ``p(y) * inverse(channel(y))`` (eq. 3, 16).
 
-    ``inverse`` holds ``1 / (p_α + 1e-5)`` in the layout of ``probs``; the products are the
-    float32 products of the numpy rule, so the argmax is the same. Types as :func:`pixel_bayes`.
+    ``inverse`` holds ``1 / (p_α + 1e-5)`` per pixel and prior channel (K per pixel, as the
+    ``layout`` says); the products are the float32 products of the numpy rule, so the argmax is
+    the same. Merged classes are never chosen. Types as :func:`pixel_bayes`.
     """
-    num_classes = _lanes_count(probs, offset, lanes)
-    if not num_classes or inverse != probs:
+    spec = _layout(layout)
+    if (spec is None or not (_valid_array(probs) and _valid_array(inverse))
+            or pixel != types.int64 or spec.channels > 2 * LANES and not spec.per_class):
         return None
-    signature = types.Tuple((types.float32, types.int64))(probs, inverse, offset, lanes)
+    signature = types.int64(probs, inverse, pixel, layout)
 
     def codegen(context, builder, sig, args):
-        data = [context.make_array(t)(context, builder, a).data
-                for t, a in zip(sig.args[:2], args[:2])]
-        values, starts, _ = _load_vectors(builder, data[0], args[2], num_classes)
-        inverses, _, _ = _load_vectors(builder, data[1], args[2], num_classes)
+        values, starts, _ = _pixel_values(context, builder, sig, args[:1] + args[2:], spec)
+        inverse_data = context.make_array(sig.args[1])(context, builder, args[1]).data
+        inverses = _inverse_vectors(builder, inverse_data, args[2], starts, spec)
         products = [builder.fmul(v, i) for v, i in zip(values, inverses)]
-        return context.make_tuple(builder, sig.return_type, _first_max(builder, products, starts))
+        return _first_max(builder, _scores(builder, products, starts, spec), starts)
 
     return signature, codegen
 
 
-@numba.njit(cache=True, nogil=True)
-def _first_max_without(row, weights, merged):
-    """Return the first class of the largest ``row * weights`` among classes not merged."""
-    best = np.float32(-1)
-    arg = 0
-    for y in range(row.size):
-        score = row[y] * weights[y]
-        if not merged[y] and score > best:
-            best, arg = score, y
-    return best, arg
+@functools.lru_cache(maxsize=None)
+def rules_kernel(layout: str):
+    """Return the kernel of the decision rules compiled for a :class:`Layout` string.
 
-
-@numba.njit(cache=True, nogil=True)
-def rules_kernel(probs, inverse, merged, pred_bayes, pred_ml, lanes):
-    """Fill the Bayes and ML masks (eq. 1, 16) of a flat softmax; return (bad pixels, max error).
-
-    ``probs`` (H*W*C,) float32 with C = ``len(lanes)``; ``inverse`` the same layout holding
-    ``1 / (p_α + 1e-5)`` per pixel and class, or None for α = 0 (ML is then Bayes); ``merged``
-    (C,) bool, classes no rule may choose (a merged winner is rare: its pixel is rescanned).
-    Kept in this module with the intrinsics so that numba's cache, which watches only the
-    kernel's own file, is rebuilt whenever the vector IR changes.
+    ``kernel(probs, inverse, pred_bayes, pred_ml) -> (bad pixels, max |class sum - 1|)`` fills
+    the Bayes and ML masks (eq. 1, 16) of a flat softmax: ``probs`` (H*W*C,) float32,
+    ``inverse`` (H*W*K,) float32 ``1 / (p_α + 1e-5)`` per pixel and prior channel, or None for
+    α = 0 (ML is then Bayes). The layout is a constant of the kernel, so each layout compiles
+    once (numba caches it on disk per layout). Kept in this module with the intrinsics so that
+    numba's cache, which watches only the kernel's own file, is rebuilt whenever the IR changes.
     """
-    c = len(lanes)
-    ones = np.ones(c, dtype=np.float32)
-    bad = 0
-    max_err = np.float32(0)
-    for k in range(pred_bayes.size):
-        total, best, arg, negative = pixel_bayes(probs, k * c, lanes)
-        if merged[arg]:
-            best, arg = _first_max_without(probs[k * c:k * c + c], ones, merged)
-        bad += negative
-        err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
-        if not err <= max_err:
-            max_err = err if err == err else np.float32(np.inf)
-        pred_bayes[k] = arg
-        if inverse is None:
-            pred_ml[k] = arg
-            continue
-        _, arg_ml = pixel_ml(probs, inverse, k * c, lanes)
-        if merged[arg_ml]:
-            _, arg_ml = _first_max_without(probs[k * c:k * c + c], inverse[k * c:k * c + c],
-                                           merged)
-        pred_ml[k] = arg_ml
-    return bad, max_err
+    @numba.njit(cache=True, nogil=True)
+    def kernel(probs, inverse, pred_bayes, pred_ml):
+        bad = 0
+        max_err = np.float32(0)
+        for k in range(pred_bayes.size):
+            total, arg, negative = pixel_bayes(probs, k, layout)
+            bad += negative
+            err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
+            if not err <= max_err:
+                max_err = err if err == err else np.float32(np.inf)
+            pred_bayes[k] = arg
+            if inverse is None:
+                pred_ml[k] = arg
+            else:
+                pred_ml[k] = pixel_ml(probs, inverse, k, layout)
+        return bad, max_err
+
+    return kernel
