@@ -157,9 +157,9 @@ def _first_max(builder: ir.IRBuilder, vectors: list[ir.Value], starts: list[int]
     high = vectors[-1]
     for v in vectors[:-1]:
         high = pick(high, v)
-    splat = _shuffle(builder, builder.insert_element(
-        ir.Constant(_VEC, ir.Undefined), _reduce(builder, high, pick), ir.Constant(_I32, 0)),
-        [0] * LANES)
+    for width in (4, 2, 1):  # every lane ends up holding the maximum: no broadcast needed
+        high = pick(high, _shuffle(builder, high, [lane ^ width for lane in range(LANES)]))
+    splat = high
     bits = ir.Constant(_I64, 0)
     for v, start in zip(vectors, starts):
         equal = builder.bitcast(builder.fcmp_ordered('==', v, splat), ir.IntType(LANES))
@@ -274,18 +274,19 @@ def rules_kernel(layout: str):
     @numba.njit(cache=True, nogil=True)
     def kernel(probs, inverse, pred_bayes, pred_ml):
         bad = 0
+        nan = False
         max_err = np.float32(0)
-        for k in range(pred_bayes.size):
+        for k in range(pred_bayes.size):  # one basic block: no branch the CPU must predict
             total, arg, negative = pixel_bayes(probs, k, layout)
             bad += negative
-            err = abs(total - np.float32(1))  # NaN poisons the sum and is reported as such
-            if not err <= max_err:
-                max_err = err if err == err else np.float32(np.inf)
+            err = abs(total - np.float32(1))
+            nan |= err != err  # NaN poisons the sum and is reported as such
+            max_err = max(max_err, err)
             pred_bayes[k] = arg
-            if inverse is None:
+            if inverse is None:  # resolved when compiling
                 pred_ml[k] = arg
             else:
                 pred_ml[k] = pixel_ml(probs, inverse, k, layout)
-        return bad, max_err
+        return bad, np.float32(np.inf) if nan else max_err
 
     return kernel
