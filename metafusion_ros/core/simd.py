@@ -86,7 +86,8 @@ class Layout:
     """What the kernel compiles for: C classes, K prior channels, class -> channel, merged.
 
     Spelt as a string (``"8:1,1,2,-,..."``: K, then each class's channel or ``-`` for a merged
-    class) that numba dispatches on as a literal, so every value is a constant in the IR.
+    class) that the kernel closes over; numba types it as a string literal, so every value is a
+    constant in the IR.
     """
 
     channels: int
@@ -221,9 +222,9 @@ def _inverse_vectors(builder: ir.IRBuilder, data: ir.Value, pixel: ir.Value, sta
     """
     k = layout.channels
     offset = builder.mul(pixel, ir.Constant(_I64, k))
-    if layout.per_class:
-        return _load_vectors(builder, data, offset, k)[0]
     loaded = _load_vectors(builder, data, offset, k)[0]
+    if layout.per_class:
+        return loaded
     first, second = loaded[0], loaded[-1]
     base = k - LANES if k >= LANES else 0  # the second vector's first channel
 
