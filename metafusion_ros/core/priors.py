@@ -57,8 +57,7 @@ class Priors:
             raise TypeError(f'priors must be floating point, got {probs.dtype}')
         if not np.all(np.isfinite(probs)) or probs.min() < 0:
             raise ValueError('priors contain NaN, Inf or negative values')
-        # C order: the kernels read a pixel's channels side by side
-        object.__setattr__(self, 'probs', np.ascontiguousarray(probs, dtype=np.float32))
+        object.__setattr__(self, 'probs', probs.astype(np.float32, copy=False))
 
     @property
     def names(self) -> tuple[str, ...]:
