@@ -77,8 +77,6 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
 
 
 if HAVE_NUMBA:
-    # Flat (pixel, class) views; NaN semantics are kept (no 'nnan' in fastmath), so a NaN still
-    # poisons the class sum and is reported.
     @numba.njit(cache=True, nogil=True)
     def _find_root(parent, k):
         while parent[k] != k:
@@ -208,11 +206,10 @@ def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map:
     if not HAVE_NUMBA or c > simd.MAX_CLASSES:
         return decision_rules_numpy(probs, inv_prior, channel_map, merged)
     channels = c if inv_prior is None else inv_prior.shape[2]
-    layout = simd.Layout(channels, tuple(None if y in merged else int(channel_map[y])
-                                         for y in range(c)))
+    layout = simd.Layout.of(channels, channel_map, merged)
     if inv_prior is not None and channels > 2 * simd.LANES and not layout.per_class:
         inv_prior = np.take(inv_prior, channel_map, axis=2)  # > 16 categories: per class
-        layout = simd.Layout(c, tuple(None if y in merged else y for y in range(c)))
+        layout = simd.Layout.of(c, range(c), merged)
     pred_bayes = np.empty((h, w), dtype=np.uint8)
     pred_ml = np.empty((h, w), dtype=np.uint8)
     inverse = None if inv_prior is None else np.ascontiguousarray(inv_prior, np.float32).ravel()

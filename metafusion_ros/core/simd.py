@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import functools
+from typing import Collection, Iterable
 
 from llvmlite import ir
 import numba
@@ -92,6 +93,12 @@ class Layout:
 
     channels: int
     channel_of: tuple[int | None, ...]
+
+    @classmethod
+    def of(cls, channels: int, channel_map: Iterable[int], merged: Collection[int]) -> 'Layout':
+        """Return the layout of K = ``channels``, a class -> channel map and merged classes."""
+        return cls(channels, tuple(None if y in merged else int(channel)
+                                   for y, channel in enumerate(channel_map)))
 
     @classmethod
     def parse(cls, text: str) -> 'Layout':
