@@ -45,12 +45,19 @@ def params_files(argv: Sequence[str]) -> list[str]:
     return [value for option, value in _ros_options(argv) if option == '--params-file']
 
 
-def _has_params(data: Any, depth: int = 0) -> bool:
-    """Return whether a parsed file holds a ``ros__parameters`` mapping (under node names)."""
+def _sections(data: Any, key: str = '', depth: int = 0) -> Iterator[tuple[str, dict]]:
+    """Yield ``(key, parameters)`` of every mapping in a parsed file holding ``ros__parameters``.
+
+    ``key`` is the name the mapping sits under (a node name, ``ns/name`` or a wildcard; '' at the
+    top); nested namespaces are followed 8 levels deep.
+    """
     if not isinstance(data, dict) or depth > 8:
-        return False
-    return isinstance(data.get(PARAMS_KEY), dict) or any(
-        _has_params(value, depth + 1) for key, value in data.items() if key != PARAMS_KEY)
+        return
+    if isinstance(data.get(PARAMS_KEY), dict):
+        yield key, data[PARAMS_KEY]
+    for name, value in data.items():
+        if name != PARAMS_KEY:
+            yield from _sections(value, str(name), depth + 1)
 
 
 class RclLoader(yaml.SafeLoader):
@@ -74,7 +81,7 @@ def params_file_problem(argv: Sequence[str]) -> str:
             return f'parameter file {path}: unreadable ({exc})'
         except (yaml.YAMLError, UnicodeDecodeError) as exc:
             return f'parameter file {path}: not valid YAML{yaml_error(exc)}'
-        if not _has_params(data):
+        if next(_sections(data), None) is None:
             return (f'parameter file {path}: no "<node name>: {{{PARAMS_KEY}: {{...}}}}" '
                     f'mapping (e.g. "/**:" for any node)')
     return ''
@@ -97,17 +104,12 @@ def _flatten(params: dict, prefix: str = '') -> Iterator[tuple[str, Any]]:
             yield f'{prefix}{key}', value
 
 
-def _node_params(data: Any, node: str, depth: int = 0) -> Iterator[tuple[str, Any]]:
+def _node_params(data: Any, node: str) -> Iterator[tuple[str, Any]]:
     """Yield the parameters a parsed file gives ``node`` (``/**``, ``name``, ``ns/name``)."""
-    if not isinstance(data, dict) or depth > 8:
-        return
-    for key, value in data.items():
-        if not isinstance(value, dict) or key == PARAMS_KEY:
-            continue
-        last = str(key).rstrip('/').rsplit('/', 1)[-1] or '**'
-        if isinstance(value.get(PARAMS_KEY), dict) and (last == '**' or fnmatchcase(node, last)):
-            yield from _flatten(value[PARAMS_KEY])
-        yield from _node_params(value, node, depth + 1)
+    for key, params in _sections(data):
+        last = key.rstrip('/').rsplit('/', 1)[-1] or '**'
+        if key and (last == '**' or fnmatchcase(node, last)):
+            yield from _flatten(params)
 
 
 def mistyped_parameter(argv: Sequence[str], defaults: Mapping[str, Any], node: str) -> str:
