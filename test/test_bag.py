@@ -15,8 +15,9 @@ from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, header_stamp, IMAGE_TOPIC,
                                     INFO_TOPIC, publishers, replay, write_drive)
 from metafusion_ros.ros.conversions import image_to_rgb
+from test_node_harness import domain_for
 
-DOMAIN = 72
+DOMAIN = domain_for(72)
 
 
 def drive_frames(n=3):

@@ -10,13 +10,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import rclpy
-from test_node_harness import ros_env, start_node, stop_node, write_files
+from test_node_harness import domain_for, ros_env, start_node, stop_node, write_files
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.bag import BagError, DriveBag, write_drive
 from metafusion_ros.ros.score import score_bag
 
-DOMAIN = 73
+DOMAIN = domain_for(73)
 
 
 def _frames(n):

@@ -4,12 +4,12 @@ import os
 import subprocess
 import sys
 
-from test_node_harness import REPO, ros_env
+from test_node_harness import domain_for, REPO, ros_env
 
 from metafusion_ros.core.classes import cityscapes_table
 from metafusion_ros.ros import fixtures
 
-DOMAIN = 74
+DOMAIN = domain_for(74)
 
 
 def _demo(tmp_path, models, *extra):

@@ -27,6 +27,13 @@ REPO = Path(__file__).resolve().parents[1]
 SCENE = fixtures.scene()
 STARTED: list[subprocess.Popen] = []  # every node process started by a test
 START_TIMEOUT = 60.0
+# Shifts every test module's ROS domain, so that two checkouts can run their suites side by side.
+DOMAIN_OFFSET = int(os.environ.get('METAFUSION_TEST_DOMAIN_OFFSET', '0'))
+
+
+def domain_for(base: int) -> int:
+    """Return the ROS domain of a test module whose own number is ``base``."""
+    return base + DOMAIN_OFFSET
 
 
 def ros_env(domain: int, log_dir: Path) -> dict[str, str]:

@@ -15,14 +15,14 @@ from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
-from test_node_harness import (accounted, diagnostics_values, image_msg, MALFORMED, Peer,
-                               ros_env, start_node, stop_node, with_stamp, write_files)
+from test_node_harness import (accounted, diagnostics_values, domain_for, image_msg, MALFORMED,
+                               Peer, ros_env, start_node, stop_node, with_stamp, write_files)
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_float, image_to_mask
 
-DOMAIN = 71
+DOMAIN = domain_for(71)
 NAME = 'fusion'
 OUT = f'/{NAME}/output'
 SCENE = fixtures.scene()

@@ -26,8 +26,8 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from test_bag import drive_frames
-from test_node_harness import (image_msg, Peer, ros_env, start_node, stop_node, with_stamp,
-                               write_files)
+from test_node_harness import (domain_for, image_msg, Peer, ros_env, start_node, stop_node,
+                               with_stamp, write_files)
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, IMAGE_TOPIC, publishers,
@@ -35,7 +35,7 @@ from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, IMAGE_TOPIC, p
 from metafusion_ros.ros.conversions import image_to_mask
 from metafusion_ros.ros.score import score_bag
 
-DOMAIN = 84
+DOMAIN = domain_for(84)
 REPO = Path(__file__).resolve().parents[1]
 TABLE = fixtures.tiny_table()
 GOOD, CORRUPT, MISTYPED = 'good', 'corrupt', 'mistyped'

@@ -19,7 +19,7 @@ import subprocess
 
 import numpy as np
 import pytest
-from test_node_harness import node_output, ros_env, stop_node, write_files
+from test_node_harness import domain_for, node_output, ros_env, stop_node, write_files
 
 from metafusion_ros.core.classes import ClassTable, cityscapes_table
 from metafusion_ros.core.priors import Priors
@@ -29,7 +29,7 @@ from metafusion_ros.ros.params import (mistyped_parameter, params_file_problem, 
                                        unknown_parameters)
 from metafusion_ros.segmenter.tensorrt_backend import EngineKey, write_engine
 
-DOMAIN = 83
+DOMAIN = domain_for(83)
 PACKAGE = Path(__file__).resolve().parents[1] / 'metafusion_ros'
 HAS_TENSORRT = importlib.util.find_spec('tensorrt') is not None
 OTHER_TABLE = ClassTable(name='tiny_other', class_names=('road', 'person', 'car'),

@@ -28,12 +28,13 @@ import pytest
 from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import Image
 from std_msgs.msg import Header
-from test_node_harness import image_msg, node_output, NodeUnderTest, with_stamp, write_files
+from test_node_harness import (domain_for, image_msg, node_output, NodeUnderTest, with_stamp,
+                               write_files)
 
 from metafusion_ros.ros import conversions as conv, fixtures
 from metafusion_ros.ros.engine import EngineConfig, FusionEngine
 
-DOMAIN = 81
+DOMAIN = domain_for(81)
 NAME = 'robust_images'
 THROTTLE_S = 0.5
 SCENE = fixtures.scene()

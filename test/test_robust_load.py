@@ -10,13 +10,14 @@ import time
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
-from test_node_harness import (accounted, image_msg, MALFORMED, node_output, NodeUnderTest, Peer,
-                               ros_env, skipped, start_node, stop_node, with_stamp, write_files)
+from test_node_harness import (accounted, domain_for, image_msg, MALFORMED, node_output,
+                               NodeUnderTest, Peer, ros_env, skipped, start_node, stop_node,
+                               with_stamp, write_files)
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
 
-DOMAIN = 85
+DOMAIN = domain_for(85)
 NAME = 'loaded'
 INPUT = f'/{NAME}/input/image'
 MASK = f'/{NAME}/output/mask'

@@ -19,8 +19,8 @@ import numpy as np
 import onnx
 from onnx import helper
 import pytest
-from test_node_harness import (image_msg, node_output, NodeUnderTest, ros_env, start_node,
-                               stop_node, with_stamp)
+from test_node_harness import (domain_for, image_msg, node_output, NodeUnderTest, ros_env,
+                               start_node, stop_node, with_stamp)
 
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import Priors
@@ -29,7 +29,7 @@ from metafusion_ros.ros.conversions import image_to_mask
 from metafusion_ros.ros.engine import (BadNetworkOutput, ConfigurationError, EngineConfig,
                                        FusionEngine)
 
-DOMAIN = 82
+DOMAIN = domain_for(82)
 NAME = 'faulty'
 SCENE = fixtures.scene()
 # What the core (the class count: the segmenter's per-frame check) says of each fault (a pattern).
