@@ -14,6 +14,7 @@ import shlex
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import pytest
 from sensor_msgs.msg import Image
+import yaml
 from test_node_harness import (domain_for, image_msg, node_output, Peer, REPO, ros_env, SCENE,
                                start_node, stop_node, with_stamp)
 
@@ -22,6 +23,8 @@ from metafusion_ros.ros.launch_args import node_settings
 DOMAIN = domain_for(92)
 SHARE = str(REPO)  # the source tree has the share folder's layout
 LAUNCH = REPO / 'launch' / 'fusion.launch.py'
+CONFIG_RELIABILITY = yaml.safe_load((REPO / 'config' / 'fusion.yaml').read_text())[
+    '/**']['ros__parameters']['qos']['reliability']
 COMMAND = re.compile(r'ros2 launch metafusion_ros fusion\.launch\.py(?P<args>[^\n`]*)')
 
 
@@ -94,6 +97,9 @@ def check_example(args: dict[str, str], tmp_path) -> None:
         readers = tester.node.get_subscriptions_info_by_topic(info_topic)
         assert [(r.node_namespace, r.node_name) for r in readers] == [
             (namespace or '/', settings.name)]
+        reliability = settings.overrides.get('qos.reliability', CONFIG_RELIABILITY)
+        assert [r.qos_profile.reliability.name.lower() for r in
+                tester.node.get_subscriptions_info_by_topic(image_topic)] == [reliability]
     finally:
         tester.close()
         code, output = stop_node(proc)
