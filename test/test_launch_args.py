@@ -84,7 +84,7 @@ def test_unknown_argument_is_named():
 
 
 def test_choices_are_the_nodes():
-    """backend and qos accept exactly the node's choices of backend / qos.reliability."""
+    """The backend and qos arguments accept exactly the node's backend / qos.reliability."""
     from metafusion_ros.ros.node import CHOICES as NODE_CHOICES
 
     assert CHOICES == {'backend': NODE_CHOICES['backend'],
