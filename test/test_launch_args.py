@@ -44,11 +44,11 @@ def test_overrides_qos_and_sim_time():
 
 
 def test_each_camera_gets_its_own_camera_info():
-    """camera_info follows the input topic per camera unless given; namespaces are relative."""
+    """camera_info follows the input topic per camera unless given; a trailing / is dropped."""
     front = node_settings({'namespace': 'front', 'input_topic': '/front/image_raw'}, SHARE)
     rear = node_settings({'namespace': '/rear/', 'input_topic': '/rear/image_raw'}, SHARE)
     assert front.remappings[1] == ('~/input/camera_info', '/front/camera_info')
-    assert (rear.namespace, rear.remappings[1][1]) == ('rear', '/rear/camera_info')
+    assert (rear.namespace, rear.remappings[1][1]) == ('/rear', '/rear/camera_info')
     given = node_settings({'input_topic': 'image', 'camera_info_topic': '/cal/info'}, SHARE)
     assert given.remappings == [('~/input/image', 'image'), ('~/input/camera_info', '/cal/info')]
     assert sibling_topic('image_raw', 'camera_info') == 'camera_info'

@@ -67,7 +67,7 @@ def check_example(args: dict[str, str], tmp_path) -> None:
     """Start the node of ``args`` as launch would; check it runs on its own topics; stop it."""
     settings = node_settings(args, SHARE)
     assert settings.config_file == f'{SHARE}/config/fusion.yaml'  # what start_node passes
-    namespace = f'/{settings.namespace}' if settings.namespace else ''
+    namespace = '/' + settings.namespace.lstrip('/') if settings.namespace else ''
     fqn = f'{namespace}/{settings.name}'
     remap = dict(settings.remappings, **({'__ns': namespace} if namespace else {}))
     proc = start_node(ros_env(DOMAIN, tmp_path / 'log'), settings.overrides,

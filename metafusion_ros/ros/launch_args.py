@@ -155,9 +155,9 @@ def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
             overrides[param] = _override(arg, text, share)
     image = _checked('input_topic', value['input_topic'], TOPIC, 'topic name')
     info = value['camera_info_topic'] or sibling_topic(image, 'camera_info')
-    namespace = value['namespace'].strip('/')
+    namespace = value['namespace'].rstrip('/')  # absolute stays absolute (PushRosNamespace)
     if namespace:
-        _checked('namespace', namespace, NAMESPACE, 'namespace')
+        _checked('namespace', namespace.lstrip('/'), NAMESPACE, 'namespace')
     return NodeSettings(
         name=_checked('node_name', value['node_name'], NAME, 'node name'),
         namespace=namespace, config_file=value['config_file'], overrides=overrides,
