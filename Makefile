@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha1sum | cut -c1-12)
 ENV := source scripts/env.sh
 COLCON_DIRS := --build-base build --install-base install
 
-.PHONY: venv build test demo bench clean
+.PHONY: venv build test demo bench results clean
 
 venv: $(STAMP)
 
@@ -35,6 +35,10 @@ demo: build
 
 bench: build
 	$(ENV) && source install/setup.bash && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done
+
+# Every prior, meta model, table and figure of docs/results from the repo and ../shared (~40 min).
+results: build
+	$(ENV) && source install/setup.bash && bash scripts/results.sh
 
 clean:
 	rm -rf build install log
