@@ -130,13 +130,13 @@ def test_choose_operating_point():
     assert choose(ROWS, max_fn=100).alpha == 0.0
     assert choose(ROWS, fn_weight=0.0).alpha == 0.0
     assert choose(ROWS, fn_weight=2.0) == OperatingPoint(1.0, 0.3, 30, 10, 'MetaFusion')
-    assert choose(ROWS, fn_weight=0.5, alpha=1.0).tau == 0.5
+    assert choose(ROWS, fn_weight=0.5, alphas=(1.0,)).tau == 0.5
     with pytest.raises(ValueError, match='at most 5 false negatives \\(the fewest is 10\\)'):
         choose(ROWS, max_fn=5)
     with pytest.raises(ValueError, match='exactly one criterion'):
         choose(ROWS)
-    with pytest.raises(ValueError, match='no evaluated operating points at alpha 0.5'):
-        choose(ROWS, fn_weight=1.0, alpha=0.5)
+    with pytest.raises(ValueError, match='no evaluated operating points at alpha 0.5, 0.6'):
+        choose(ROWS, fn_weight=1.0, alphas=(0.5, 0.6))
 
 
 def test_write_config_keeps_other_parameters(tmp_path):

@@ -16,7 +16,7 @@ import csv
 from dataclasses import dataclass
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -53,21 +53,26 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return [r for r in rows if r['fp'] >= 0]
 
 
-def _candidates(rows: list[dict[str, Any]], alpha: float | None) -> list[OperatingPoint]:
-    """Return the MetaFusion rows (at ``alpha`` if given) as operating points."""
+def _candidates(rows: list[dict[str, Any]], alphas: Sequence[float] | None
+                ) -> list[OperatingPoint]:
+    """Return the MetaFusion rows (at one of ``alphas`` if given) as operating points."""
     return [OperatingPoint(r['alpha'], r['tau'], r['fp'], r['fn'], r['rule']) for r in rows
             if r['rule'] == 'MetaFusion' and not math.isnan(r['tau'])
-            and (alpha is None or abs(r['alpha'] - alpha) < 1e-9)]
+            and (alphas is None or any(abs(r['alpha'] - a) < 1e-9 for a in alphas))]
 
 
 def choose(rows: list[dict[str, Any]], max_fn: int | None = None,
-           fn_weight: float | None = None, alpha: float | None = None) -> OperatingPoint:
-    """Return the operating point by ``max_fn`` or ``fn_weight`` (optionally at a fixed α)."""
+           fn_weight: float | None = None, alphas: Sequence[float] | None = None
+           ) -> OperatingPoint:
+    """Return the operating point by ``max_fn`` or ``fn_weight``.
+
+    With ``alphas`` (e.g. the grid of the meta bundle the node loads) only those α are chosen.
+    """
     if (max_fn is None) == (fn_weight is None):
         raise ValueError('give exactly one criterion: max_fn or fn_weight')
-    points = _candidates(rows, alpha)
+    points = _candidates(rows, alphas)
     if not points:
-        where = '' if alpha is None else f' at alpha {alpha:g}'
+        where = '' if alphas is None else f' at alpha {", ".join(f"{a:g}" for a in alphas)}'
         raise ValueError(f'no evaluated operating points{where}')
     if max_fn is not None:
         feasible = [p for p in points if p.fn <= max_fn]

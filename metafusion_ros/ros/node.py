@@ -234,12 +234,16 @@ class MetaFusionNode(LifecycleNode):
                 self.engine.set_params(**updates)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            meta = self.engine.meta
-            if 'alpha' in updates and meta is not None and updates['alpha'] != meta.context.alpha:
-                self.get_logger().warning(
-                    f'alpha set to {updates["alpha"]:g}; the meta classifier was fitted at '
-                    f'alpha={meta.context.alpha:g}')
+            if 'alpha' in updates:
+                self._warn_nearest(self.engine.choice_for(updates['alpha']))
         return SetParametersResult(successful=True)
+
+    def _warn_nearest(self, choice: Any) -> None:
+        """Warn once per α change when the meta bundle serves α with its nearest member."""
+        if choice is not None and not choice.exact:
+            self.get_logger().warning(
+                f'alpha {choice.requested:g} is not on the meta classifier grid; using the '
+                f'classifier fitted at alpha {choice.alpha:g}')
 
     def _problem(self, param: Parameter, initial: bool) -> str:
         """Return why ``param`` may not take its new value, or ''."""
@@ -269,6 +273,7 @@ class MetaFusionNode(LifecycleNode):
         self.get_logger().info(
             f'configured: model {config.model_path} ({config.backend}), priors '
             f'{config.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+        self._warn_nearest(self.engine.meta_choice)
         self.state_name = 'inactive'
         return TransitionCallbackReturn.SUCCESS
 
@@ -487,6 +492,9 @@ class MetaFusionNode(LifecycleNode):
             values.update(alpha=self.engine.fusion.alpha, tau=self.engine.fusion.tau,
                           backend=self.p('backend'), target=self.engine.table.target_name,
                           meta_model='loaded' if self.engine.meta is not None else 'none')
+            choice = self.engine.meta_choice
+            if choice is not None:
+                values.update(meta_alpha=f'{choice.alpha:g}', meta_alpha_choice=choice.describe())
         skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
         level = DiagnosticStatus.OK
         message = f'{self.state_name}'
