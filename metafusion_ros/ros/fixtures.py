@@ -161,9 +161,9 @@ def write_meta_model(path: str | Path, priors_path: str | Path,
     names = feature_names(priors.table)
     rng = np.random.default_rng(0)
     features = rng.random((200, len(names)))
-    labels = features[:, 0] > 0.5
-    members = {alpha: MetaClassifier.fit(
-        features, labels, ModelContext(names, priors.table, alpha, priors.digest, network_digest),
+    members = {alpha: MetaClassifier.fit(  # thresholds differ, so members do too
+        features, features[:, 0] > 1.0 - alpha / 2,
+        ModelContext(names, priors.table, alpha, priors.digest, network_digest),
         MetaParams(n_estimators=3)) for alpha in alphas}
     MetaBundle(members, source='random features (plumbing tests)').save(path)
     return Path(path)
