@@ -1,5 +1,9 @@
-"""Out-of-fold evaluation (Table 2 layout), the report, and `metafusion operating-point`."""
+"""Evaluation (Table 2 layout), out-of-fold or with a fixed bundle, the report and
+`metafusion operating-point`."""
 import csv
+import json
+from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
@@ -10,10 +14,12 @@ from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts,
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.meta import evaluate as evaluate_module
+from metafusion_ros.meta.classifier import MetaBundle, ModelContext
 from metafusion_ros.meta.collect import ArraySource, collect
 from metafusion_ros.meta.evaluate import evaluate
+from metafusion_ros.meta.fit import fit_bundle
 from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
-from metafusion_ros.meta.report import write_report
+from metafusion_ros.meta.report import JSON_FIELDS, write_report
 from metafusion_ros.meta.toy import toy_drives
 
 ALPHAS = (0.0, 0.9, 1.0)
@@ -256,3 +262,123 @@ def test_cache_writers_never_share_a_temporary_name(tmp_path):
     assert another.read_bytes() == b'half written by another process'
     np.testing.assert_array_equal(np.load(path)['gt'], np.arange(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['frame.base.npz', 'frame.base.partial']
+
+
+@pytest.fixture(scope='module')
+def fixed(toy, tmp_path_factory):
+    """Fit a bundle (α 0.95, 1) on the toy drives; return it, its path and a fresh drive."""
+    table, priors, items, folder, _ = toy
+    folder = collect(ArraySource(items), priors, table, [0.95, 1.0], folder.parent)
+    context = ModelContext(feature_names(table), table, 1.0, priors.digest)
+    bundle, _ = fit_bundle(folder, context, [0.95, 1.0])
+    path = tmp_path_factory.mktemp('bundle') / 'toy_meta.json'
+    bundle.save(path)
+    _, _, new = toy_drives(seed=5, drives=1, frames=5)
+    return MetaBundle.load(path), path, new
+
+
+def test_fixed_bundle_scores_one_drive(toy, fixed, tmp_path):
+    """A fixed bundle on one new drive: MetaFusion rows equal the pipeline with its member."""
+    table, priors, _, _, _ = toy
+    bundle, _, new = fixed
+    folder = collect(ArraySource(new), priors, table, [0.97, 1.0], tmp_path)
+    result = evaluate(folder, table, feature_names(table), priors.digest, [0.97, 1.0], [0.5],
+                      bundle=bundle)
+    assert result.validation == {} and result.mode.startswith('fixed bundle')
+    assert result.scores[0.97].member == 0.95 and 'nearest' in result.notes[0.97]
+    for alpha, member in ((0.97, 0.95), (1.0, 1.0)):
+        fusion = MetaFusion(priors, table, alpha, tau=0.5)
+        total, kept = SegmentCounts(), 0
+        for _, _, probs, gt in new:
+            frame = fusion.process(probs, bundle.members[member].predict_proba)
+            total = total + segment_counts(frame.fused, gt, table)
+            kept += int(frame.keep.sum())
+        row = result.fusion[(alpha, 0.5)]
+        assert row.counts == total and row.kept == kept and row.candidates > 0
+    with pytest.raises(ValueError, match='no classifier for alpha 0.5'):
+        evaluate(folder, table, feature_names(table), priors.digest, [0.5], [0.5],
+                 bundle=bundle)
+
+
+def test_evaluate_command_with_a_fixed_bundle(toy, fixed, tmp_path, capsys):
+    """--meta-model: one drive is enough; N.json holds the documented rows."""
+    table, priors, _, _, _ = toy
+    _, path, new = fixed
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for key, group, probs, gt in new:
+        np.savez(frames / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
+    priors.save(tmp_path / 'priors.npz')
+    code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
+                 '--cache', str(tmp_path / 'cache'), '--meta-model', str(path), '--tau', '0.5',
+                 '0.2', '--out', str(tmp_path / 'out'), '--name', 'fixed'])
+    text = capsys.readouterr().out
+    assert code == 0 and 'The fixed meta model on these frames' in text
+    rows = json.loads((tmp_path / 'out' / 'fixed.json').read_text())
+    assert [r['rule'] for r in rows] == ['bayes'] + ['ml', 'metafusion', 'metafusion'] * 2
+    assert all(list(r) == list(JSON_FIELDS) for r in rows)
+    bayes, ml = rows[0], rows[4]
+    fused = next(r for r in rows if r['rule'] == 'metafusion' and (r['alpha'], r['tau']) == (
+        1.0, 0.5))
+    assert (ml['alpha'], fused['meta_alpha'], rows[1]['meta_alpha']) == (1.0, 1.0, None)
+    assert bayes['tau'] is None and bayes['kept_share'] is None
+    assert fused['candidates'] == ml['candidates'] > 0
+    assert 0 < fused['candidate_tp'] == ml['candidate_tp'] < fused['candidates']
+    assert fused['kept_tp'] <= fused['kept'] <= fused['candidates']
+    assert bayes['target_iou'] == bayes['class_iou']['Pedestrian']
+    assert bayes['miou'] == pytest.approx(np.nanmean(
+        [v for v in bayes['class_iou'].values() if v is not None]))
+    assert fused['delta'] == pytest.approx((fused['fp'] - bayes['fp'])
+                                           / (bayes['fn'] - fused['fn']))
+    with open(tmp_path / 'out' / 'fixed.csv', newline='') as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+
+
+def _bad_bundle(path: Path, folder: Path, **changes) -> Path:
+    """Copy the bundle at ``path`` into ``folder`` with its manifest changed."""
+    folder.mkdir()
+    for member in path.parent.glob(f'{path.stem}.a*.json'):
+        shutil.copy(member, folder / member.name)
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    (folder / path.name).write_text(json.dumps(manifest))
+    return folder / path.name
+
+
+@pytest.mark.parametrize('case, message', [
+    ('alpha', 'has no classifier for alpha 0.5: its grid is 0.95, 1'),
+    ('priors', 'does not match the runtime configuration: priors differ'),
+    ('table', 'class table differs'),
+    ('member', 'member for alpha 1: booster file'),
+    ('network', 'does not match the runtime configuration: network differs'),
+])
+def test_evaluate_command_refuses_a_bad_bundle(toy, fixed, tmp_path, capsys, case, message):
+    """Bundle without the α, of other priors / table / network, missing member: exit 2."""
+    from PIL import Image
+
+    table, priors, _, _, _ = toy
+    _, path, new = fixed
+    root = tmp_path / 'camvid'
+    for split in ('test', 'testannot'):
+        (root / split).mkdir(parents=True)
+    for key, _, probs, gt in new:
+        Image.fromarray(np.zeros(gt.shape + (3,), np.uint8)).save(root / 'test' / f'{key}.png')
+        Image.fromarray(gt).save(root / 'testannot' / f'{key}.png')
+    tiny_network(tmp_path / 'net.onnx', table.num_classes, (24, 32))
+    priors.save(tmp_path / 'priors.npz')
+    changes = {'priors': {'priors_digest': '0' * 16}, 'network': {'network_digest': 'f' * 64},
+               'table': {'class_table': dict(table.to_dict(), name='other')}}.get(case, {})
+    bundle = _bad_bundle(path, tmp_path / 'bad bundle', **changes)
+    if case == 'member':
+        (bundle.parent / 'toy_meta.a1.json').unlink()
+    args = ['evaluate', '--dataset', 'camvid', '--root', str(root), '--split', 'test',
+            '--model', str(tmp_path / 'net.onnx'), '--priors', str(tmp_path / 'priors.npz'),
+            '--cache', str(tmp_path / 'cache'), '--meta-model', str(bundle),
+            '--out', str(tmp_path / 'out'), '--name', 'bad']
+    if case == 'alpha':
+        args += ['--alphas', '1', '0.5']
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and str(bundle) in err and message in err, err
+    assert not list((tmp_path / 'cache').rglob('*.npz')), 'refused before any frame ran'
+    assert not (tmp_path / 'out').exists()

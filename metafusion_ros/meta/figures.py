@@ -56,8 +56,8 @@ def fp_fn_figure(rows: list[dict[str, Any]], tau: float, path: Path, title: str)
 
 
 def importance_figure(importances: np.ndarray, names: tuple[str, ...], path: Path,
-                      title: str, top: int = 10) -> Path:
-    """Plot the top features by mean importance over folds with their std (Fig. 6)."""
+                      title: str, what: str = 'folds', top: int = 10) -> Path:
+    """Plot the top features by mean importance over models (folds) with their std (Fig. 6)."""
     plt = _pyplot()
     mean, std = importances.mean(axis=0), importances.std(axis=0)
     order = np.argsort(mean)[::-1][:top]
@@ -65,7 +65,8 @@ def importance_figure(importances: np.ndarray, names: tuple[str, ...], path: Pat
     ax.barh(np.arange(order.size)[::-1], mean[order], xerr=std[order], color='tab:green',
             capsize=3)
     ax.set_yticks(np.arange(order.size)[::-1], [names[i] for i in order], fontsize=8)
-    ax.set_xlabel(f'total gain share, mean ± std over {importances.shape[0]} folds')
+    spread = f'mean ± std over {importances.shape[0]} folds' if what == 'folds' else what
+    ax.set_xlabel(f'total gain share, {spread}')
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
