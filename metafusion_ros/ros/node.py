@@ -71,8 +71,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'backend': ('onnxruntime', _descriptor('inference backend: onnxruntime | tensorrt')),
     'precision': ('fp32', _descriptor('inference precision: fp32 | fp16 | int8')),
     'priors_path': ('', _descriptor('position-specific priors .npz (eq. 5)')),
-    'meta_model_path': ('', _descriptor('meta classifier (XGBoost JSON/UBJ + manifest); '
-                                        'empty keeps every candidate (plain ML for class c)')),
+    'meta_model_path': ('', _descriptor('meta classifier bundle (manifest .json, one XGBoost '
+                                        'JSON per alpha); empty keeps every candidate (plain ML '
+                                        'for class c)')),
     'alpha': (1.0, _descriptor('prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', 0.0, 1.0)),
     'tau': (0.5, _descriptor('meta classifier threshold: keep a candidate if P(TP) >= tau',
                              0.0, 1.0)),
