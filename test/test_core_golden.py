@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from metafusion_ros.core import classes, features, heatmaps, rules, segments
+from metafusion_ros.core.fusion import fuse
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import interpolate, Priors
 
@@ -129,3 +130,25 @@ def test_chain_candidate_set(chain):
     rows = np.array(ids, dtype=int) - 1
     if rows.size:
         assert_features_match(result.features, g, mf.table, rows=rows)
+
+
+@pytest.mark.parametrize('name', CHAIN_FILES)
+def test_chain_fusion_reference_and_literal(name, shared_dir):
+    """The authors' fusion (spec §5) matches ``fusion_*.npz``; the literal eq. 14 keeps Bayes."""
+    g = load(name, shared_dir)
+    golden = load(name.replace('chain_', 'fusion_'), shared_dir)
+    table = classes.cityscapes_table()
+    candidates = segments.disagreeing_candidates(g['pred_ml'], g['pred_bayes'], table.target)
+    every, none = np.ones(candidates.count, bool), np.zeros(candidates.count, bool)
+    np.testing.assert_array_equal(fuse(g['pred_bayes'], candidates, every, table.target),
+                                  golden['fusion_keep_all'])
+    np.testing.assert_array_equal(fuse(g['pred_bayes'], candidates, none, table.target),
+                                  golden['fusion_drop_candidates'])
+    literal = fuse(g['pred_bayes'], candidates, every, table.target, 'literal')
+    expected = g['pred_bayes'].copy()
+    expected[candidates.labels > 0] = table.target
+    np.testing.assert_array_equal(literal, expected)
+    assert np.array_equal(fuse(g['pred_bayes'], candidates, none, table.target, 'literal'),
+                          g['pred_bayes'])
+    agreeing = np.flatnonzero(np.isin(np.abs(g['components_ml']), golden['agreeing_ids']))
+    np.testing.assert_array_equal(np.sort(candidates.agreeing), agreeing)

@@ -47,11 +47,12 @@ def test_bayes_and_ml_rows_match_core_counts(toy):
     assert result.ml[0.0].counts == bayes
 
 
-def test_metafusion_row_matches_the_pipeline(toy):
+@pytest.mark.parametrize('mode', ['reference', 'literal'])
+def test_metafusion_row_matches_the_pipeline(toy, mode):
     """Fusing cached candidates with out-of-fold scores equals MetaFusion.process per frame."""
     table, priors, items, _, result = toy
     scores = result.validation[1.0].scores
-    fusion = MetaFusion(priors, table, 1.0, tau=0.5)
+    fusion = MetaFusion(priors, table, 1.0, tau=0.5, fusion=mode)
     total, offset = SegmentCounts(), 0
     for _, _, probs, gt in items:
         count = fusion.process(probs, None).candidates.count
@@ -59,9 +60,17 @@ def test_metafusion_row_matches_the_pipeline(toy):
         frame = fusion.process(probs, lambda features, s=frame_scores: s)
         total = total + segment_counts(frame.fused, gt, table)
         offset += count
-    row = result.fusion[(1.0, 0.5)]
-    assert row.counts == total
+    row = result.fusion[(1.0, 0.5, mode)]
+    assert row.counts == total and row.fusion == mode
     assert row.kept == int((scores >= 0.5).sum()) and row.candidates == scores.size
+
+
+def test_reference_fusion_keeps_at_least_what_literal_keeps(toy):
+    """The authors' fusion adds the agreeing ML segments: never more false negatives."""
+    _, _, _, _, result = toy
+    for (alpha, tau, mode), row in result.fusion.items():
+        if mode == 'reference' and row.counts.fn >= 0:
+            assert row.counts.fn <= result.fusion[(alpha, tau, 'literal')].counts.fn
 
 
 def test_rows_delta_share_and_tau_zero(toy):
@@ -70,11 +79,11 @@ def test_rows_delta_share_and_tau_zero(toy):
     rows = {(r['rule'], r['alpha'], r['tau'] if r['rule'] == 'MetaFusion' else None): r
             for r in result.rows()}
     bayes, ml = result.bayes.counts, result.ml[1.0].counts
-    fused = result.fusion[(1.0, 0.5)].counts
+    fused = result.fusion[(1.0, 0.5, 'reference')].counts
     row = rows[('MetaFusion', 1.0, 0.5)]
     assert row['delta'] == pytest.approx(delta(fused, bayes), nan_ok=True)
     assert row['added_tp_kept'] == pytest.approx(added_tp_share(fused, bayes, ml), nan_ok=True)
-    everything = result.fusion[(1.0, 0.0)]
+    everything = result.fusion[(1.0, 0.0, 'reference')]
     assert everything.kept == everything.candidates > 0
     assert everything.counts.fn <= fused.fn
     assert ml.fn < bayes.fn, 'the toy network must hide pedestrians from the Bayes rule'
@@ -83,7 +92,7 @@ def test_rows_delta_share_and_tau_zero(toy):
 def test_alpha_zero_has_no_candidates(toy):
     """α = 0 is the Bayes rule: no candidates, MetaFusion = Bayes, and the reason is noted."""
     _, _, _, _, result = toy
-    row = result.fusion[(0.0, 0.5)]
+    row = result.fusion[(0.0, 0.5, 'reference')]
     assert row.candidates == 0 and row.counts == result.bayes.counts
     assert 'no candidates' in row.note and 'no candidate segments' in result.notes[0.0]
 
@@ -94,7 +103,8 @@ def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
     md = write_report(result, folder, table, feature_names(table), tmp_path, 'toy',
                       'metafusion evaluate ...', 'toy frames', 0.5)
     text = md.read_text()
-    assert '| MetaFusion | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
+    assert '| MetaFusion | reference | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
+    assert '| MetaFusion | literal | 1 | 0.5 |' in text and '| ML |  | 1 | – |' in text
     for suffix in ('_fp_fn.png', '_importance.png', '_collage.png', '.csv'):
         assert (tmp_path / f'toy{suffix}').stat().st_size > 0
     with open(tmp_path / 'toy.csv', newline='') as fh:
@@ -104,7 +114,8 @@ def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
         raise AssertionError('cross-validation ran again')
     monkeypatch.setattr(evaluate_module, 'cross_validate', no_training)
     again = evaluate(folder, table, feature_names(table), priors.digest, ALPHAS, (0.7,))
-    assert again.fusion[(1.0, 0.7)].kept == int((result.validation[1.0].scores >= 0.7).sum())
+    assert again.fusion[(1.0, 0.7, 'reference')].kept == int(
+        (result.validation[1.0].scores >= 0.7).sum())
 
 
 def test_single_class_candidates_are_reported(toy, tmp_path):
@@ -114,7 +125,7 @@ def test_single_class_candidates_are_reported(toy, tmp_path):
                  for k, g, p, gt in items]
     folder = collect(ArraySource(no_people), priors, table, [1.0], tmp_path)
     result = evaluate(folder, table, feature_names(table), priors.digest, [1.0], [0.5])
-    row = result.fusion[(1.0, 0.5)]
+    row = result.fusion[(1.0, 0.5, 'reference')]
     assert 'not trained' in row.note and 'false positives' in row.note
     assert any(r['rule'] == 'MetaFusion' and r['fp'] == -1 for r in result.rows())
 
@@ -151,7 +162,7 @@ def test_write_config_keeps_other_parameters(tmp_path):
     path.write_text('metafusion_node:\n  ros__parameters:\n    model_path: m.onnx\n    tau: 0.1\n')
     write_config(path, OperatingPoint(0.99, 0.4, 1, 2, 'MetaFusion'))
     params = yaml.safe_load(path.read_text())['metafusion_node']['ros__parameters']
-    assert params == {'model_path': 'm.onnx', 'tau': 0.4, 'alpha': 0.99}
+    assert params == {'model_path': 'm.onnx', 'tau': 0.4, 'alpha': 0.99, 'fusion': 'reference'}
     path.write_text('metafusion_node: [1, 2]\n')
     with pytest.raises(ValueError, match='ros__parameters must be a mapping'):
         write_config(path, OperatingPoint(1.0, 0.5, 1, 2, 'MetaFusion'))
@@ -171,15 +182,15 @@ def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
     code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
                  '--cache', str(tmp_path / 'cache'), '--alphas', '0', '1', '--tau', '0.5',
                  '0.2', '--out', str(tmp_path / 'out'), '--name', 'toy'])
-    assert code == 0 and '| Bayes | 0 |' in capsys.readouterr().out
+    assert code == 0 and '| Bayes |  | 0 |' in capsys.readouterr().out
     results = tmp_path / 'out' / 'toy.csv'
-    assert len(read_rows(results)) == 1 + 2 * 3
+    assert len(read_rows(results)) == 1 + 2 * (1 + 2 * 2)
     config = tmp_path / 'op.yaml'
     assert main(['operating-point', '--results', str(results), '--fn-weight', '1000',
                  '--config', str(config)]) == 0
     params = yaml.safe_load(config.read_text())['metafusion_node']['ros__parameters']
     best = choose(read_rows(results), fn_weight=1000)
-    assert params == {'alpha': best.alpha, 'tau': best.tau}
+    assert params == {'alpha': best.alpha, 'tau': best.tau, 'fusion': 'reference'}
     (tmp_path / 'bad.csv').write_text('x,y\n1,2\n')
     assert main(['operating-point', '--results', str(tmp_path / 'bad.csv'), '--max-fn', '3',
                  '--config', str(config)]) == 2
@@ -293,7 +304,7 @@ def test_fixed_bundle_scores_one_drive(toy, fixed, tmp_path):
             frame = fusion.process(probs, bundle.members[member].predict_proba)
             total = total + segment_counts(frame.fused, gt, table)
             kept += int(frame.keep.sum())
-        row = result.fusion[(alpha, 0.5)]
+        row = result.fusion[(alpha, 0.5, 'reference')]
         assert row.counts == total and row.kept == kept and row.candidates > 0
     with pytest.raises(ValueError, match='no classifier for alpha 0.5'):
         evaluate(folder, table, feature_names(table), priors.digest, [0.5], [0.5],
@@ -315,12 +326,16 @@ def test_evaluate_command_with_a_fixed_bundle(toy, fixed, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and 'The fixed meta model on these frames' in text
     rows = json.loads((tmp_path / 'out' / 'fixed.json').read_text())
-    assert [r['rule'] for r in rows] == ['bayes'] + ['ml', 'metafusion', 'metafusion'] * 2
+    assert [r['rule'] for r in rows] == ['bayes'] + ['ml'] + ['metafusion'] * 4 + ['ml'] + [
+        'metafusion'] * 4
+    assert {(r['tau'], r['fusion']) for r in rows[2:6]} == {
+        (t, f) for t in (0.2, 0.5) for f in ('reference', 'literal')}
     assert all(list(r) == list(JSON_FIELDS) for r in rows)
-    bayes, ml = rows[0], rows[4]
-    fused = next(r for r in rows if r['rule'] == 'metafusion' and (r['alpha'], r['tau']) == (
-        1.0, 0.5))
+    bayes, ml = rows[0], rows[6]
+    fused = next(r for r in rows if r['rule'] == 'metafusion' and (
+        r['alpha'], r['tau'], r['fusion']) == (1.0, 0.5, 'literal'))
     assert (ml['alpha'], fused['meta_alpha'], rows[1]['meta_alpha']) == (1.0, 1.0, None)
+    assert ml['fusion'] is None and bayes['fusion'] is None
     assert bayes['tau'] is None and bayes['kept_share'] is None
     assert fused['candidates'] == ml['candidates'] > 0
     assert 0 < fused['candidate_tp'] == ml['candidate_tp'] < fused['candidates']

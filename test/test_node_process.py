@@ -212,10 +212,20 @@ def test_off_grid_alpha_uses_the_nearest_meta_member(setup):
     assert node_output(setup['proc']).count(warning) == 1
 
 
+def test_fusion_reading_changes_at_run_time(setup):
+    """``fusion: literal`` applies from the next frame and shows in /diagnostics."""
+    assert set_params(setup, fusion='literal')[0].successful
+    send(setup, SCENE, 711)
+    assert diagnostics(setup, lambda v: v.get('fusion') == 'literal')['fusion'] == 'literal'
+    assert set_params(setup, fusion='reference')[0].successful
+    send(setup, SCENE, 712)
+    assert diagnostics(setup, lambda v: v.get('fusion') == 'reference')
+
+
 @pytest.mark.parametrize('name,value,reason', [
     ('alpha', 2.0, ''), ('tau', -0.1, ''), ('backend', 'cuda', 'onnxruntime'),
     ('resize_mode', 'stretch', 'refuse'), ('model_path', '/tmp/other.onnx', 'configure'),
-    ('qos.depth', 0, ''),
+    ('qos.depth', 0, ''), ('fusion', 'both', 'reference, literal'),
 ])
 def test_bad_parameter_values_rejected_with_a_reason(setup, name, value, reason):
     """Out-of-range, unknown or not-at-run-time values are refused, naming why."""

@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 
+from ..core.fusion import FUSION_MODES
 from ..meta.classifier import MetaBundle
 from ..meta.collect import collect
 from ..meta.evaluate import DEFAULT_ALPHAS, evaluate
@@ -34,6 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              '--meta-model the bundle\'s grid)')
     parser.add_argument('--tau', type=float, nargs='+', default=[0.5],
                         help='meta threshold(s) τ; the first is the one of the Markdown table')
+    parser.add_argument('--fusion', choices=FUSION_MODES, nargs='+', default=list(FUSION_MODES),
+                        help='fusion reading(s) of spec §5 to report (default both: reference '
+                             '= the authors\' code, literal = eq. 14 read literally)')
     parser.add_argument('--out', default='docs/results', help='output folder')
     parser.add_argument('--name', required=True, help='report name (file prefix)')
     parser.set_defaults(func=run)
@@ -56,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
                      progress=True)
     evaluation = evaluate(folder, setup.table, setup.feature_names, setup.priors.digest,
                           alphas, args.tau, setup.params, setup.folds, progress=True,
-                          bundle=bundle)
+                          bundle=bundle, fusions=args.fusion)
     command = 'metafusion ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv[1:2] == ['evaluate'] else 'metafusion evaluate ...'
     md = write_report(evaluation, folder, setup.table, setup.feature_names, args.out, args.name,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..core.fusion import FUSION_MODES
 from ..meta.classifier import MetaBundle
 from ..meta.operating_point import choose, read_rows, write_config
 
@@ -20,6 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criterion.add_argument('--fn-weight', type=float,
                            help='false positives one false negative is worth')
     parser.add_argument('--model', help='meta bundle the node loads: restrict to its α grid')
+    parser.add_argument('--fusion', choices=FUSION_MODES, default='reference',
+                        help='fusion reading (spec §5) the node runs with (default reference)')
     parser.add_argument('--config', default='config/operating_point.yaml',
                         help='parameter YAML to write (default config/operating_point.yaml)')
     parser.add_argument('--node', default='metafusion_node', help='node name key in the YAML')
@@ -29,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Choose the operating point and write it."""
     alphas = None if args.model is None else MetaBundle.load(args.model).alphas
-    point = choose(read_rows(args.results), args.max_fn, args.fn_weight, alphas)
+    point = choose(read_rows(args.results), args.max_fn, args.fn_weight, alphas, args.fusion)
     path = write_config(args.config, point, args.node)
-    print(f'alpha {point.alpha:g}, tau {point.tau:g}: {point.fp} false positives, '
-          f'{point.fn} false negatives in the evaluation; wrote {path}')
+    print(f'alpha {point.alpha:g}, tau {point.tau:g}, {point.fusion} fusion: {point.fp} false '
+          f'positives, {point.fn} false negatives in the evaluation; wrote {path}')
     return 0

@@ -1,19 +1,34 @@
-"""Fusion of the Bayes and ML masks from the meta classifier's decisions (eq. 14)."""
+"""Fusion of the Bayes and ML masks from the meta classifier's decisions (eq. 14, spec §5)."""
 from __future__ import annotations
 
 import numpy as np
 
 from .segments import Candidates
 
-__all__ = ['fuse']
+__all__ = ['FUSION_MODES', 'check_fusion', 'fuse']
+
+# 'reference': the authors' `fuse_mask_i` (every ML class-c segment with S_in > 0 that is not
+# dropped, agreeing segments included); 'literal': eq. 14 read literally (kept candidates only).
+FUSION_MODES = ('reference', 'literal')
 
 
-def fuse(pred_bayes: np.ndarray, candidates: Candidates, keep: np.ndarray,
-         target: int) -> np.ndarray:
-    """Return the Bayes mask with every kept candidate's pixels set to class c (eq. 14).
+def check_fusion(mode: str) -> str:
+    """Return ``mode`` if it is a fusion reading of :data:`FUSION_MODES`, else raise."""
+    if mode not in FUSION_MODES:
+        raise ValueError(f'fusion must be one of {", ".join(FUSION_MODES)}, got {mode!r}')
+    return mode
 
-    ``keep`` is a boolean per candidate (ids 1..n in order); everything else stays Bayes.
+
+def fuse(pred_bayes: np.ndarray, candidates: Candidates, keep: np.ndarray, target: int,
+         mode: str = 'reference') -> np.ndarray:
+    """Return the Bayes mask with the kept ML class-c segments set to class c (eq. 14, §5).
+
+    ``keep`` is a boolean per candidate (ids 1..n in order). Kept candidates take class c in
+    both modes; ``mode='reference'`` also gives class c to the ML extent of every agreeing
+    segment with ``S_in > 0`` (it holds a Bayes-c pixel, so it is never a candidate and never
+    dropped), as the authors' code does. Everything else stays Bayes.
     """
+    check_fusion(mode)
     keep = np.asarray(keep, dtype=bool)
     if keep.shape != (candidates.count,):
         raise ValueError(f'keep has shape {keep.shape}, expected ({candidates.count},)')
@@ -21,6 +36,9 @@ def fuse(pred_bayes: np.ndarray, candidates: Candidates, keep: np.ndarray,
         raise ValueError(f'Bayes mask {pred_bayes.shape} and candidates '
                          f'{tuple(candidates.shape)} differ in size')
     fused = pred_bayes.copy()
+    flat = fused.ravel()
     if keep.any():
-        fused.ravel()[candidates.pixels[keep[candidates.pixel_ids - 1]]] = target
+        flat[candidates.pixels[keep[candidates.pixel_ids - 1]]] = target
+    if mode == 'reference':
+        flat[candidates.agreeing] = target
     return fused

@@ -172,11 +172,12 @@ def _components_numpy(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int):
 
 
 def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
-                       ) -> tuple[np.ndarray, np.ndarray, int]:
-    """Return candidate pixels, their ids 1..n (raster order) and the S_in = 0 count (eq. 11).
+                       ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
+    """Return candidate pixels, their ids 1..n (raster order), the S_in = 0 count (eq. 11)
+    and the pixels of the agreeing segments with ``S_in > 0``.
 
     A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
-    least one interior pixel.
+    least one interior pixel; an agreeing segment holds at least one Bayes-c pixel (spec §5).
     """
     kernel = _components_kernel if HAVE_NUMBA else _components_numpy
     pixels, roots, agree, has_interior = kernel(
@@ -188,7 +189,8 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     new_id = np.cumsum(keep_root).astype(np.int32)
     selected = keep_root[roots]
     dropped = int(np.count_nonzero(disagreeing)) - int(np.count_nonzero(keep_root))
-    return pixels[selected], new_id[roots[selected]], dropped
+    agreeing = (is_root & agree & has_interior)[roots]
+    return pixels[selected], new_id[roots[selected]], dropped, pixels[agreeing]
 
 
 def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map: np.ndarray,

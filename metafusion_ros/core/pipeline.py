@@ -15,7 +15,7 @@ import numpy as np
 from . import kernels
 from .classes import ClassTable
 from .features import feature_names, features_at
-from .fusion import fuse
+from .fusion import check_fusion, fuse
 from .heatmaps import heatmaps
 from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
 from .rules import check_probs, ml_probabilities
@@ -63,10 +63,13 @@ class FrameResult:
 
 
 class MetaFusion:
-    """MetaFusion with fixed priors, class table, α and τ; α and τ may change between frames."""
+    """MetaFusion with fixed priors, class table, α, τ and fusion reading (§5).
+
+    α, τ and the fusion reading may change between frames.
+    """
 
     def __init__(self, priors: Priors, table: ClassTable | None = None, alpha: float = 1.0,
-                 tau: float = 0.5) -> None:
+                 tau: float = 0.5, fusion: str = 'reference') -> None:
         self.table = priors.table if table is None else table
         if self.table.num_classes != priors.table.num_classes or (
                 self.table.class_names != priors.table.class_names):
@@ -75,6 +78,7 @@ class MetaFusion:
         self.priors = priors
         self.alpha = alpha
         self.tau = tau
+        self.fusion = fusion
         self.feature_names = feature_names(self.table)
         self._cache: dict[tuple[int, int], Priors] = {}
         self._inverse: tuple[tuple, np.ndarray | None] = ((), None)
@@ -99,6 +103,15 @@ class MetaFusion:
         if not 0.0 <= value <= 1.0:
             raise ValueError(f'tau must lie in [0, 1], got {value}')
         self._tau = value
+
+    @property
+    def fusion(self) -> str:
+        """Return the fusion reading (spec §5): 'reference' (the authors') or 'literal'."""
+        return self._fusion
+
+    @fusion.setter
+    def fusion(self, value: str) -> None:
+        self._fusion = check_fusion(value)
 
     def priors_at(self, size: tuple[int, int]) -> Priors:
         """Return the priors resized to ``size`` = ``(H, W)`` (cached per size)."""
@@ -174,7 +187,7 @@ class MetaFusion:
                 raise ValueError(f'meta classifier returned {scores.shape} scores for '
                                  f'{candidates.count} candidates (or non-finite values)')
         keep = scores >= self.tau
-        fused = fuse(pred_bayes, candidates, keep, self.table.target)
+        fused = fuse(pred_bayes, candidates, keep, self.table.target, self.fusion)
         return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
                            scores, keep, fused)
 

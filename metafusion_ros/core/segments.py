@@ -45,7 +45,9 @@ class Candidates:
     Stored sparsely: ``pixels`` are the flat indices (raster order) of all candidate pixels and
     ``pixel_ids`` their candidate ids 1..n (raster order of each candidate's first pixel);
     ``boxes`` are ``(row0, col0, row1, col1)`` half-open; ``sizes`` are ``S``; ``dropped``
-    counts disagreeing segments with ``S_in = 0``, which take the Bayes label.
+    counts disagreeing segments with ``S_in = 0``, which take the Bayes label. ``agreeing``
+    are the flat indices of the ML class-c segments with ``S_in > 0`` that hold a Bayes-c
+    pixel: never candidates, kept whole by the authors' fusion (spec §5).
     """
 
     pixels: np.ndarray
@@ -54,6 +56,7 @@ class Candidates:
     boxes: np.ndarray
     sizes: np.ndarray
     dropped: int
+    agreeing: np.ndarray
 
     @property
     def count(self) -> int:
@@ -112,11 +115,12 @@ def disagreeing_candidates(pred_ml: np.ndarray, pred_bayes: np.ndarray,
     check_label_map(pred_bayes, 'Bayes prediction')
     if pred_ml.shape != pred_bayes.shape:
         raise ValueError(f'ML {pred_ml.shape} and Bayes {pred_bayes.shape} masks differ in size')
-    pixels, pixel_ids, dropped = kernels.disagreeing_pixels(pred_ml, pred_bayes, target)
+    pixels, pixel_ids, dropped, agreeing = kernels.disagreeing_pixels(pred_ml, pred_bayes,
+                                                                      target)
     n = int(pixel_ids.max(initial=0))
     boxes = _boxes(pixels, pixel_ids, n, pred_ml.shape[1])
     sizes = np.bincount(pixel_ids, minlength=n + 1)[1:].astype(np.int64)
-    return Candidates(pixels, pixel_ids, pred_ml.shape, boxes, sizes, dropped)
+    return Candidates(pixels, pixel_ids, pred_ml.shape, boxes, sizes, dropped, agreeing)
 
 
 def _boxes(pixels: np.ndarray, pixel_ids: np.ndarray, n: int, width: int) -> np.ndarray:

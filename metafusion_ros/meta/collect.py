@@ -11,7 +11,8 @@ the source, the priors and the class table.
 
 Per frame (``<key>.base.npz``): ``pred_bayes``, ``gt``. Per frame and α (``<key>.a<α>.npz``):
 ``pred_ml``, ``pixels`` and ``pixel_ids`` (the sparse candidate map), ``boxes``, ``sizes``,
-``dropped``, ``features``, ``labels`` (eq. 13).
+``dropped``, ``agreeing`` (pixels of the agreeing ML class-c segments, spec §5), ``features``,
+``labels`` (eq. 13).
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ __all__ = ['FrameRef', 'Source', 'ArraySource', 'NpzSource', 'SegmenterSource', 
            'CandidateSet', 'collect', 'candidate_labels', 'load_frames', 'candidate_set']
 
 _SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
+CACHE_FORMAT = 2  # part of the cache key: 2 added ``agreeing``
 
 
 @dataclass(frozen=True)
@@ -229,7 +231,8 @@ def _alpha_tag(alpha: float) -> str:
 def cache_folder(cache_root: str | Path, source: Source, priors: Priors,
                  table: ClassTable) -> Path:
     """Return the cache folder of ``source`` under the given priors and class table."""
-    key = hashlib.sha256(f'{source.identity()}|{priors.digest}|{table.fingerprint}'.encode())
+    key = hashlib.sha256(f'{CACHE_FORMAT}|{source.identity()}|{priors.digest}|'
+                         f'{table.fingerprint}'.encode())
     return Path(cache_root) / key.hexdigest()[:20]
 
 
@@ -248,7 +251,7 @@ def _process(fusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: FrameRe
         cand = result.candidates
         _save(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz', pred_ml=result.pred_ml,
               pixels=cand.pixels, pixel_ids=cand.pixel_ids, boxes=cand.boxes, sizes=cand.sizes,
-              dropped=np.int64(cand.dropped), features=result.features,
+              dropped=np.int64(cand.dropped), agreeing=cand.agreeing, features=result.features,
               labels=candidate_labels(cand, gt, table))
         if not base.is_file():
             _save(base, pred_bayes=result.pred_bayes, gt=gt.astype(np.uint8))
@@ -316,7 +319,8 @@ def load_frames(folder: Path, alpha: float) -> Iterator[CachedFrame]:
                 np.load(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz',
                         allow_pickle=False) as data:
             candidates = Candidates(data['pixels'], data['pixel_ids'], data['pred_ml'].shape,
-                                    data['boxes'], data['sizes'], int(data['dropped']))
+                                    data['boxes'], data['sizes'], int(data['dropped']),
+                                    data['agreeing'])
             yield CachedFrame(ref, base['pred_bayes'], data['pred_ml'], base['gt'],
                               candidates, data['features'], data['labels'])
 

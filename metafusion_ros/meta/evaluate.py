@@ -21,7 +21,7 @@ import numpy as np
 from ..core.classes import ClassTable
 from ..core.evaluation import (added_tp_share, confusion, delta, iou_per_class, mean_iou,
                                SegmentCounts, segment_counts)
-from ..core.fusion import fuse
+from ..core.fusion import FUSION_MODES, fuse
 from .classifier import check_training_set, MetaBundle, MetaParams, ModelContext
 from .collect import candidate_set, load_frames
 from .fit import cross_validate, CrossValidation
@@ -46,6 +46,7 @@ class RuleResult:
     note: str = ''
     candidate_tp: int = 0
     kept_tp: int = 0
+    fusion: str | None = None
 
     @property
     def miou(self) -> float:
@@ -79,7 +80,7 @@ class Evaluation:
     bayes: RuleResult
     table: ClassTable
     ml: dict[float, RuleResult] = field(default_factory=dict)
-    fusion: dict[tuple[float, float], RuleResult] = field(default_factory=dict)
+    fusion: dict[tuple[float, float, str], RuleResult] = field(default_factory=dict)
     scores: dict[float, Scores] = field(default_factory=dict)
     mode: str = 'out-of-fold'
 
@@ -94,11 +95,11 @@ class Evaluation:
         return {a: s.note for a, s in self.scores.items() if s.note}
 
     def rows(self) -> list[dict[str, Any]]:
-        """Return the table rows: Bayes, then per α the ML rule and MetaFusion for each τ."""
+        """Return the table rows: Bayes, then per α the ML rule and MetaFusion per τ and fusion."""
         rows = [self._row(self.bayes, self.bayes)]
         for alpha, ml in sorted(self.ml.items()):
             rows.append(self._row(ml, ml))
-            for (a, _), result in sorted(self.fusion.items()):
+            for (a, _, _), result in sorted(self.fusion.items()):
                 if a == alpha:
                     rows.append(self._row(result, ml))
         curve = [(0.0, self.bayes.counts)] + sorted(
@@ -121,7 +122,7 @@ class Evaluation:
         ious = result.class_iou()
         scores = self.scores.get(result.alpha) if result.rule == 'MetaFusion' else None
         return {'rule': result.rule, 'alpha': result.alpha, 'tau': result.tau,
-                'miou': result.miou, 'tp': c.tp, 'fp': c.fp, 'fn': c.fn,
+                'fusion': result.fusion, 'miou': result.miou, 'tp': c.tp, 'fp': c.fp, 'fn': c.fn,
                 'delta': delta(c, self.bayes.counts) if counted else nan,
                 'f1': c.f1 if counted else nan,
                 'added_tp_kept': (added_tp_share(c, self.bayes.counts, ml.counts)
@@ -208,19 +209,19 @@ class _Tally:
 
 
 def _evaluate_alpha(folder: Path, alpha: float, table: ClassTable,
-                    scores: np.ndarray | None, taus: list[float],
-                    bayes: _Tally | None) -> tuple[_Tally, dict[float, _Tally], int]:
-    """Count ML and MetaFusion (per τ) at one α over the cached frames; fill ``bayes``."""
-    ml, fused, offset = _Tally(), {tau: _Tally() for tau in taus}, 0
+                    scores: np.ndarray | None, settings: list[tuple[float, str]],
+                    bayes: _Tally | None) -> tuple[_Tally, dict[tuple[float, str], _Tally], int]:
+    """Count ML and MetaFusion (per τ and fusion reading) at one α; fill ``bayes``."""
+    ml, fused, offset = _Tally(), {key: _Tally() for key in settings}, 0
     for frame in load_frames(folder, alpha):
         if bayes is not None:
             bayes.add(frame.pred_bayes, frame.gt, table)
         ml.add(frame.pred_ml, frame.gt, table)
         n = frame.candidates.count
-        for tau, tally in fused.items() if scores is not None else ():
+        for (tau, mode), tally in fused.items() if scores is not None else ():
             keep = scores[offset:offset + n] >= tau
-            tally.add(fuse(frame.pred_bayes, frame.candidates, keep, table.target), frame.gt,
-                      table)
+            tally.add(fuse(frame.pred_bayes, frame.candidates, keep, table.target, mode),
+                      frame.gt, table)
             tally.kept += int(keep.sum())
             tally.kept_tp += int((keep & frame.labels).sum())
         offset += n
@@ -250,16 +251,18 @@ def bundle_scores(folder: Path, bundle: MetaBundle, alpha: float) -> Scores:
 def evaluate(folder: Path, table: ClassTable, feature_names: tuple[str, ...],
              priors_digest: str, alphas: Iterable[float] = DEFAULT_ALPHAS,
              taus: Iterable[float] = (0.5,), params: MetaParams = MetaParams(),
-             max_folds: int = 5, progress: bool = False, bundle: MetaBundle | None = None
-             ) -> Evaluation:
+             max_folds: int = 5, progress: bool = False, bundle: MetaBundle | None = None,
+             fusions: Iterable[str] = FUSION_MODES) -> Evaluation:
     """Evaluate Bayes, ML and MetaFusion on a filled cache (Table 2).
 
     MetaFusion is out-of-fold (refit mode, drive-grouped CV) or, with ``bundle``, scored by its
-    fixed members. An α without candidates (e.g. α = 0, or a very confident network) gives
-    MetaFusion = Bayes; a single-class candidate set (refit mode) is reported in the notes and
-    gets no MetaFusion row.
+    fixed members, for each τ and fusion reading (spec §5: ``reference``, ``literal``). An α
+    without candidates (e.g. α = 0, or a very confident network) keeps nothing: literal fusion
+    is Bayes there; a single-class candidate set (refit mode) is reported in the notes and gets
+    no MetaFusion row.
     """
     alphas, taus = [float(a) for a in alphas], [float(t) for t in taus]
+    settings = [(tau, mode) for tau in taus for mode in fusions]
     if bundle is not None:
         for alpha in alphas:
             bundle.select(alpha)  # refuse an α the bundle cannot serve before any work
@@ -271,7 +274,8 @@ def evaluate(folder: Path, table: ClassTable, feature_names: tuple[str, ...],
         scored = bundle_scores(folder, bundle, alpha) if bundle is not None else \
             out_of_fold_scores(folder, ModelContext(feature_names, table, alpha, priors_digest),
                                params, max_folds)
-        ml, fused, count = _evaluate_alpha(folder, alpha, table, scored.values, taus,
+        values = scored.values if scored.labels.size else np.zeros(0)
+        ml, fused, count = _evaluate_alpha(folder, alpha, table, values, settings,
                                            bayes if result is None else None)
         if result is None:
             result = Evaluation(RuleResult('Bayes', 0.0, float('nan'), bayes.counts, bayes.conf),
@@ -281,38 +285,40 @@ def evaluate(folder: Path, table: ClassTable, feature_names: tuple[str, ...],
         result.ml[alpha] = RuleResult('ML', alpha, float('nan'), ml.counts, ml.conf, count,
                                       count, candidate_tp=positives, kept_tp=positives)
         result.scores[alpha] = scored
-        for tau in taus:
-            result.fusion[(alpha, tau)] = _fusion_result(alpha, tau, fused[tau], bayes, count,
-                                                         scored)
+        for tau, mode in settings:
+            result.fusion[(alpha, tau, mode)] = _fusion_result(alpha, tau, mode,
+                                                               fused[(tau, mode)], count, scored)
     return result
 
 
-def _fusion_result(alpha: float, tau: float, tally: _Tally, bayes: _Tally, count: int,
+def _fusion_result(alpha: float, tau: float, mode: str, tally: _Tally, count: int,
                    scored: Scores) -> RuleResult:
-    """Return MetaFusion's result; Bayes when there is no candidate, n/a when not trainable."""
+    """Return MetaFusion's result (nothing kept without candidates), n/a when not trainable."""
     if count == 0:
-        return RuleResult('MetaFusion', alpha, tau, bayes.counts, bayes.conf, 0, 0,
-                          'no candidates: MetaFusion = Bayes')
+        note = 'no candidates: ' + ('MetaFusion = Bayes' if mode == 'literal' else
+                                    'only the agreeing ML segments are fused')
+        return RuleResult('MetaFusion', alpha, tau, tally.counts, tally.conf, 0, 0, note,
+                          fusion=mode)
     positives = int(scored.labels.sum())
     if scored.values is None:
         return RuleResult('MetaFusion', alpha, tau, SegmentCounts(-1, -1, -1), None, count, 0,
-                          f'not trained: {scored.note}', positives)
+                          f'not trained: {scored.note}', positives, fusion=mode)
     return RuleResult('MetaFusion', alpha, tau, tally.counts, tally.conf, count, tally.kept,
-                      scored.note, positives, tally.kept_tp)
+                      scored.note, positives, tally.kept_tp, mode)
 
 
 def results_table(rows: list[dict[str, Any]]) -> list[str]:
     """Return Markdown lines in the layout of the paper's Table 2."""
-    lines = ['| rule | α | τ | mIoU | FP | FN | Δ | F1 (c) | ML added TPs kept | candidates '
-             '| kept | rules\' FP at this FN |',
-             '|---|---|---|---|---|---|---|---|---|---|---|---|']
+    lines = ['| rule | fusion | α | τ | mIoU | FP | FN | Δ | F1 (c) | ML added TPs kept '
+             '| candidates | kept | rules\' FP at this FN |',
+             '|---|---|---|---|---|---|---|---|---|---|---|---|---|']
     for r in rows:
+        head = f'| {r["rule"]} | {r["fusion"] or ""} | {r["alpha"]:g} | {_fmt(r["tau"], "g")}'
         if r['fp'] < 0:
-            lines.append(f'| {r["rule"]} | {r["alpha"]:g} | {_fmt(r["tau"], "g")} | – | – | – '
-                         f'| – | – | – | {r["candidates"]} | – | – |')
+            lines.append(f'{head} | – | – | – | – | – | – | {r["candidates"]} | – | – |')
             continue
         lines.append(
-            f'| {r["rule"]} | {r["alpha"]:g} | {_fmt(r["tau"], "g")} | {_fmt(r["miou"], ".3f")} '
+            f'{head} | {_fmt(r["miou"], ".3f")} '
             f'| {r["fp"]} | {r["fn"]} | {_fmt(r["delta"], ".2f")} | {_fmt(r["f1"], ".3f")} '
             f'| {_fmt(100 * r["added_tp_kept"], ".1f", "%")} | {r["candidates"]} '
             f'| {r["kept"]} | {_fmt(r["rules_fp_at_fn"], ".1f")} |')

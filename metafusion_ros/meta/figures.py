@@ -33,11 +33,14 @@ def fp_fn_figure(rows: list[dict[str, Any]], tau: float, path: Path, title: str)
     for r in rules:
         ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
                     xytext=(4, 4), fontsize=7, color='tab:blue')
-    ax.plot([r['fn'] for r in fusion], [r['fp'] for r in fusion], 's', color='tab:red',
-            label=f'MetaFusion (τ = {tau:g})')
-    for r in fusion:
-        ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
-                    xytext=(4, -10), fontsize=7, color='tab:red')
+    for mode, (marker, colour) in zip(sorted({r['fusion'] for r in fusion}, reverse=True),
+                                      (('s', 'tab:red'), ('^', 'tab:orange'))):
+        points = [r for r in fusion if r['fusion'] == mode]
+        ax.plot([r['fn'] for r in points], [r['fp'] for r in points], marker, color=colour,
+                linestyle='none', label=f'MetaFusion, {mode} fusion (τ = {tau:g})')
+        for r in points:
+            ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
+                        xytext=(4, -10), fontsize=7, color=colour)
     points = rules + fusion
     top = max(r['fp'] + r['fn'] for r in points)
     low = min(r['fp'] + r['fn'] for r in points)
@@ -83,13 +86,13 @@ def _colour(labels: np.ndarray, table: ClassTable) -> np.ndarray:
 
 def collage_figure(frames: list[tuple[CachedFrame, np.ndarray]], table: ClassTable, path: Path,
                    title: str) -> Path:
-    """Show Bayes, ML, MetaFusion and ground truth for a few frames (with their keep masks)."""
+    """Show Bayes, ML, MetaFusion (reference fusion) and ground truth for a few frames."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(frames), 4, figsize=(12, 2.4 * len(frames)), squeeze=False)
     for row, (frame, keep) in zip(axes, frames):
         fused = fuse(frame.pred_bayes, frame.candidates, keep, table.target)
         panels = (('Bayes', frame.pred_bayes), ('ML', frame.pred_ml),
-                  (f'MetaFusion ({int(keep.sum())}/{keep.size} kept)', fused),
+                  (f'MetaFusion, reference ({int(keep.sum())}/{keep.size} kept)', fused),
                   ('ground truth', frame.gt))
         for ax, (name, labels) in zip(row, panels):
             ax.imshow(_colour(labels, table), interpolation='nearest')

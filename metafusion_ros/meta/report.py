@@ -18,12 +18,13 @@ from .fit import ranking_metrics
 
 __all__ = ['write_report', 'CSV_FIELDS', 'JSON_FIELDS', 'json_rows']
 
-CSV_FIELDS = ('rule', 'alpha', 'tau', 'miou', 'tp', 'fp', 'fn', 'delta', 'f1', 'added_tp_kept',
-              'candidates', 'kept', 'rules_fp_at_fn', 'note')
+CSV_FIELDS = ('rule', 'fusion', 'alpha', 'tau', 'miou', 'tp', 'fp', 'fn', 'delta', 'f1',
+              'added_tp_kept', 'candidates', 'kept', 'rules_fp_at_fn', 'note')
 
 
-# Keys of every row of <name>.json (rule in lower case: bayes, ml, metafusion).
-JSON_FIELDS = ('rule', 'alpha', 'tau', 'fp', 'fn', 'tp', 'delta', 'kept_share', 'miou',
+# Keys of every row of <name>.json (rule in lower case: bayes, ml, metafusion; fusion: the
+# reading of spec §5, reference or literal, for MetaFusion rows, else null).
+JSON_FIELDS = ('rule', 'fusion', 'alpha', 'tau', 'fp', 'fn', 'tp', 'delta', 'kept_share', 'miou',
                'target_iou', 'candidates', 'candidate_tp', 'kept', 'kept_tp', 'meta_alpha',
                'class_iou', 'note')
 
@@ -128,7 +129,7 @@ def _summary_lines(rows: list[dict], tau: float) -> list[str]:
         verdict = ('no adjusted rule reaches this FN' if np.isnan(rules) else
                    f'the adjusted rules need {rules:.1f} FP for the same FN: MetaFusion is '
                    f'{"better" if r["fp"] < rules else "not better"}')
-        lines.append(f'- α = {r["alpha"]:g}: ML {ml[r["alpha"]]["fp"]} FP / '
+        lines.append(f'- α = {r["alpha"]:g}, {r["fusion"]} fusion: ML {ml[r["alpha"]]["fp"]} FP / '
                      f'{ml[r["alpha"]]["fn"]} FN (Δ {_number(ml[r["alpha"]]["delta"])}), '
                      f'MetaFusion {r["fp"]} FP / {r["fn"]} FN (Δ {_number(r["delta"])}, '
                      f'{_number(100 * r["added_tp_kept"], ".1f")} % of ML\'s added TPs kept); '

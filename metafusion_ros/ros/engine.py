@@ -17,6 +17,7 @@ import numpy as np
 
 from ..core.heatmaps import heatmaps
 from ..core.pipeline import FrameResult, MetaFusion
+from ..core.fusion import check_fusion
 from ..core.priors import check_alpha, Priors
 from ..core.rules import ml_probabilities
 
@@ -51,6 +52,7 @@ class EngineConfig:
     precision: str = 'fp32'
     alpha: float = 1.0
     tau: float = 0.5
+    fusion: str = 'reference'
     target_class: str = ''
     resize_mode: str = 'resize'
 
@@ -153,7 +155,7 @@ class FusionEngine:
         try:
             if config.target_class:
                 table = table.with_target(config.target_class)
-            fusion = MetaFusion(priors, table, config.alpha, config.tau)
+            fusion = MetaFusion(priors, table, config.alpha, config.tau, config.fusion)
         except ValueError as exc:
             raise ConfigurationError(f'priors {config.priors_path}: {exc}') from exc
         engine = cls(_load_segmenter(config, priors), fusion, _load_meta(config, fusion),
@@ -180,11 +182,14 @@ class FusionEngine:
         return bool(getattr(self.segmenter, 'has_head', False))
 
     def set_params(self, **values: float) -> None:
-        """Queue new ``alpha`` / ``tau`` values; they apply from the next frame on.
+        """Queue new ``alpha`` / ``tau`` / ``fusion`` values; they apply from the next frame on.
 
-        Raise ``ValueError`` for values outside [0, 1], an α no member of the meta bundle
-        serves, or when the network's head has α baked in and α would change.
+        Raise ``ValueError`` for values outside [0, 1], an unknown fusion reading, an α no
+        member of the meta bundle serves, or when the network's head has α baked in and α would
+        change.
         """
+        if 'fusion' in values:
+            check_fusion(values['fusion'])
         if 'alpha' in values:
             check_alpha(values['alpha'])
             self.choice_for(values['alpha'])
@@ -202,7 +207,7 @@ class FusionEngine:
         return None if self.meta is None else self.meta.select(float(alpha))
 
     def _apply_pending(self) -> None:
-        """Apply queued α / τ between frames, never in the middle of one."""
+        """Apply queued α / τ / fusion between frames, never in the middle of one."""
         with self._lock:
             pending, self._pending = self._pending, {}
         for name, value in pending.items():

@@ -30,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import ColorRGBA, Float32, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
+from ..core.fusion import FUSION_MODES
 from .conversions import (check_image, float_to_image, ImageError, image_to_rgb, mask_to_image,
                           rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
@@ -45,12 +46,13 @@ CHOICES = {
     'precision': ('fp32', 'fp16', 'int8'),
     'resize_mode': ('resize', 'refuse'),
     'qos.reliability': ('best_effort', 'reliable'),
+    'fusion': FUSION_MODES,
 }
 # Optional outputs: parameter ``outputs.<key>`` switches them; published only when subscribed.
 OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments')
 HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
 # Parameters applied while running; every other one needs a fresh configure.
-RUNTIME = {'alpha', 'tau', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
+RUNTIME = {'alpha', 'tau', 'fusion', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
     f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
 VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
 
@@ -77,6 +79,10 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'alpha': (1.0, _descriptor('prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', 0.0, 1.0)),
     'tau': (0.5, _descriptor('meta classifier threshold: keep a candidate if P(TP) >= tau',
                              0.0, 1.0)),
+    'fusion': ('reference', _descriptor(
+        "fusion reading (spec §5): 'reference' keeps the ML extent of every human segment "
+        "that is not dropped (the authors' code) | 'literal' fuses kept candidates only "
+        '(eq. 14)')),
     'target_class': ('', _descriptor("target class c by name; '' = the priors' table default")),
     'resize_mode': ('resize', _descriptor('images of another resolution than the priors: '
                                           'resize the priors | refuse the frame')),
@@ -229,7 +235,7 @@ class MetaFusionNode(LifecycleNode):
             problem = self._problem(param, initial)
             if problem:
                 return SetParametersResult(successful=False, reason=f'{param.name}: {problem}')
-        updates = {p.name: p.value for p in params if p.name in ('alpha', 'tau')}
+        updates = {p.name: p.value for p in params if p.name in ('alpha', 'tau', 'fusion')}
         if updates and self.engine is not None:
             try:
                 self.engine.set_params(**updates)
@@ -261,6 +267,7 @@ class MetaFusionNode(LifecycleNode):
             model_path=self.p('model_path'), priors_path=self.p('priors_path'),
             meta_model_path=self.p('meta_model_path'), backend=self.p('backend'),
             precision=self.p('precision'), alpha=self.p('alpha'), tau=self.p('tau'),
+            fusion=self.p('fusion'),
             target_class=self.p('target_class'), resize_mode=self.p('resize_mode'))
         try:
             self.engine = FusionEngine.load(config)
@@ -491,6 +498,7 @@ class MetaFusionNode(LifecycleNode):
         values['camera_info'] = 'yes' if self.camera_info is not None else 'no'
         if self.engine is not None:
             values.update(alpha=self.engine.fusion.alpha, tau=self.engine.fusion.tau,
+                          fusion=self.engine.fusion.fusion,
                           backend=self.p('backend'), target=self.engine.table.target_name,
                           meta_model='loaded' if self.engine.meta is not None else 'none')
             choice = self.engine.meta_choice
