@@ -1,5 +1,4 @@
-"""Evaluation (Table 2 layout), out-of-fold or with a fixed bundle, the report and
-`metafusion operating-point`."""
+"""Evaluation (Table 2), out-of-fold or with a fixed bundle, the report, `operating-point`."""
 import csv
 import json
 from pathlib import Path
