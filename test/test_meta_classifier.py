@@ -122,6 +122,13 @@ def test_runtime_alpha_uses_the_nearest_member(bundle, alpha, member, exact):
     assert bundle.classifier(alpha) is bundle.members[member]
 
 
+@pytest.mark.parametrize('alpha', [float('nan'), -0.1, 1.5])
+def test_alpha_outside_zero_one_is_refused(bundle, alpha):
+    """NaN or an α outside [0, 1] is never served by a member."""
+    with pytest.raises(ValueError, match='alpha must lie in \\[0, 1\\]'):
+        bundle.select(alpha)
+
+
 @pytest.mark.parametrize('alpha', [0.0, 0.5, 0.79])
 def test_runtime_alpha_out_of_reach_is_refused(bundle, tmp_path, alpha):
     """Farther than ALPHA_REACH from every member: refused at selection and at load."""

@@ -331,6 +331,8 @@ class MetaBundle:
 
         Raise ``ValueError`` naming the grid when no member is that close.
         """
+        if not 0.0 <= alpha <= 1.0:  # also nan
+            raise ValueError(f'alpha must lie in [0, 1], got {alpha}')
         nearest = min(self.alphas, key=lambda a: (abs(a - alpha), -a))
         if abs(nearest - alpha) > ALPHA_REACH + ALPHA_TOLERANCE:
             grid = ', '.join(f'{a:g}' for a in self.alphas)
