@@ -1,5 +1,6 @@
 """Evaluation (Table 2), out-of-fold or with a fixed bundle, the report, `operating-point`."""
 import csv
+import hashlib
 import json
 from pathlib import Path
 import shutil
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import yaml
 
-from metafusion_ros.cli import main
+from metafusion_ros.cli import build_parser, main
 from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts, segment_counts
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.pipeline import MetaFusion
@@ -19,6 +20,7 @@ from metafusion_ros.meta.evaluate import evaluate
 from metafusion_ros.meta.fit import fit_bundle
 from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
 from metafusion_ros.meta.report import JSON_FIELDS, write_report
+from metafusion_ros.meta.sources import build_setup
 from metafusion_ros.meta.toy import toy_drives
 
 ALPHAS = (0.0, 0.9, 1.0)
@@ -248,6 +250,10 @@ def test_evaluate_runs_a_network_over_a_dataset(toy, tmp_path, capsys):
     assert main(args[:1] + ['--dataset', 'camvid', '--root', str(root), '--split', 'val',
                             '--priors', str(tmp_path / 'priors.npz'), '--name', 'x']) == 2
     assert '--dataset needs --model' in capsys.readouterr().err
+    setup = build_setup(build_parser().parse_args(args))
+    network = hashlib.sha256((tmp_path / 'net.onnx').read_bytes()).hexdigest()
+    assert setup.context(0.9) == ModelContext(feature_names(table), table, 0.9, toy[1].digest,
+                                              network), 'fit records the network it ran'
 
 
 def test_rules_fp_at_fn_interpolates_the_curve():
