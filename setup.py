@@ -21,13 +21,15 @@ setup(
     extras_require={
         'train': ['torch'],
         'tensorrt': ['tensorrt', 'pycuda'],
+        # colcon runs pytest only for packages with a pytest test dependency; setuptools >= 72
+        # dropped tests_require, so without this extra `colcon test` runs 0 tests.
+        'test': ['pytest'],
     },
     zip_safe=True,
     maintainer='metafusion_ros maintainers',
     maintainer_email='maintainers@metafusion-ros.invalid',
     description='MetaFusion: controlled false-negative reduction of pedestrians for ROS 2.',
     license='Apache-2.0',
-    tests_require=['pytest'],
     entry_points={
         'console_scripts': [
             'metafusion = metafusion_ros.cli:main',

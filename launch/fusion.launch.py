@@ -6,74 +6,36 @@ Example::
     ros2 launch metafusion_ros fusion.launch.py alpha:=0.8 tau:=0.4 use_sim_time:=true
 
 Empty ``model``/``priors``/``meta_model`` arguments fall back to the package's
-``models/synthetic*`` files (``meta_model:=none``: no meta classifier, keep every candidate); any
-other empty argument leaves the config file's value alone.
+``models/synthetic*`` files (``meta_model:=none``: no meta classifier, keep every candidate); an
+empty ``camera_info_topic`` is ``camera_info`` beside ``input_topic``; any other empty argument
+leaves the config file's value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
+arguments: a bad value ends the launch with one line naming the argument.
 """
-import os
-
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+from metafusion_ros.ros.launch_args import arguments, node_settings
+
 PACKAGE = 'metafusion_ros'
-# launch argument -> (node parameter, type); values '' leave the config file's value.
-OVERRIDES = {
-    'model': ('model_path', str), 'priors': ('priors_path', str),
-    'meta_model': ('meta_model_path', str), 'backend': ('backend', str),
-    'alpha': ('alpha', float), 'tau': ('tau', float),
-}
-DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
-                 'meta_model': 'synthetic_meta.json'}
-
-
-def _share(*parts: str) -> str:
-    """Return a path inside the installed package share directory."""
-    return os.path.join(get_package_share_directory(PACKAGE), *parts)
 
 
 def _node(context: LaunchContext) -> list:
-    """Build the node with only the non-empty launch arguments as parameter overrides."""
-    def value(name: str) -> str:
-        return LaunchConfiguration(name).perform(context)
-
-    overrides = {'use_sim_time': value('use_sim_time').lower() in ('true', '1', 'yes')}
-    for arg, (param, kind) in OVERRIDES.items():
-        text = value(arg)
-        if text.lower() == 'none' and arg in DEFAULT_FILES:
-            overrides[param] = ''
-            continue
-        if not text and arg in DEFAULT_FILES and os.path.isfile(_share('models',
-                                                                       DEFAULT_FILES[arg])):
-            text = _share('models', DEFAULT_FILES[arg])
-        if text:
-            overrides[param] = kind(text)
+    """Build the node from the checked launch arguments."""
+    share = get_package_share_directory(PACKAGE)
+    settings = node_settings({arg.name: LaunchConfiguration(arg.name).perform(context)
+                              for arg in arguments(share)}, share)
     return [Node(
-        package=PACKAGE, executable='metafusion_node', name=value('node_name'),
-        namespace=value('namespace'), output='screen', emulate_tty=True,
-        parameters=[value('config_file'), overrides],
-        remappings=[('~/input/image', value('input_topic')),
-                    ('~/input/camera_info', value('camera_info_topic'))])]
+        package=PACKAGE, executable='metafusion_node', name=settings.name,
+        namespace=settings.namespace, output='screen', emulate_tty=True,
+        parameters=[settings.config_file, settings.overrides], remappings=settings.remappings)]
 
 
 def generate_launch_description() -> LaunchDescription:
     """Return the launch description: arguments, then one metafusion_node."""
-    arguments = [
-        ('config_file', _share('config', 'fusion.yaml'), 'parameter YAML of the node'),
-        ('namespace', '', 'namespace of this instance (one per camera)'),
-        ('node_name', 'metafusion_node', 'node name'),
-        ('input_topic', '/camera/image_raw', 'sensor_msgs/Image input'),
-        ('camera_info_topic', '/camera/camera_info', 'sensor_msgs/CameraInfo input'),
-        ('model', '', 'ONNX model; empty: models/synthetic.onnx of the package'),
-        ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
-        ('meta_model', '',
-         'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
-        ('backend', '', 'onnxruntime | tensorrt; empty: from the config file'),
-        ('alpha', '', 'prior interpolation alpha in [0, 1]; empty: from the config file'),
-        ('tau', '', 'meta classifier threshold in [0, 1]; empty: from the config file'),
-        ('use_sim_time', 'false', 'use /clock (e.g. with ros2 bag play --clock)'),
-    ]
+    share = get_package_share_directory(PACKAGE)
     return LaunchDescription(
-        [DeclareLaunchArgument(name, default_value=default, description=text)
-         for name, default, text in arguments] + [OpaqueFunction(function=_node)])
+        [DeclareLaunchArgument(arg.name, default_value=arg.default, description=arg.description)
+         for arg in arguments(share)] + [OpaqueFunction(function=_node)])

@@ -2,16 +2,14 @@
 
 Malformed and odd input images (every refused layout) are in ``test_robust_images.py``.
 """
+from hypothesis import given, settings, strategies as st
+from hypothesis.extra.numpy import arrays
 import numpy as np
 import pytest
+from sensor_msgs.msg import Image
+from std_msgs.msg import Header
 
-pytest.importorskip('sensor_msgs.msg')
-from hypothesis import given, settings, strategies as st  # noqa: E402
-from hypothesis.extra.numpy import arrays  # noqa: E402
-from sensor_msgs.msg import Image  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-
-from metafusion_ros.ros import conversions as conv  # noqa: E402
+from metafusion_ros.ros import conversions as conv
 
 SIZES = st.tuples(st.integers(1, 9), st.integers(1, 9))
 

@@ -335,6 +335,31 @@ def test_fp_fn_delta_by_hand():
     assert b.f1 == pytest.approx(2 / 3)
 
 
+def whole_frame_counts(pred: np.ndarray, gt: np.ndarray, t) -> evaluation.SegmentCounts:
+    """Count as spec §6 words it: ignore copied into the prediction, every segment labelled."""
+    c, ignore = t.target, t.ignore_label
+    pred = np.where(gt == ignore, ignore, pred).astype(pred.dtype)
+    seg = segments.label_segments(pred, ignore_label=ignore)
+    ids = np.unique(seg.labels[pred == c])
+    counted = [i for i in ids if (~seg.boundary[seg.labels == i]).any()]
+    tp = sum(bool((gt[seg.labels == i] == c).any()) for i in counted)
+    gt_seg = segments.label_segments((gt == c).astype(np.uint8))
+    found = {int(i) for i in np.unique(gt_seg.labels[(gt == c) & (pred == c)])}
+    missed = {int(i) for i in np.unique(gt_seg.labels[gt == c])} - found
+    return evaluation.SegmentCounts(tp=tp, fp=len(counted) - tp, fn=len(missed))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(2, 24), st.integers(2, 24), st.integers(0, 2**32 - 1))
+def test_segment_counts_match_whole_frame_labelling(height, width, seed):
+    """Labelling only the class-c mask counts exactly what labelling every segment counts."""
+    rng = np.random.default_rng(seed)
+    t = table(3, target=2)
+    pred = rng.choice(np.array([0, 1, 2], np.uint8), (height, width), p=[0.2, 0.2, 0.6])
+    gt = rng.choice(np.array([0, 2, 255], np.uint8), (height, width), p=[0.4, 0.4, 0.2])
+    assert evaluation.segment_counts(pred, gt, t) == whole_frame_counts(pred, gt, t)
+
+
 def test_ignore_in_ground_truth_masks_prediction():
     """Predicted c on ignore pixels is neither FP nor TP (prediction set to ignore first)."""
     t = table(3, target=2)

@@ -1,37 +1,50 @@
-"""Training code (optional PyTorch extra): network, class weights, export, a tiny real run."""
+"""Training code (optional PyTorch extra): network, class weights, export, a tiny real run.
+
+Without PyTorch every test here is skipped by the ``torch`` fixture (never at module level: a
+ROS install's launch_testing plugin imports every test module at collection, and a module-level
+skip there would skip the whole test directory).
+"""
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-torch = pytest.importorskip('torch', reason='PyTorch (the optional train extra) not installed')
-
-from metafusion_ros.core.classes import camvid_table  # noqa: E402
-from metafusion_ros.segmenter import load_segmenter  # noqa: E402
-from metafusion_ros.segmenter.net import count_parameters, StreetNet  # noqa: E402
-from metafusion_ros.segmenter.train import (  # noqa: E402
-    class_weights, group_iou, TrainConfig, train)
+from metafusion_ros.core.classes import camvid_table
 
 CAMVID = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'camvid'
 
 
-def test_streetnet_shapes_and_size():
+@pytest.fixture(scope='module')
+def torch() -> ModuleType:
+    """Return PyTorch, or skip the test where the optional train extra is not installed."""
+    return pytest.importorskip('torch', reason='PyTorch (the optional train extra) not installed')
+
+
+def test_streetnet_shapes_and_size(torch):
     """Logits at the input resolution for odd sizes; the default net stays small (< 2 M)."""
+    from metafusion_ros.segmenter.net import count_parameters, StreetNet
+
     net = StreetNet(11).eval()
     with torch.no_grad():
         assert net(torch.zeros(1, 3, 45, 61)).shape == (1, 11, 45, 61)
     assert count_parameters(net) < 2_000_000
 
 
-def test_class_weights_favour_rare_classes():
+def test_class_weights_favour_rare_classes(torch):
     """Weigh rare classes more (ENet: 1 / ln(1.02 + f)); ignore is not counted."""
+    from metafusion_ros.segmenter.train import class_weights
+
     labels = np.array([0] * 90 + [1] * 10 + [255] * 50, np.uint8)
     w = class_weights(labels, 3, 255)
     assert w[1] > w[0] and w[2] == pytest.approx(1 / np.log(1.02))
 
 
-def test_tiny_training_run_exports_a_loadable_model(tmp_path):
+def test_tiny_training_run_exports_a_loadable_model(torch, tmp_path):
     """A few steps on 8 CamVid images: ONNX + JSON with scores, loadable by the segmenter."""
+    from metafusion_ros.segmenter import load_segmenter
+    from metafusion_ros.segmenter.train import TrainConfig, train
+
     if not CAMVID.is_dir():
         pytest.skip(f'CamVid not beside the checkout: {CAMVID}')
     torch.manual_seed(0)
@@ -47,7 +60,9 @@ def test_tiny_training_run_exports_a_loadable_model(tmp_path):
     assert spec['training']['epochs_done'] == 1 and (tmp_path / 'c.ckpt' / 'best.pt').is_file()
 
 
-def test_group_iou_reads_merged_classes_as_one():
+def test_group_iou_reads_merged_classes_as_one(torch):
     """Score person + rider as human: confusions between them are not errors."""
+    from metafusion_ros.segmenter.train import group_iou
+
     conf = np.array([[50, 0, 5], [0, 10, 2], [5, 3, 20]])  # rows: gt; classes 0, 1, 2
     assert group_iou(conf, [1, 2]) == pytest.approx((10 + 2 + 3 + 20) / (35 + 5 + 5))

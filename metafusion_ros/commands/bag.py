@@ -34,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     play.add_argument('--loop', action='store_true', help='start over at the end')
     play.add_argument('--ground-truth', action='store_true',
                       help='also publish the ground-truth topic')
+    play.add_argument('--clock', action='store_true',
+                      help='publish the bag time on /clock (rosgraph_msgs/Clock), for nodes '
+                           'run with use_sim_time')
     play.set_defaults(func=_play)
 
     score = sub.add_parser('score', help='replay a bag to a running node and score its masks')
@@ -77,7 +80,7 @@ def _play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from ..ros.bag import BagError, DriveBag, GT_TOPIC, publishers, replay
+    from ..ros.bag import BagError, clock_publisher, DriveBag, GT_TOPIC, publishers, replay
 
     bag = DriveBag(args.bag)
     topics = [t for t in bag.topics() if args.ground_truth or t != GT_TOPIC]
@@ -91,7 +94,8 @@ def _play(args: argparse.Namespace) -> int:
     executor.add_node(node)
     try:
         count = replay(executor, bag, publishers(node, bag, topics), rate=args.rate,
-                       loop=args.loop, should_stop=lambda: not rclpy.ok(), skipped=skipped)
+                       loop=args.loop, should_stop=lambda: not rclpy.ok(), skipped=skipped,
+                       clock=clock_publisher(node) if args.clock else None)
         print(f'published {count} messages from {args.bag}' + (
             f'; skipped {sum(skipped.values())} ({_reasons(skipped)})' if skipped else ''))
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -110,7 +110,9 @@ class ClassTable:
 
     def check_labels(self, labels: np.ndarray, what: str = 'label map') -> None:
         """Raise ``ValueError`` when ``labels`` holds values outside the table and ignore."""
-        values = np.unique(labels)
+        labels = np.asarray(labels)
+        values = np.flatnonzero(np.bincount(labels.ravel(), minlength=256)) if (
+            labels.dtype == np.uint8) else np.unique(labels)
         bad = values[(values >= self.num_classes) & (values != self.ignore_label)]
         if np.any(values < 0) or bad.size:
             shown = ', '.join(str(v) for v in np.concatenate([values[values < 0], bad])[:8])

@@ -13,7 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from .classes import ClassTable
-from .segments import check_label_map, label_segments
+from .segments import check_label_map
 
 __all__ = ['SegmentCounts', 'segment_counts', 'delta', 'added_tp_share', 'confusion',
            'iou_per_class', 'mean_iou']
@@ -50,26 +50,43 @@ def _check_pair(pred: np.ndarray, gt: np.ndarray) -> None:
 def segment_counts(pred: np.ndarray, gt: np.ndarray, table: ClassTable) -> SegmentCounts:
     """Count segment-wise TP, FP, FN of the target class (spec §6).
 
-    Ground-truth merged classes (rider) are read as their destination (person).
+    Ground-truth merged classes (rider) are read as their destination (person). A segment of
+    class c is an 8-connected component of the class-c mask; its pixel is interior when its
+    clipped 3x3 window is all class c (ignore pixels count as another label), so only the
+    class-c masks are labelled, inside the box around them, never the whole frame.
     """
     _check_pair(pred, gt)
     table.check_labels(gt, 'ground truth')
     c, ignore = table.target, table.ignore_label
     gt = table.merge_labels(gt)
-    pred = np.where(gt == ignore, ignore, pred).astype(pred.dtype)
-    segments = label_segments(pred, ignore_label=ignore)
-    target_ids = np.unique(segments.labels[pred == c])
-    interior = np.zeros(segments.count + 1, dtype=bool)
-    interior[segments.labels[(pred == c) & ~segments.boundary]] = True
-    hit = np.zeros(segments.count + 1, dtype=bool)
-    hit[segments.labels[(pred == c) & (gt == c)]] = True
-    counted = target_ids[interior[target_ids]]
-    tp = int(np.count_nonzero(hit[counted]))
-    gt_components, n_gt = ndimage.label(gt == c, structure=_EIGHT)
+    truth = gt == c
+    predicted = (pred == c) & (gt != ignore)
+    box = _box(predicted | truth)
+    truth, predicted = truth[box], predicted[box]
+    components, n = ndimage.label(predicted, structure=_EIGHT)
+    interior = ndimage.binary_erosion(predicted, structure=_EIGHT, border_value=1)
+    counted = np.zeros(n + 1, dtype=bool)
+    counted[components[interior]] = True
+    hit = np.zeros(n + 1, dtype=bool)
+    hit[components[predicted & truth]] = True
+    tp = int(np.count_nonzero(hit[1:] & counted[1:]))
+    gt_components, n_gt = ndimage.label(truth, structure=_EIGHT)
     found = np.zeros(n_gt + 1, dtype=bool)
-    found[gt_components[pred == c]] = True
+    found[gt_components[predicted]] = True
     fn = int(n_gt - np.count_nonzero(found[1:]))
-    return SegmentCounts(tp=tp, fp=int(counted.size - tp), fn=fn)
+    return SegmentCounts(tp=tp, fp=int(np.count_nonzero(counted[1:])) - tp, fn=fn)
+
+
+def _box(mask: np.ndarray) -> tuple[slice, slice]:
+    """Return the slices of the box around ``mask``'s pixels, one pixel wider where it can be.
+
+    The margin keeps the erosion exact: inside the frame a window reaches one pixel out, and at
+    the frame's edge the box's edge is the frame's, so the clipped window is the same.
+    """
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if rows.size == 0:
+        return slice(0, 0), slice(0, 0)
+    return (slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
 
 
 def delta(rule: SegmentCounts, bayes: SegmentCounts) -> float:

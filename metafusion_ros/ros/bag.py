@@ -26,7 +26,8 @@ from rosbags.typesys import get_typestore, Stores
 from ..core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
-           'replay', 'publishers', 'header_stamp', 'message_class', 'deserialize', 'cdr_problem']
+           'replay', 'publishers', 'clock_publisher', 'header_stamp', 'message_class',
+           'deserialize', 'cdr_problem']
 
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
@@ -235,6 +236,20 @@ def publishers(node: Any, bag: DriveBag, topics: Iterable[str] | None = None,
             for t in kinds if topics is None or t in topics}
 
 
+def clock_publisher(node: Any) -> Callable[[int], None]:
+    """Return a function publishing a time in ns as ``rosgraph_msgs/Clock`` on ``/clock``."""
+    from rosgraph_msgs.msg import Clock
+
+    pub = node.create_publisher(Clock, '/clock', 10)
+
+    def publish(ns: int) -> None:
+        """Publish ``ns`` nanoseconds as the current (simulated) time."""
+        msg = Clock()
+        msg.clock.sec, msg.clock.nanosec = divmod(ns, 10**9)
+        pub.publish(msg)
+    return publish
+
+
 def header_stamp(data: bytes) -> tuple[int, int]:
     """Return ``(sec, nanosec)`` of a CDR message that starts with a std_msgs/Header."""
     if len(data) < 12 or data[1] not in (0, 1):
@@ -259,10 +274,13 @@ def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0
            loop: bool = False, after_publish: Callable[[str, bytes], None] | None = None,
            should_stop: Callable[[], bool] = lambda: False,
            check: Callable[[str, bytes], str] | None = None,
-           skipped: Counter[str] | None = None) -> int:
+           skipped: Counter[str] | None = None,
+           clock: Callable[[int], None] | None = None) -> int:
     """Publish the bag's messages with its timing scaled by ``1 / rate``; return the count.
 
     The executor is spun while waiting, so the caller's subscriptions keep receiving.
+    ``clock(ns)`` (see :func:`clock_publisher`) gets the bag time: at each message its
+    recorded time, and while waiting for the next one the time played so far (every 50 ms).
     ``after_publish(topic, data)`` runs after each message (score uses it for lock-step).
     A message for which ``check(topic, data)`` returns a reason (default: its CDR does not
     deserialize as the topic's type) is not published but counted in ``skipped`` under
@@ -286,7 +304,11 @@ def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0
                 first, start = stamp, time.monotonic()
             target = start + (stamp - first) / 1e9 / rate
             while time.monotonic() < target and not should_stop():
+                if clock is not None:
+                    clock(first + round((time.monotonic() - start) * rate * 1e9))
                 executor.spin_once(timeout_sec=min(0.05, max(0.0, target - time.monotonic())))
+            if clock is not None:
+                clock(stamp)
             problem = check(topic, data)
             if problem:
                 if skipped is not None:

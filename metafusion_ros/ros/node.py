@@ -20,6 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 import numpy as np
 import rclpy
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -209,7 +210,9 @@ class MetaFusionNode(LifecycleNode):
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
-        self.create_timer(self.p('diagnostics_period_s'), self._publish_diagnostics)
+        # A steady clock: with use_sim_time and no /clock, ROS time stands still at 0.
+        self.create_timer(self.p('diagnostics_period_s'), self._publish_diagnostics,
+                          clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     # parameters -------------------------------------------------------------------------------
     def p(self, name: str) -> Any:
@@ -505,12 +508,18 @@ class MetaFusionNode(LifecycleNode):
             if choice is not None:
                 values.update(meta_alpha=f'{choice.alpha:g}', meta_alpha_choice=choice.describe())
         skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
+        notes = [f'{skipped} frames skipped'] if skipped else []
+        if self.get_parameter('use_sim_time').value:
+            values['clock'] = 'sim'
+            if self.get_clock().now().nanoseconds == 0:  # sim time stands at 0 until /clock
+                values['clock'] = 'sim, no /clock yet'
+                notes.append('use_sim_time is true and no /clock has arrived')
         level = DiagnosticStatus.OK
         message = f'{self.state_name}'
         if self.state_name == 'configure_failed':
             level, message = DiagnosticStatus.ERROR, 'configure failed'
-        elif skipped:
-            level, message = DiagnosticStatus.WARN, f'{self.state_name}, {skipped} frames skipped'
+        elif notes:
+            level, message = DiagnosticStatus.WARN, ', '.join([self.state_name, *notes])
         status = DiagnosticStatus(
             level=level, name=f'{self.get_fully_qualified_name()}: fusion', message=message,
             hardware_id=self.p('model_path') or 'none',

@@ -1,0 +1,166 @@
+"""Arguments of ``launch/fusion.launch.py``: declared, validated, turned into node settings.
+
+Pure Python (no ``launch`` import), so the argument handling is tested where the launch tools
+are not installed. :func:`node_settings` checks every argument and raises
+:class:`LaunchArgumentError` with one line naming the argument (``ros2 launch`` prints it and
+exits 1); it returns the node's name, namespace, parameters and remappings, which the launch
+file hands to ``launch_ros.actions.Node`` and ``test_launch_examples.py`` to a node process.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+import math
+import os
+import re
+from typing import Any, Mapping
+
+__all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
+           'sibling_topic', 'CHOICES', 'DEFAULT_FILES']
+
+# launch argument -> node parameter it overrides ('' leaves the config file's value).
+PARAMETER = {'model': 'model_path', 'priors': 'priors_path', 'meta_model': 'meta_model_path',
+             'backend': 'backend', 'alpha': 'alpha', 'tau': 'tau', 'qos': 'qos.reliability'}
+# Values of the choice arguments (test_launch_examples.py checks them against the node's).
+CHOICES = {'backend': ('onnxruntime', 'tensorrt'), 'qos': ('best_effort', 'reliable')}
+# Empty file arguments fall back to these files in the package's models/.
+DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
+                 'meta_model': 'synthetic_meta.json'}
+BOOLEANS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
+NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
+NAMESPACE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
+TOPIC = re.compile(r'(~/|/)?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
+
+
+class LaunchArgumentError(ValueError):
+    """A launch argument with a value the node cannot use; the message names the argument."""
+
+
+@dataclass(frozen=True)
+class Argument:
+    """One launch argument: name, default value and description."""
+
+    name: str
+    default: str
+    description: str
+
+
+def arguments(share: str) -> list[Argument]:
+    """Return the launch arguments; ``share`` is the package's share (or source) folder."""
+    table = [
+        ('config_file', os.path.join(share, 'config', 'fusion.yaml'),
+         'parameter YAML of the node'),
+        ('namespace', '', 'namespace of this instance (one per camera)'),
+        ('node_name', 'metafusion_node', 'node name'),
+        ('input_topic', '/camera/image_raw', 'sensor_msgs/Image input'),
+        ('camera_info_topic', '',
+         'sensor_msgs/CameraInfo input; empty: camera_info beside input_topic'),
+        ('model', '', 'ONNX model; empty: models/synthetic.onnx of the package'),
+        ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
+        ('meta_model', '',
+         'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
+        ('backend', '', 'onnxruntime | tensorrt; empty: from the config file'),
+        ('alpha', '', 'prior interpolation alpha in [0, 1]; empty: from the config file'),
+        ('tau', '', 'meta classifier threshold in [0, 1]; empty: from the config file'),
+        ('qos', '', 'input QoS reliability: best_effort | reliable; empty: from the config file'),
+        ('use_sim_time', 'false', 'use /clock (e.g. metafusion bag play --clock): true | false'),
+    ]
+    return [Argument(*row) for row in table]
+
+
+@dataclass
+class NodeSettings:
+    """What the launch file gives ``launch_ros.actions.Node``."""
+
+    name: str
+    namespace: str
+    config_file: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+    remappings: list[tuple[str, str]] = field(default_factory=list)
+
+
+def _fail(name: str, value: str, problem: str) -> LaunchArgumentError:
+    """Return the one-line error of argument ``name``."""
+    return LaunchArgumentError(f'launch argument {name}:={value!r}: {problem}')
+
+
+def _unit_interval(name: str, text: str) -> float:
+    """Return ``text`` as a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise _fail(name, text, 'not a number (expected a value in [0, 1])') from None
+    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
+        raise _fail(name, text, 'outside [0, 1]')
+    return value
+
+
+def _file(name: str, text: str, share: str) -> str:
+    """Return the file of argument ``name``: ``text``, or the package's default if empty."""
+    if name == 'meta_model' and text.lower() == 'none':
+        return ''
+    if not text:
+        default = os.path.join(share, 'models', DEFAULT_FILES[name])
+        return default if name != 'meta_model' or os.path.isfile(default) else ''
+    if not os.path.isfile(text):
+        raise _fail(name, text, 'no such file')
+    return text
+
+
+def _override(name: str, text: str, share: str) -> Any:
+    """Return the parameter value of a non-empty override argument (or a file argument)."""
+    if name in DEFAULT_FILES:
+        return _file(name, text, share)
+    if name in CHOICES:
+        if text not in CHOICES[name]:
+            raise _fail(name, text, f'not one of {", ".join(CHOICES[name])}')
+        return text
+    return _unit_interval(name, text)
+
+
+def _checked(name: str, text: str, pattern: re.Pattern[str], what: str) -> str:
+    """Return ``text`` if it is a valid ROS ``what`` (or empty where allowed)."""
+    if pattern.fullmatch(text) is None:
+        raise _fail(name, text, f'not a valid ROS {what}')
+    return text
+
+
+def sibling_topic(topic: str, name: str) -> str:
+    """Return topic ``name`` beside ``topic`` (``/front/image_raw`` -> ``/front/camera_info``)."""
+    head, sep, _ = topic.rpartition('/')
+    return f'{head}{sep}{name}'
+
+
+def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
+    """Return the node settings of the launch argument ``values`` (defaults where missing).
+
+    Raises :class:`LaunchArgumentError` (one line naming the argument) for an unknown argument,
+    a number that is not one or outside [0, 1], an unknown choice, a missing file, a bad name,
+    namespace or topic, or a ``use_sim_time`` that is not a boolean.
+    """
+    declared = {arg.name: arg.default for arg in arguments(share)}
+    unknown = sorted(set(values) - set(declared))
+    if unknown:
+        raise LaunchArgumentError(f'unknown launch argument {unknown[0]} '
+                                  f'(arguments: {", ".join(declared)})')
+    value = {**declared, **values}
+    if not os.path.isfile(value['config_file']):
+        raise _fail('config_file', value['config_file'], 'no such file')
+    sim_time = value['use_sim_time'].strip().lower()
+    if sim_time not in BOOLEANS:
+        raise _fail('use_sim_time', value['use_sim_time'], 'not true or false')
+    overrides: dict[str, Any] = {'use_sim_time': BOOLEANS[sim_time]}
+    for arg, param in PARAMETER.items():
+        text = value[arg].strip()
+        if text or arg in DEFAULT_FILES:
+            overrides[param] = _override(arg, text, share)
+    image = _checked('input_topic', value['input_topic'], TOPIC, 'topic name')
+    info = value['camera_info_topic'] or sibling_topic(image, 'camera_info')
+    namespace = value['namespace'].rstrip('/')  # absolute stays absolute (PushRosNamespace)
+    if namespace:
+        _checked('namespace', namespace.lstrip('/'), NAMESPACE, 'namespace')
+    return NodeSettings(
+        name=_checked('node_name', value['node_name'], NAME, 'node name'),
+        namespace=namespace, config_file=value['config_file'], overrides=overrides,
+        remappings=[('~/input/image', image),
+                    ('~/input/camera_info',
+                     _checked('camera_info_topic', info, TOPIC, 'topic name'))])

@@ -1,0 +1,141 @@
+"""fusion.launch.py's arguments (``metafusion_ros.ros.launch_args``): defaults, checks, wiring.
+
+Pure Python: no ``launch`` needed. The last test runs the launch file itself with recording
+stand-ins for ``launch`` / ``launch_ros`` (absent here) to check that it hands the checked
+settings to the Node action unchanged; test_launch_examples.py starts every documented example.
+"""
+import importlib.util
+import sys
+import types
+
+import pytest
+
+from metafusion_ros.ros.launch_args import (arguments, CHOICES, LaunchArgumentError,
+                                            node_settings, sibling_topic)
+from test_node_harness import REPO
+
+SHARE = str(REPO)  # the source tree has the share folder's layout (config/, models/, launch/)
+
+
+def test_defaults_use_the_package_files_and_camera_topics():
+    """No argument: package config and synthetic models, /camera topics, config's α / τ / QoS."""
+    settings = node_settings({}, SHARE)
+    assert (settings.name, settings.namespace) == ('metafusion_node', '')
+    assert settings.config_file == f'{SHARE}/config/fusion.yaml'
+    assert settings.overrides == {
+        'use_sim_time': False, 'model_path': f'{SHARE}/models/synthetic.onnx',
+        'priors_path': f'{SHARE}/models/synthetic_priors.npz',
+        'meta_model_path': f'{SHARE}/models/synthetic_meta.json'}
+    assert settings.remappings == [('~/input/image', '/camera/image_raw'),
+                                   ('~/input/camera_info', '/camera/camera_info')]
+
+
+def test_overrides_qos_and_sim_time():
+    """α, τ, backend and qos become parameters; meta_model none keeps every candidate."""
+    settings = node_settings({'alpha': '0.8', 'tau': ' 0.4', 'backend': 'tensorrt',
+                              'qos': 'reliable', 'meta_model': 'None',
+                              'use_sim_time': 'True'}, SHARE)
+    assert settings.overrides['alpha'] == 0.8 and settings.overrides['tau'] == 0.4
+    assert settings.overrides['backend'] == 'tensorrt'
+    assert settings.overrides['qos.reliability'] == 'reliable'
+    assert settings.overrides['meta_model_path'] == ''
+    assert settings.overrides['use_sim_time'] is True
+    assert node_settings({'use_sim_time': 'no'}, SHARE).overrides['use_sim_time'] is False
+
+
+def test_each_camera_gets_its_own_camera_info():
+    """camera_info follows the input topic per camera unless given; a trailing / is dropped."""
+    front = node_settings({'namespace': 'front', 'input_topic': '/front/image_raw'}, SHARE)
+    rear = node_settings({'namespace': '/rear/', 'input_topic': '/rear/image_raw'}, SHARE)
+    assert front.remappings[1] == ('~/input/camera_info', '/front/camera_info')
+    assert (rear.namespace, rear.remappings[1][1]) == ('/rear', '/rear/camera_info')
+    given = node_settings({'input_topic': 'image', 'camera_info_topic': '/cal/info'}, SHARE)
+    assert given.remappings == [('~/input/image', 'image'), ('~/input/camera_info', '/cal/info')]
+    assert sibling_topic('image_raw', 'camera_info') == 'camera_info'
+
+
+@pytest.mark.parametrize('name,value,problem', [
+    ('alpha', 'abc', 'not a number'), ('alpha', '1.5', 'outside [0, 1]'),
+    ('tau', 'nan', 'outside [0, 1]'), ('tau', '0,5', 'not a number'),
+    ('backend', 'cuda', 'not one of onnxruntime, tensorrt'),
+    ('qos', 'fast', 'not one of best_effort, reliable'),
+    ('use_sim_time', 'maybe', 'not true or false'),
+    ('model', '/no/such/model.onnx', 'no such file'), ('priors', 'gone.npz', 'no such file'),
+    ('meta_model', 'meta.json', 'no such file'), ('config_file', '/nope.yaml', 'no such file'),
+    ('node_name', 'fusion node', 'not a valid ROS node name'),
+    ('namespace', 'front-cam', 'not a valid ROS namespace'),
+    ('input_topic', '/cam/image raw', 'not a valid ROS topic name'),
+    ('camera_info_topic', '1info', 'not a valid ROS topic name'),
+])
+def test_bad_argument_is_one_line_naming_it(name, value, problem):
+    """Every bad value: one line ``launch argument NAME:='VALUE': problem``."""
+    with pytest.raises(LaunchArgumentError) as info:
+        node_settings({name: value}, SHARE)
+    text = str(info.value)
+    assert text.startswith(f'launch argument {name}:={value!r}: ') and problem in text
+    assert '\n' not in text
+
+
+def test_unknown_argument_is_named():
+    """A misspelt argument (e.g. in an example) is refused with the list of arguments."""
+    with pytest.raises(LaunchArgumentError, match=r'unknown launch argument alhpa \(arguments: '
+                                                  r'config_file, .*qos, use_sim_time\)'):
+        node_settings({'alhpa': '0.5'}, SHARE)
+
+
+def test_choices_are_the_nodes():
+    """The backend and qos arguments accept exactly the node's backend / qos.reliability."""
+    from metafusion_ros.ros.node import CHOICES as NODE_CHOICES
+
+    assert CHOICES == {'backend': NODE_CHOICES['backend'],
+                       'qos': NODE_CHOICES['qos.reliability']}
+
+
+class Recorder:
+    """Stand-in for a launch action or substitution: keeps its arguments."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+
+def fake_launch_modules() -> dict[str, types.ModuleType]:
+    """Return stand-ins for launch, launch.actions, launch.substitutions, launch_ros.actions."""
+    class Configuration(Recorder):
+        def perform(self, given):
+            return given[self.args[0]]
+
+    modules = {name: types.ModuleType(name) for name in (
+        'launch', 'launch.actions', 'launch.substitutions', 'launch_ros', 'launch_ros.actions')}
+    modules['launch'].LaunchContext = dict
+    modules['launch'].LaunchDescription = Recorder
+    modules['launch.actions'].DeclareLaunchArgument = Recorder
+    modules['launch.actions'].OpaqueFunction = Recorder
+    modules['launch.substitutions'].LaunchConfiguration = Configuration
+    modules['launch_ros.actions'].Node = Recorder
+    return modules
+
+
+def test_launch_file_hands_the_checked_settings_to_the_node(monkeypatch, tmp_path):
+    """Declared arguments = launch_args'; the Node gets node_settings' result; bad: raises."""
+    monkeypatch.setattr('ament_index_python.packages.get_package_share_directory',
+                        lambda package: SHARE)
+    for name, module in fake_launch_modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    spec = importlib.util.spec_from_file_location('fusion_launch',
+                                                  REPO / 'launch' / 'fusion.launch.py')
+    launch_file = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(launch_file)
+    description = launch_file.generate_launch_description()
+    *declared, opaque = description.args[0]
+    assert [(d.args[0], d.kwargs['default_value']) for d in declared] == [
+        (a.name, a.default) for a in arguments(SHARE)]
+    values = {d.args[0]: d.kwargs['default_value'] for d in declared}
+    values.update(namespace='front', input_topic='/front/image_raw', qos='reliable')
+    node = opaque.kwargs['function'](values)[0]
+    expected = node_settings(values, SHARE)
+    assert node.kwargs['name'] == expected.name and node.kwargs['namespace'] == 'front'
+    assert node.kwargs['parameters'] == [expected.config_file, expected.overrides]
+    assert node.kwargs['remappings'] == expected.remappings
+    assert ('~/input/camera_info', '/front/camera_info') in node.kwargs['remappings']
+    with pytest.raises(LaunchArgumentError, match="launch argument alpha:='abc'"):
+        opaque.kwargs['function'](dict(values, alpha='abc'))
