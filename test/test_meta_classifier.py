@@ -124,7 +124,7 @@ def test_runtime_alpha_uses_the_nearest_member(bundle, alpha, member, exact):
 
 @pytest.mark.parametrize('alpha', [float('nan'), -0.1, 1.5])
 def test_alpha_outside_zero_one_is_refused(bundle, alpha):
-    """NaN or an α outside [0, 1] is never served by a member."""
+    """An α of NaN or outside [0, 1] is never served by a member."""
     with pytest.raises(ValueError, match='alpha must lie in \\[0, 1\\]'):
         bundle.select(alpha)
 
