@@ -1,19 +1,26 @@
-"""Out-of-fold evaluation (Table 2 layout), the report, and `metafusion operating-point`."""
+"""Evaluation (Table 2), out-of-fold or with a fixed bundle, the report, `operating-point`."""
 import csv
+import hashlib
+import json
+from pathlib import Path
+import shutil
 
 import numpy as np
 import pytest
 import yaml
 
-from metafusion_ros.cli import main
+from metafusion_ros.cli import build_parser, main
 from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts, segment_counts
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.meta import evaluate as evaluate_module
+from metafusion_ros.meta.classifier import MetaBundle, ModelContext
 from metafusion_ros.meta.collect import ArraySource, collect
 from metafusion_ros.meta.evaluate import evaluate
+from metafusion_ros.meta.fit import fit_bundle
 from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
-from metafusion_ros.meta.report import write_report
+from metafusion_ros.meta.report import JSON_FIELDS, write_report
+from metafusion_ros.meta.sources import build_setup
 from metafusion_ros.meta.toy import toy_drives
 
 ALPHAS = (0.0, 0.9, 1.0)
@@ -41,11 +48,12 @@ def test_bayes_and_ml_rows_match_core_counts(toy):
     assert result.ml[0.0].counts == bayes
 
 
-def test_metafusion_row_matches_the_pipeline(toy):
+@pytest.mark.parametrize('mode', ['reference', 'literal'])
+def test_metafusion_row_matches_the_pipeline(toy, mode):
     """Fusing cached candidates with out-of-fold scores equals MetaFusion.process per frame."""
     table, priors, items, _, result = toy
     scores = result.validation[1.0].scores
-    fusion = MetaFusion(priors, table, 1.0, tau=0.5)
+    fusion = MetaFusion(priors, table, 1.0, tau=0.5, fusion=mode)
     total, offset = SegmentCounts(), 0
     for _, _, probs, gt in items:
         count = fusion.process(probs, None).candidates.count
@@ -53,9 +61,17 @@ def test_metafusion_row_matches_the_pipeline(toy):
         frame = fusion.process(probs, lambda features, s=frame_scores: s)
         total = total + segment_counts(frame.fused, gt, table)
         offset += count
-    row = result.fusion[(1.0, 0.5)]
-    assert row.counts == total
+    row = result.fusion[(1.0, 0.5, mode)]
+    assert row.counts == total and row.fusion == mode
     assert row.kept == int((scores >= 0.5).sum()) and row.candidates == scores.size
+
+
+def test_reference_fusion_keeps_at_least_what_literal_keeps(toy):
+    """The authors' fusion adds the agreeing ML segments: never more false negatives."""
+    _, _, _, _, result = toy
+    for (alpha, tau, mode), row in result.fusion.items():
+        if mode == 'reference' and row.counts.fn >= 0:
+            assert row.counts.fn <= result.fusion[(alpha, tau, 'literal')].counts.fn
 
 
 def test_rows_delta_share_and_tau_zero(toy):
@@ -64,11 +80,11 @@ def test_rows_delta_share_and_tau_zero(toy):
     rows = {(r['rule'], r['alpha'], r['tau'] if r['rule'] == 'MetaFusion' else None): r
             for r in result.rows()}
     bayes, ml = result.bayes.counts, result.ml[1.0].counts
-    fused = result.fusion[(1.0, 0.5)].counts
+    fused = result.fusion[(1.0, 0.5, 'reference')].counts
     row = rows[('MetaFusion', 1.0, 0.5)]
     assert row['delta'] == pytest.approx(delta(fused, bayes), nan_ok=True)
     assert row['added_tp_kept'] == pytest.approx(added_tp_share(fused, bayes, ml), nan_ok=True)
-    everything = result.fusion[(1.0, 0.0)]
+    everything = result.fusion[(1.0, 0.0, 'reference')]
     assert everything.kept == everything.candidates > 0
     assert everything.counts.fn <= fused.fn
     assert ml.fn < bayes.fn, 'the toy network must hide pedestrians from the Bayes rule'
@@ -77,7 +93,7 @@ def test_rows_delta_share_and_tau_zero(toy):
 def test_alpha_zero_has_no_candidates(toy):
     """α = 0 is the Bayes rule: no candidates, MetaFusion = Bayes, and the reason is noted."""
     _, _, _, _, result = toy
-    row = result.fusion[(0.0, 0.5)]
+    row = result.fusion[(0.0, 0.5, 'reference')]
     assert row.candidates == 0 and row.counts == result.bayes.counts
     assert 'no candidates' in row.note and 'no candidate segments' in result.notes[0.0]
 
@@ -88,7 +104,8 @@ def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
     md = write_report(result, folder, table, feature_names(table), tmp_path, 'toy',
                       'metafusion evaluate ...', 'toy frames', 0.5)
     text = md.read_text()
-    assert '| MetaFusion | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
+    assert '| MetaFusion | reference | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
+    assert '| MetaFusion | literal | 1 | 0.5 |' in text and '| ML |  | 1 | – |' in text
     for suffix in ('_fp_fn.png', '_importance.png', '_collage.png', '.csv'):
         assert (tmp_path / f'toy{suffix}').stat().st_size > 0
     with open(tmp_path / 'toy.csv', newline='') as fh:
@@ -98,7 +115,8 @@ def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
         raise AssertionError('cross-validation ran again')
     monkeypatch.setattr(evaluate_module, 'cross_validate', no_training)
     again = evaluate(folder, table, feature_names(table), priors.digest, ALPHAS, (0.7,))
-    assert again.fusion[(1.0, 0.7)].kept == int((result.validation[1.0].scores >= 0.7).sum())
+    assert again.fusion[(1.0, 0.7, 'reference')].kept == int(
+        (result.validation[1.0].scores >= 0.7).sum())
 
 
 def test_single_class_candidates_are_reported(toy, tmp_path):
@@ -108,7 +126,7 @@ def test_single_class_candidates_are_reported(toy, tmp_path):
                  for k, g, p, gt in items]
     folder = collect(ArraySource(no_people), priors, table, [1.0], tmp_path)
     result = evaluate(folder, table, feature_names(table), priors.digest, [1.0], [0.5])
-    row = result.fusion[(1.0, 0.5)]
+    row = result.fusion[(1.0, 0.5, 'reference')]
     assert 'not trained' in row.note and 'false positives' in row.note
     assert any(r['rule'] == 'MetaFusion' and r['fp'] == -1 for r in result.rows())
 
@@ -130,13 +148,13 @@ def test_choose_operating_point():
     assert choose(ROWS, max_fn=100).alpha == 0.0
     assert choose(ROWS, fn_weight=0.0).alpha == 0.0
     assert choose(ROWS, fn_weight=2.0) == OperatingPoint(1.0, 0.3, 30, 10, 'MetaFusion')
-    assert choose(ROWS, fn_weight=0.5, alpha=1.0).tau == 0.5
+    assert choose(ROWS, fn_weight=0.5, alphas=(1.0,)).tau == 0.5
     with pytest.raises(ValueError, match='at most 5 false negatives \\(the fewest is 10\\)'):
         choose(ROWS, max_fn=5)
     with pytest.raises(ValueError, match='exactly one criterion'):
         choose(ROWS)
-    with pytest.raises(ValueError, match='no evaluated operating points at alpha 0.5'):
-        choose(ROWS, fn_weight=1.0, alpha=0.5)
+    with pytest.raises(ValueError, match='no evaluated operating points at alpha 0.5, 0.6'):
+        choose(ROWS, fn_weight=1.0, alphas=(0.5, 0.6))
 
 
 def test_write_config_keeps_other_parameters(tmp_path):
@@ -145,7 +163,7 @@ def test_write_config_keeps_other_parameters(tmp_path):
     path.write_text('metafusion_node:\n  ros__parameters:\n    model_path: m.onnx\n    tau: 0.1\n')
     write_config(path, OperatingPoint(0.99, 0.4, 1, 2, 'MetaFusion'))
     params = yaml.safe_load(path.read_text())['metafusion_node']['ros__parameters']
-    assert params == {'model_path': 'm.onnx', 'tau': 0.4, 'alpha': 0.99}
+    assert params == {'model_path': 'm.onnx', 'tau': 0.4, 'alpha': 0.99, 'fusion': 'reference'}
     path.write_text('metafusion_node: [1, 2]\n')
     with pytest.raises(ValueError, match='ros__parameters must be a mapping'):
         write_config(path, OperatingPoint(1.0, 0.5, 1, 2, 'MetaFusion'))
@@ -165,15 +183,15 @@ def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
     code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
                  '--cache', str(tmp_path / 'cache'), '--alphas', '0', '1', '--tau', '0.5',
                  '0.2', '--out', str(tmp_path / 'out'), '--name', 'toy'])
-    assert code == 0 and '| Bayes | 0 |' in capsys.readouterr().out
+    assert code == 0 and '| Bayes |  | 0 |' in capsys.readouterr().out
     results = tmp_path / 'out' / 'toy.csv'
-    assert len(read_rows(results)) == 1 + 2 * 3
+    assert len(read_rows(results)) == 1 + 2 * (1 + 2 * 2)
     config = tmp_path / 'op.yaml'
     assert main(['operating-point', '--results', str(results), '--fn-weight', '1000',
                  '--config', str(config)]) == 0
     params = yaml.safe_load(config.read_text())['metafusion_node']['ros__parameters']
     best = choose(read_rows(results), fn_weight=1000)
-    assert params == {'alpha': best.alpha, 'tau': best.tau}
+    assert params == {'alpha': best.alpha, 'tau': best.tau, 'fusion': 'reference'}
     (tmp_path / 'bad.csv').write_text('x,y\n1,2\n')
     assert main(['operating-point', '--results', str(tmp_path / 'bad.csv'), '--max-fn', '3',
                  '--config', str(config)]) == 2
@@ -232,6 +250,10 @@ def test_evaluate_runs_a_network_over_a_dataset(toy, tmp_path, capsys):
     assert main(args[:1] + ['--dataset', 'camvid', '--root', str(root), '--split', 'val',
                             '--priors', str(tmp_path / 'priors.npz'), '--name', 'x']) == 2
     assert '--dataset needs --model' in capsys.readouterr().err
+    setup = build_setup(build_parser().parse_args(args))
+    network = hashlib.sha256((tmp_path / 'net.onnx').read_bytes()).hexdigest()
+    assert setup.context(0.9) == ModelContext(feature_names(table), table, 0.9, toy[1].digest,
+                                              network), 'fit records the network it ran'
 
 
 def test_rules_fp_at_fn_interpolates_the_curve():
@@ -256,3 +278,127 @@ def test_cache_writers_never_share_a_temporary_name(tmp_path):
     assert another.read_bytes() == b'half written by another process'
     np.testing.assert_array_equal(np.load(path)['gt'], np.arange(3))
     assert sorted(p.name for p in tmp_path.iterdir()) == ['frame.base.npz', 'frame.base.partial']
+
+
+@pytest.fixture(scope='module')
+def fixed(toy, tmp_path_factory):
+    """Fit a bundle (α 0.95, 1) on the toy drives; return it, its path and a fresh drive."""
+    table, priors, items, folder, _ = toy
+    folder = collect(ArraySource(items), priors, table, [0.95, 1.0], folder.parent)
+    context = ModelContext(feature_names(table), table, 1.0, priors.digest)
+    bundle, _ = fit_bundle(folder, context, [0.95, 1.0])
+    path = tmp_path_factory.mktemp('bundle') / 'toy_meta.json'
+    bundle.save(path)
+    _, _, new = toy_drives(seed=5, drives=1, frames=5)
+    return MetaBundle.load(path), path, new
+
+
+def test_fixed_bundle_scores_one_drive(toy, fixed, tmp_path):
+    """A fixed bundle on one new drive: MetaFusion rows equal the pipeline with its member."""
+    table, priors, _, _, _ = toy
+    bundle, _, new = fixed
+    folder = collect(ArraySource(new), priors, table, [0.97, 1.0], tmp_path)
+    result = evaluate(folder, table, feature_names(table), priors.digest, [0.97, 1.0], [0.5],
+                      bundle=bundle)
+    assert result.validation == {} and result.mode.startswith('fixed bundle')
+    assert result.scores[0.97].member == 0.95 and 'nearest' in result.notes[0.97]
+    for alpha, member in ((0.97, 0.95), (1.0, 1.0)):
+        fusion = MetaFusion(priors, table, alpha, tau=0.5)
+        total, kept = SegmentCounts(), 0
+        for _, _, probs, gt in new:
+            frame = fusion.process(probs, bundle.members[member].predict_proba)
+            total = total + segment_counts(frame.fused, gt, table)
+            kept += int(frame.keep.sum())
+        row = result.fusion[(alpha, 0.5, 'reference')]
+        assert row.counts == total and row.kept == kept and row.candidates > 0
+    with pytest.raises(ValueError, match='no classifier for alpha 0.5'):
+        evaluate(folder, table, feature_names(table), priors.digest, [0.5], [0.5],
+                 bundle=bundle)
+
+
+def test_evaluate_command_with_a_fixed_bundle(toy, fixed, tmp_path, capsys):
+    """--meta-model: one drive is enough; N.json holds the documented rows."""
+    table, priors, _, _, _ = toy
+    _, path, new = fixed
+    frames = tmp_path / 'frames'
+    frames.mkdir()
+    for key, group, probs, gt in new:
+        np.savez(frames / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
+    priors.save(tmp_path / 'priors.npz')
+    code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
+                 '--cache', str(tmp_path / 'cache'), '--meta-model', str(path), '--tau', '0.5',
+                 '0.2', '--out', str(tmp_path / 'out'), '--name', 'fixed'])
+    text = capsys.readouterr().out
+    assert code == 0 and 'The fixed meta model on these frames' in text
+    rows = json.loads((tmp_path / 'out' / 'fixed.json').read_text())
+    assert [r['rule'] for r in rows] == ['bayes'] + ['ml'] + ['metafusion'] * 4 + ['ml'] + [
+        'metafusion'] * 4
+    assert {(r['tau'], r['fusion']) for r in rows[2:6]} == {
+        (t, f) for t in (0.2, 0.5) for f in ('reference', 'literal')}
+    assert all(list(r) == list(JSON_FIELDS) for r in rows)
+    bayes, ml = rows[0], rows[6]
+    fused = next(r for r in rows if r['rule'] == 'metafusion' and (
+        r['alpha'], r['tau'], r['fusion']) == (1.0, 0.5, 'literal'))
+    assert (ml['alpha'], fused['meta_alpha'], rows[1]['meta_alpha']) == (1.0, 1.0, None)
+    assert ml['fusion'] is None and bayes['fusion'] is None
+    assert bayes['tau'] is None and bayes['kept_share'] is None
+    assert fused['candidates'] == ml['candidates'] > 0
+    assert 0 < fused['candidate_tp'] == ml['candidate_tp'] < fused['candidates']
+    assert fused['kept_tp'] <= fused['kept'] <= fused['candidates']
+    assert bayes['target_iou'] == bayes['class_iou']['Pedestrian']
+    assert bayes['miou'] == pytest.approx(np.nanmean(
+        [v for v in bayes['class_iou'].values() if v is not None]))
+    assert fused['delta'] == pytest.approx((fused['fp'] - bayes['fp'])
+                                           / (bayes['fn'] - fused['fn']))
+    with open(tmp_path / 'out' / 'fixed.csv', newline='') as fh:
+        assert len(list(csv.DictReader(fh))) == len(rows)
+
+
+def _bad_bundle(path: Path, folder: Path, **changes) -> Path:
+    """Copy the bundle at ``path`` into ``folder`` with its manifest changed."""
+    folder.mkdir()
+    for member in path.parent.glob(f'{path.stem}.a*.json'):
+        shutil.copy(member, folder / member.name)
+    manifest = json.loads(path.read_text())
+    manifest.update(changes)
+    (folder / path.name).write_text(json.dumps(manifest))
+    return folder / path.name
+
+
+@pytest.mark.parametrize('case, message', [
+    ('alpha', 'has no classifier for alpha 0.5: its grid is 0.95, 1'),
+    ('priors', 'does not match the runtime configuration: priors differ'),
+    ('table', 'class table differs'),
+    ('member', 'member for alpha 1: booster file'),
+    ('network', 'does not match the runtime configuration: network differs'),
+])
+def test_evaluate_command_refuses_a_bad_bundle(toy, fixed, tmp_path, capsys, case, message):
+    """Bundle without the α, of other priors / table / network, missing member: exit 2."""
+    from PIL import Image
+
+    table, priors, _, _, _ = toy
+    _, path, new = fixed
+    root = tmp_path / 'camvid'
+    for split in ('test', 'testannot'):
+        (root / split).mkdir(parents=True)
+    for key, _, probs, gt in new:
+        Image.fromarray(np.zeros(gt.shape + (3,), np.uint8)).save(root / 'test' / f'{key}.png')
+        Image.fromarray(gt).save(root / 'testannot' / f'{key}.png')
+    tiny_network(tmp_path / 'net.onnx', table.num_classes, (24, 32))
+    priors.save(tmp_path / 'priors.npz')
+    changes = {'priors': {'priors_digest': '0' * 16}, 'network': {'network_digest': 'f' * 64},
+               'table': {'class_table': dict(table.to_dict(), name='other')}}.get(case, {})
+    bundle = _bad_bundle(path, tmp_path / 'bad bundle', **changes)
+    if case == 'member':
+        (bundle.parent / 'toy_meta.a1.json').unlink()
+    args = ['evaluate', '--dataset', 'camvid', '--root', str(root), '--split', 'test',
+            '--model', str(tmp_path / 'net.onnx'), '--priors', str(tmp_path / 'priors.npz'),
+            '--cache', str(tmp_path / 'cache'), '--meta-model', str(bundle),
+            '--out', str(tmp_path / 'out'), '--name', 'bad']
+    if case == 'alpha':
+        args += ['--alphas', '1', '0.5']
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert '\n' not in err and str(bundle) in err and message in err, err
+    assert not list((tmp_path / 'cache').rglob('*.npz')), 'refused before any frame ran'
+    assert not (tmp_path / 'out').exists()

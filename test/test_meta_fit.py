@@ -4,15 +4,16 @@ import json
 from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from metafusion_ros.cli import main
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.segments import disagreeing_candidates
-from metafusion_ros.meta.classifier import MetaClassifier, ModelContext
+from metafusion_ros.meta.classifier import MetaBundle, ModelContext
 from metafusion_ros.meta.collect import (ArraySource, candidate_labels, candidate_set, collect,
                                          NpzSource)
-from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_meta
+from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_bundle
 from metafusion_ros.meta.toy import toy_drives
 
 
@@ -93,7 +94,14 @@ def test_collect_caches_and_fit_end_to_end(toy, tmp_path):
     assert 0 < candidates.labels.sum() < candidates.size
     assert set(candidates.groups) == {'drive0', 'drive1', 'drive2'}
     context = ModelContext(names, table, 1.0, priors.digest)
-    model, validation = fit_meta(candidates, context)
+    collect(source, priors, table, [0.95], tmp_path)
+    bundle, validations = fit_bundle(folder, context, [0.9, 0.95, 1.0])
+    assert bundle.alphas == (0.95, 1.0)
+    assert 'all 7 candidates are true positives' in bundle.skipped[0.9]
+    # at 0.95 drives 1 and 2 hold true positives only: a fold cannot be trained
+    assert bundle.members[0.95].info['metrics']['cv'] == 'impossible'
+    assert 'true positives' in bundle.members[0.95].info['metrics']['reason']
+    model, validation = bundle.members[1.0], validations[1.0]
     assert validation.metrics()['cv'] == 'leave-one-drive-out'
     assert len(validation.auc) == 3 and validation.importances.shape == (3, len(names))
     for k in range(3):
@@ -102,6 +110,23 @@ def test_collect_caches_and_fit_end_to_end(toy, tmp_path):
     assert model.info['training']['drives']['drive0']['candidates'] > 0
     assert model.info['metrics']['auc_per_fold'] == [
         None if np.isnan(a) else round(a, 4) for a in validation.auc]
+    assert model.info['metrics']['auc_pooled'] == round(
+        roc_auc_score(candidates.labels, validation.scores), 4)
+    assert bundle.members[0.95].context.alpha == 0.95
+    assert bundle.members[0.95].info['training']['candidates'] == candidate_set(
+        folder, 0.95, names).size == 12
+
+
+def test_fit_bundle_skips_an_alpha_without_both_labels(toy, tmp_path):
+    """α = 0 has no candidates: no member, the reason kept; no α at all fittable: refused."""
+    table, priors, items = toy
+    folder = collect(ArraySource(items), priors, table, [0.0, 1.0], tmp_path)
+    context = ModelContext(feature_names(table), table, 1.0, priors.digest)
+    bundle, _ = fit_bundle(folder, context, [0.0, 1.0])
+    assert bundle.alphas == (1.0,) and 'no candidate segments' in bundle.skipped[0.0]
+    with pytest.raises(ValueError, match='no alpha of the grid has candidates of both labels: '
+                                         'alpha 0: .*no candidate segments'):
+        fit_bundle(folder, context, [0.0])
 
 
 def test_empty_candidate_set_is_a_clear_error(toy, tmp_path):
@@ -133,19 +158,25 @@ def write_npz_folder(items, folder):
 
 
 def test_fit_command(toy, tmp_path, capsys):
-    """`metafusion fit --softmax DIR` writes a model that loads against its own context."""
+    """`metafusion fit --softmax DIR` writes a bundle over the grid that loads in its context."""
     table, priors, items = toy
     frames = write_npz_folder(items, tmp_path / 'frames')
     priors.save(tmp_path / 'priors.npz')
     out = tmp_path / 'meta.json'
     code = main(['fit', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
-                 '--cache', str(tmp_path / 'cache'), '--out', str(out)])
+                 '--cache', str(tmp_path / 'cache'), '--out', str(out),
+                 '--alphas', '0.95', '1'])
     text = capsys.readouterr().out
     assert code == 0 and 'ROC AUC' in text and 'leave-one-drive-out' in text
-    manifest = json.loads((tmp_path / 'meta.manifest.json').read_text())
-    assert manifest['metrics']['cv'] == 'leave-one-drive-out'
-    assert manifest['training']['frames'] == len(items)
-    MetaClassifier.load(out, ModelContext(feature_names(table), table, 1.0, priors.digest))
+    assert 'alpha 0.95: ' in text and 'pooled out-of-fold ROC AUC' in text
+    manifest = json.loads(out.read_text())
+    assert [m['alpha'] for m in manifest['members']] == [0.95, 1.0]
+    assert manifest['members'][1]['metrics']['cv'] == 'leave-one-drive-out'
+    assert manifest['members'][1]['training']['frames'] == len(items)
+    assert manifest['network_digest'] == '' and 'saved softmax' in manifest['source']
+    assert (tmp_path / 'meta.a0.95.json').is_file() and (tmp_path / 'meta.a1.json').is_file()
+    bundle = MetaBundle.load(out, ModelContext(feature_names(table), table, 0.9, priors.digest))
+    assert bundle.select(0.9).alpha == 0.95
 
 
 def test_fit_command_bad_input(toy, tmp_path, capsys):
@@ -165,7 +196,7 @@ def test_fit_command_bad_input(toy, tmp_path, capsys):
     assert main(args + ['--softmax', str(bad)]) == 2
     assert 'needs arrays probs and gt' in capsys.readouterr().err
     frames = write_npz_folder(items[:4], tmp_path / 'one_drive')
-    assert main(args + ['--softmax', str(frames), '--alpha', '0']) == 2
+    assert main(args + ['--softmax', str(frames), '--alphas', '0']) == 2
     assert 'no candidate segments' in capsys.readouterr().err
 
 

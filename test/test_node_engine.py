@@ -1,4 +1,6 @@
 """The processing chain without ROS: loading, cross-checks, refuse mode, α/τ between frames."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -42,6 +44,40 @@ def test_alpha_and_tau_apply_from_the_next_frame(files):
         with pytest.raises(ValueError, match=next(iter(bad))):
             engine.set_params(**bad)
     assert engine.fusion.alpha == 0.5
+
+
+def test_meta_member_follows_alpha(files):
+    """The bundle member of the current α scores; off-grid α uses the nearest, far α refused."""
+    engine = _engine(files, meta_model_path=files['meta'], alpha=0.8)
+    assert (engine.meta_choice.alpha, engine.meta_choice.exact) == (0.9, False)
+    scene = fixtures.scene()
+    members = engine.meta.members
+    engine.process(scene)
+    engine.set_params(alpha=1.0)
+    assert engine.meta_choice.alpha == 0.9, 'applies from the next frame'
+    result = engine.process(scene).result
+    assert engine.meta_choice.describe() == 'exact' and engine.meta_choice.alpha == 1.0
+    assert result.candidates.count == 2
+    np.testing.assert_allclose(result.scores, members[1.0].predict_proba(result.features))
+    assert not np.allclose(result.scores, members[0.9].predict_proba(result.features))
+    engine.set_params(alpha=0.97)
+    result = engine.process(scene).result
+    assert engine.meta_choice.describe() == 'nearest grid point to alpha 0.97'
+    np.testing.assert_allclose(result.scores, members[1.0].predict_proba(result.features))
+    with pytest.raises(ValueError, match='no classifier for alpha 0.2: its grid is 0.5, 0.9, 1'):
+        engine.set_params(alpha=0.2)
+    engine.process(scene)
+    assert engine.fusion.alpha == 0.97 and engine.meta_choice.alpha == 1.0
+
+
+def test_launch_example_starts_with_the_shipped_models():
+    """`fusion.launch.py alpha:=0.8 tau:=0.4` on the package's synthetic files: it loads."""
+    models = Path(__file__).resolve().parents[1] / 'models'
+    engine = FusionEngine.load(EngineConfig(
+        str(models / 'synthetic.onnx'), str(models / 'synthetic_priors.npz'),
+        str(models / 'synthetic_meta.json'), alpha=0.8, tau=0.4))
+    assert engine.meta_choice.alpha == 0.9 and not engine.meta_choice.exact
+    assert engine.meta.alphas == (0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 
 
 def test_heatmaps_cover_the_frame(files):

@@ -16,7 +16,8 @@ from rclpy.parameter_client import AsyncParameterClient
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
 from test_node_harness import (accounted, diagnostics_values, domain_for, image_msg, MALFORMED,
-                               Peer, ros_env, start_node, stop_node, with_stamp, write_files)
+                               node_output, Peer, ros_env, start_node, stop_node, with_stamp,
+                               write_files)
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
@@ -190,6 +191,25 @@ def test_alpha_and_tau_change_at_run_time(setup):
     assert len(labels) == 2 and all(m.text.endswith('drop') and m.color.r > 0.5 for m in labels)
     assert set_params(setup, tau=0.5)[0].successful
     assert image_to_mask(send(setup, SCENE, 703))[30:38, 8:16].min() == 1
+
+
+def test_off_grid_alpha_uses_the_nearest_meta_member(setup):
+    """α = 0.8: the bundle's 0.9 member, said in diagnostics and by one WARN; α = 0.3 refused."""
+    assert set_params(setup, alpha=0.8)[0].successful
+    send(setup, SCENE, 851)
+    values = diagnostics(setup, lambda v: v.get('alpha') == '0.8')
+    assert values['meta_alpha'] == '0.9'
+    assert values['meta_alpha_choice'] == 'nearest grid point to alpha 0.8'
+    warning = 'alpha 0.8 is not on the meta classifier grid; using the classifier fitted at ' \
+        'alpha 0.9'
+    assert node_output(setup['proc']).count(warning) == 1
+    result = set_params(setup, alpha=0.3)[0]
+    assert not result.successful and 'no classifier for alpha 0.3' in result.reason
+    assert set_params(setup, alpha=1.0)[0].successful
+    send(setup, SCENE, 852)
+    values = diagnostics(setup, lambda v: v.get('alpha') == '1.0')
+    assert (values['meta_alpha'], values['meta_alpha_choice']) == ('1', 'exact')
+    assert node_output(setup['proc']).count(warning) == 1
 
 
 def test_fusion_reading_changes_at_run_time(setup):

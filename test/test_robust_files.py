@@ -13,7 +13,6 @@ import importlib.util
 import json
 from pathlib import Path
 import re
-import shutil
 import signal
 import subprocess
 
@@ -55,25 +54,25 @@ def pickled_priors(path: Path, marker: Path) -> Path:
     return path
 
 
-def _manifest_copy(meta: Path, booster: Path, **changes) -> Path:
-    """Copy meta model ``meta`` to ``booster`` with its manifest, changed by ``changes``."""
-    shutil.copy(meta, booster)
-    manifest = json.loads(meta.with_name(meta.stem + '.manifest.json').read_text())
-    manifest.update({'model_file': booster.name, **changes})
-    booster.with_name(booster.stem + '.manifest.json').write_text(json.dumps(manifest))
-    return booster
+def _bundle_copy(meta: Path, target: Path, member_data: bytes | None = None,
+                 sha_of_data: bool = True, **changes) -> Path:
+    """Copy bundle ``meta`` to ``target`` (members beside it), its manifest changed.
 
-
-def _with_booster(meta: Path, booster: Path, data: bytes, sha_of_data: bool) -> Path:
-    """Write ``data`` as ``booster`` with the manifest of ``meta`` (SHA of ``data`` or not)."""
-    _manifest_copy(meta, booster)
-    booster.write_bytes(data)
-    if sha_of_data:
-        manifest_file = booster.with_name(booster.stem + '.manifest.json')
-        manifest = json.loads(manifest_file.read_text())
-        manifest['model_sha256'] = hashlib.sha256(data).hexdigest()
-        manifest_file.write_text(json.dumps(manifest))
-    return booster
+    ``member_data`` replaces the booster of α = 1 (with its SHA-256 recorded or not).
+    """
+    manifest = json.loads(meta.read_text())
+    for record in manifest['members']:
+        name = target.stem + record['model_file'][len(meta.stem):]
+        data = (meta.parent / record['model_file']).read_bytes()
+        if member_data is not None and record['alpha'] == 1.0:
+            data = member_data
+            if sha_of_data:
+                record['model_sha256'] = hashlib.sha256(data).hexdigest()
+        (target.parent / name).write_bytes(data)
+        record['model_file'] = name
+    manifest.update(changes)
+    target.write_text(json.dumps(manifest))
+    return target
 
 
 def _params_yaml(path: Path, text: str) -> Path:
@@ -120,19 +119,26 @@ def write_bad_files(bad: Path, files: dict) -> dict:
     np.savez(out['priors_not_priors'], probs=np.ones((48, 64, 3), np.float32))
     out['priors_other_dataset'] = fixtures.write_priors(bad / 'cityscapes priors.npz',
                                                         table=cityscapes_table())
-    out['meta_empty'] = _with_booster(meta, bad / 'empty meta.json', b'', sha_of_data=True)
-    out['meta_corrupt'] = _with_booster(meta, bad / 'corrupt meta.json', b'{"learner": [',
-                                        sha_of_data=False)
-    out['manifest_missing'] = bad / 'orphan meta.json'
-    shutil.copy(meta, out['manifest_missing'])
-    out['manifest_corrupt'] = _manifest_copy(meta, bad / 'cut manifest meta.json')
-    manifest = bad / 'cut manifest meta.manifest.json'
-    manifest.write_text(manifest.read_text()[:100])
-    names = json.loads(meta.with_name(meta.stem + '.manifest.json').read_text())['feature_names']
-    out['manifest_tampered'] = _manifest_copy(meta, bad / 'edited meta.json',
-                                              feature_names=names[:-1])
-    out['manifest_escapes'] = _manifest_copy(meta, bad / 'escaping meta.json',
-                                             model_file='../../etc/passwd')
+    out['meta_empty'] = _bundle_copy(meta, bad / 'empty meta.json', b'')
+    out['meta_corrupt'] = _bundle_copy(meta, bad / 'corrupt meta.json', b'{"learner": [',
+                                       sha_of_data=False)
+    out['meta_member_missing'] = _bundle_copy(meta, bad / 'incomplete meta.json')
+    (bad / 'incomplete meta.a1.json').unlink()
+    out['meta_booster_only'] = bad / 'incomplete meta.a0.9.json'
+    out['manifest_corrupt'] = bad / 'cut meta.json'
+    out['manifest_corrupt'].write_text(meta.read_text()[:100])
+    names = json.loads(meta.read_text())['feature_names']
+    out['manifest_tampered'] = _bundle_copy(meta, bad / 'edited meta.json',
+                                            feature_names=names[:-1])
+    escaping = json.loads(meta.read_text())['members']
+    escaping[0]['model_file'] = '../../etc/passwd'
+    out['manifest_escapes'] = _bundle_copy(meta, bad / 'escaping meta.json')
+    out['manifest_escapes'].write_text(json.dumps(dict(json.loads(meta.read_text()),
+                                                       members=escaping)))
+    out['meta_other_priors'] = _bundle_copy(meta, bad / 'other priors meta.json',
+                                            priors_digest='0' * 16)
+    out['meta_other_network'] = _bundle_copy(meta, bad / 'other network meta.json',
+                                             network_digest='f' * 64)
     out['meta_other_schema'] = fixtures.write_meta_model(bad / 'cityscapes meta.json',
                                                          out['priors_other_dataset'])
     other = fixtures.write_priors(bad / 'other table priors.npz', table=OTHER_TABLE)
@@ -179,24 +185,32 @@ CASES = {
     'meta_missing': ({'meta_model_path': '{bad}/no such meta.json'}, None, 1,
                      ['{bad}/no such meta.json', 'does not exist']),
     'meta_empty': ({'meta_model_path': '{file}'}, None, 1,
-                   ['{file}', 'not a readable XGBoost model']),
+                   ['{file}, member for alpha 1', 'empty meta.a1.json is not a readable XGBoost '
+                    'model']),
     'meta_corrupt': ({'meta_model_path': '{file}'}, None, 1,
-                     ['{file}', 'does not match the SHA-256']),
-    'manifest_missing': ({'meta_model_path': '{file}'}, None, 1,
-                         ['{bad}/orphan meta.manifest.json', 'does not exist']),
-    'manifest_corrupt': ({'meta_model_path': '{file}'}, None, 1,
-                         ['{bad}/cut manifest meta.manifest.json', 'not valid JSON']),
+                     ['{file}, member for alpha 1', 'does not match the SHA-256']),
+    'meta_member_missing': ({'meta_model_path': '{file}'}, None, 1,
+                            ['{file}, member for alpha 1: booster file '
+                             '{bad}/incomplete meta.a1.json does not exist']),
+    'meta_booster_only': ({'meta_model_path': '{file}'}, None, 1,
+                          ['{file}', 'bare XGBoost booster']),
+    'manifest_corrupt': ({'meta_model_path': '{file}'}, None, 1, ['{file}', 'not valid JSON']),
     'manifest_tampered': ({'meta_model_path': '{file}'}, None, 1,
-                          ['{bad}/edited meta.manifest.json', 'feature schema differs']),
+                          ['{file}', 'feature schema differs']),
     'manifest_escapes': ({'meta_model_path': '{file}'}, None, 1,
-                         ['{bad}/escaping meta.manifest.json', 'is not a file name']),
+                         ['{file}', "'../../etc/passwd' is not a file name"]),
+    'meta_other_priors': ({'meta_model_path': '{file}'}, None, 1,
+                          ['{file} does not match the runtime configuration: priors differ']),
+    'meta_other_network': ({'meta_model_path': '{file}'}, None, 1,
+                           ['{file} does not match the runtime configuration: network differs']),
     'meta_other_schema': ({'meta_model_path': '{file}'}, None, 1,
-                          ['{bad}/cityscapes meta.manifest.json', 'feature schema differs',
+                          ['{bad}/cityscapes meta.json', 'feature schema differs',
                            'class table differs']),
     'meta_other_table': ({'meta_model_path': '{file}'}, None, 1,
-                         ['{bad}/other table meta.manifest.json', 'class table differs']),
-    'meta_alpha_mismatch': ({'meta_model_path': '{meta}', 'alpha': 0.5}, None, 1,
-                            ['{meta_manifest}', 'alpha differs: model fitted at 1, runtime 0.5']),
+                         ['{bad}/other table meta.json', 'class table differs']),
+    'meta_alpha_out_of_reach': ({'meta_model_path': '{meta}', 'alpha': 0.3}, None, 1,
+                                ['{meta} has no classifier for alpha 0.3: its grid is 0.5, 0.9, '
+                                 '1 and the nearest member (0.5) is more than 0.1 away']),
     'yaml_unknown_key': ({}, 'yaml_unknown_key', 2,
                          ['{file}', "unknown parameter 'alhpa' (did you mean 'alpha'?)"]),
     'yaml_unknown_nested': ({}, 'yaml_unknown_nested', 2,
@@ -221,7 +235,8 @@ if HAS_TENSORRT:  # there the engine is built: not a start-up failure
 # error into its one line the same way); the others load the files as the node's configure does.
 PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',
            'priors_truncated', 'priors_pickled', 'priors_other_dataset', 'meta_corrupt',
-           'manifest_missing', 'meta_other_schema', 'meta_alpha_mismatch', 'yaml_unknown_key',
+           'meta_member_missing', 'meta_other_schema', 'meta_other_priors', 'meta_other_network',
+           'meta_alpha_out_of_reach', 'yaml_unknown_key',
            'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_text_number',
            'param_text_number', 'yaml_invalid',
            'alpha_out_of_range']
@@ -258,8 +273,7 @@ def bad(tmp_path_factory):
     procs, values, params = {}, {}, {}
     for case, (overrides, params_file, _, _) in CASES.items():
         values[case] = {'bad': folder / 'bad files', 'meta': files['meta'],
-                        'model': files['model'], 'file': paths.get(params_file or case, ''),
-                        'meta_manifest': files['meta'].with_name('tiny_meta.manifest.json')}
+                        'model': files['model'], 'file': paths.get(params_file or case, '')}
         params[case] = {'model_path': files['model'], 'priors_path': files['priors']}
         params[case].update({k: _fill(v, values[case]) for k, v in overrides.items()})
         if case in PROCESS:

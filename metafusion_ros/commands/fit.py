@@ -1,48 +1,71 @@
-"""``metafusion fit``: collect candidates, cross-validate by drive and save the meta classifier."""
+"""``metafusion fit``: collect candidates, cross-validate by drive, save one classifier per α."""
 from __future__ import annotations
 
 import argparse
 
-from ..meta.classifier import ModelContext
 from ..meta.collect import candidate_set, collect
-from ..meta.fit import fit_meta
+from ..meta.fit import fit_bundle, PAPER_ALPHAS
 from ..meta.sources import add_params_arguments, add_source_arguments, build_setup, describe
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``fit`` subcommand."""
     parser = subparsers.add_parser(
-        'fit', help='train the meta classifier (eq. 13) on labelled frames',
-        description='Run MetaFusion with every candidate kept over labelled frames, label each '
-                    'disagreeing candidate (1 iff a pixel has ground truth c), report '
-                    'out-of-fold ROC AUC with folds grouped by drive, fit on all candidates '
-                    'and save the XGBoost model with its manifest.')
+        'fit', help='train the meta classifiers (eq. 13), one per α, on labelled frames',
+        description='Run MetaFusion with every candidate kept over labelled frames at each α '
+                    'of the grid, label each disagreeing candidate (1 iff a pixel has ground '
+                    'truth c), report out-of-fold ROC AUC and average precision with folds '
+                    'grouped by drive, fit each α on all its candidates and save the bundle: '
+                    'one manifest and one XGBoost JSON booster per α.')
     add_source_arguments(parser)
     add_params_arguments(parser)
-    parser.add_argument('--alpha', type=float, default=1.0,
-                        help='prior interpolation α the model is fitted for (default 1)')
+    parser.add_argument('--alphas', type=float, nargs='+', default=list(PAPER_ALPHAS),
+                        help='α grid, one classifier each (default the paper\'s: '
+                             '0.9 0.95 0.975 0.99 0.995 1)')
     parser.add_argument('--out', required=True,
-                        help='model file (.json or .ubj); the manifest goes beside it')
+                        help='bundle manifest (.json); the boosters <stem>.a<α>.json go '
+                             'beside it')
     parser.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Fit and save the meta classifier; print the cross-validation."""
-    setup = build_setup(args)
-    folder = collect(setup.source, setup.priors, setup.table, [args.alpha], setup.cache,
-                     progress=True)
-    candidates = candidate_set(folder, args.alpha, setup.feature_names)
-    context = ModelContext(setup.feature_names, setup.table, args.alpha, setup.priors.digest)
-    model, validation = fit_meta(candidates, context, setup.params, setup.folds)
-    model.info['training']['source'] = describe(args)
-    summary = candidates.summary()
-    print(f'{summary["candidates"]} candidates ({summary["true_positives"]} true positives) in '
-          f'{summary["frames"]} frames of {len(summary["drives"])} drives')
-    metrics = validation.metrics()
-    print(f'cross-validation: {metrics["cv"]}')
+def _print_alpha(alpha: float, summary: dict, metrics: dict | None, skipped: str | None) -> None:
+    """Print one α: candidates, and its out-of-fold numbers or why it has none."""
+    print(f'alpha {alpha:g}: {summary["candidates"]} candidates '
+          f'({summary["true_positives"]} true positives)')
+    if skipped is not None:
+        print(f'  no classifier: {skipped}')
+        return
+    if metrics.get('cv') == 'impossible':
+        print(f'  fitted on all candidates; no out-of-fold numbers: {metrics["reason"]}')
+        return
+    print(f'  {metrics["cv"]}: pooled out-of-fold ROC AUC {_show(metrics["auc_pooled"])}, '
+          f'AP {_show(metrics["ap_pooled"])}')
     for auc, drives in zip(metrics['auc_per_fold'], metrics['test_drives_per_fold']):
-        shown = 'undefined (one label only)' if auc is None else f'{auc:.3f}'
-        print(f'  test drives {", ".join(drives)}: ROC AUC {shown}')
-    model_path, manifest = model.save(args.out)
-    print(f'wrote {model_path} and {manifest}')
+        print(f'  test drives {", ".join(drives)}: ROC AUC {_show(auc)}')
+
+
+def _show(value: float | None) -> str:
+    """Format a metric; None (one label only) as 'undefined'."""
+    return 'undefined (one label only)' if value is None else f'{value:.3f}'
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit and save the bundle; print the cross-validation of every α."""
+    for alpha in args.alphas:
+        if not 0.0 <= alpha <= 1.0:
+            raise ValueError(f'--alphas must lie in [0, 1], got {alpha}')
+    setup = build_setup(args)
+    folder = collect(setup.source, setup.priors, setup.table, args.alphas, setup.cache,
+                     progress=True)
+    bundle, _ = fit_bundle(folder, setup.context(1.0), args.alphas, setup.params, setup.folds,
+                           describe(args), progress=True)
+    first = candidate_set(folder, args.alphas[0], setup.feature_names).summary()
+    print(f'{first["frames"]} frames of {len(first["drives"])} drives')
+    for alpha in sorted(set(args.alphas)):
+        member = bundle.members.get(alpha)
+        _print_alpha(alpha, candidate_set(folder, alpha, setup.feature_names).summary(),
+                     None if member is None else member.info['metrics'],
+                     bundle.skipped.get(alpha))
+    written = bundle.save(args.out)
+    print(f'wrote {written[-1]} and {len(written) - 1} members beside it')
     return 0

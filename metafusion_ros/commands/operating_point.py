@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..meta.classifier import MetaClassifier
+from ..core.fusion import FUSION_MODES
+from ..meta.classifier import MetaBundle
 from ..meta.operating_point import choose, read_rows, write_config
 
 
@@ -19,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criterion.add_argument('--max-fn', type=int, help='largest acceptable false negatives')
     criterion.add_argument('--fn-weight', type=float,
                            help='false positives one false negative is worth')
-    parser.add_argument('--model', help='meta model the node loads: restrict to its α')
+    parser.add_argument('--model', help='meta bundle the node loads: restrict to its α grid')
+    parser.add_argument('--fusion', choices=FUSION_MODES, default='reference',
+                        help='fusion reading (spec §5) the node runs with (default reference)')
     parser.add_argument('--config', default='config/operating_point.yaml',
                         help='parameter YAML to write (default config/operating_point.yaml)')
     parser.add_argument('--node', default='metafusion_node', help='node name key in the YAML')
@@ -28,9 +31,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Choose the operating point and write it."""
-    alpha = None if args.model is None else MetaClassifier.load(args.model).context.alpha
-    point = choose(read_rows(args.results), args.max_fn, args.fn_weight, alpha)
+    alphas = None if args.model is None else MetaBundle.load(args.model).alphas
+    point = choose(read_rows(args.results), args.max_fn, args.fn_weight, alphas, args.fusion)
     path = write_config(args.config, point, args.node)
-    print(f'alpha {point.alpha:g}, tau {point.tau:g}: {point.fp} false positives, '
-          f'{point.fn} false negatives in the evaluation; wrote {path}')
+    print(f'alpha {point.alpha:g}, tau {point.tau:g}, {point.fusion} fusion: {point.fp} false '
+          f'positives, {point.fn} false negatives in the evaluation; wrote {path}')
     return 0

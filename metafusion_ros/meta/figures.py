@@ -33,11 +33,14 @@ def fp_fn_figure(rows: list[dict[str, Any]], tau: float, path: Path, title: str)
     for r in rules:
         ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
                     xytext=(4, 4), fontsize=7, color='tab:blue')
-    ax.plot([r['fn'] for r in fusion], [r['fp'] for r in fusion], 's', color='tab:red',
-            label=f'MetaFusion (τ = {tau:g})')
-    for r in fusion:
-        ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
-                    xytext=(4, -10), fontsize=7, color='tab:red')
+    for mode, (marker, colour) in zip(sorted({r['fusion'] for r in fusion}, reverse=True),
+                                      (('s', 'tab:red'), ('^', 'tab:orange'))):
+        points = [r for r in fusion if r['fusion'] == mode]
+        ax.plot([r['fn'] for r in points], [r['fp'] for r in points], marker, color=colour,
+                linestyle='none', label=f'MetaFusion, {mode} fusion (τ = {tau:g})')
+        for r in points:
+            ax.annotate(f'{r["alpha"]:g}', (r['fn'], r['fp']), textcoords='offset points',
+                        xytext=(4, -10), fontsize=7, color=colour)
     points = rules + fusion
     top = max(r['fp'] + r['fn'] for r in points)
     low = min(r['fp'] + r['fn'] for r in points)
@@ -56,8 +59,8 @@ def fp_fn_figure(rows: list[dict[str, Any]], tau: float, path: Path, title: str)
 
 
 def importance_figure(importances: np.ndarray, names: tuple[str, ...], path: Path,
-                      title: str, top: int = 10) -> Path:
-    """Plot the top features by mean importance over folds with their std (Fig. 6)."""
+                      title: str, what: str = 'folds', top: int = 10) -> Path:
+    """Plot the top features by mean importance over models (folds) with their std (Fig. 6)."""
     plt = _pyplot()
     mean, std = importances.mean(axis=0), importances.std(axis=0)
     order = np.argsort(mean)[::-1][:top]
@@ -65,7 +68,8 @@ def importance_figure(importances: np.ndarray, names: tuple[str, ...], path: Pat
     ax.barh(np.arange(order.size)[::-1], mean[order], xerr=std[order], color='tab:green',
             capsize=3)
     ax.set_yticks(np.arange(order.size)[::-1], [names[i] for i in order], fontsize=8)
-    ax.set_xlabel(f'total gain share, mean ± std over {importances.shape[0]} folds')
+    spread = f'mean ± std over {importances.shape[0]} folds' if what == 'folds' else what
+    ax.set_xlabel(f'total gain share, {spread}')
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -82,13 +86,13 @@ def _colour(labels: np.ndarray, table: ClassTable) -> np.ndarray:
 
 def collage_figure(frames: list[tuple[CachedFrame, np.ndarray]], table: ClassTable, path: Path,
                    title: str) -> Path:
-    """Show Bayes, ML, MetaFusion and ground truth for a few frames (with their keep masks)."""
+    """Show Bayes, ML, MetaFusion (reference fusion) and ground truth for a few frames."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(frames), 4, figsize=(12, 2.4 * len(frames)), squeeze=False)
     for row, (frame, keep) in zip(axes, frames):
         fused = fuse(frame.pred_bayes, frame.candidates, keep, table.target)
         panels = (('Bayes', frame.pred_bayes), ('ML', frame.pred_ml),
-                  (f'MetaFusion ({int(keep.sum())}/{keep.size} kept)', fused),
+                  (f'MetaFusion, reference ({int(keep.sum())}/{keep.size} kept)', fused),
                   ('ground truth', frame.gt))
         for ax, (name, labels) in zip(row, panels):
             ax.imshow(_colour(labels, table), interpolation='nearest')

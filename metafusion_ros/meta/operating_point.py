@@ -16,7 +16,7 @@ import csv
 from dataclasses import dataclass
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -25,13 +25,14 @@ __all__ = ['OperatingPoint', 'read_rows', 'choose', 'write_config']
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """A chosen (α, τ) with the counts it reached in the evaluation."""
+    """A chosen (α, τ, fusion reading) with the counts it reached in the evaluation."""
 
     alpha: float
     tau: float
     fp: int
     fn: int
     rule: str
+    fusion: str = 'reference'
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
@@ -47,27 +48,36 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
                              f'got {reader.fieldnames}')
         try:
             rows = [{'rule': r['rule'], 'alpha': float(r['alpha']), 'tau': float(r['tau']),
-                     'fp': int(r['fp']), 'fn': int(r['fn'])} for r in reader]
+                     'fp': int(r['fp']), 'fn': int(r['fn']),
+                     'fusion': r.get('fusion') or 'reference'} for r in reader]
         except ValueError as exc:
             raise ValueError(f'evaluation results {path}: bad value ({exc})') from exc
     return [r for r in rows if r['fp'] >= 0]
 
 
-def _candidates(rows: list[dict[str, Any]], alpha: float | None) -> list[OperatingPoint]:
-    """Return the MetaFusion rows (at ``alpha`` if given) as operating points."""
-    return [OperatingPoint(r['alpha'], r['tau'], r['fp'], r['fn'], r['rule']) for r in rows
+def _candidates(rows: list[dict[str, Any]], alphas: Sequence[float] | None, fusion: str
+                ) -> list[OperatingPoint]:
+    """Return the MetaFusion rows of ``fusion`` (at one of ``alphas`` if given) as points."""
+    return [OperatingPoint(r['alpha'], r['tau'], r['fp'], r['fn'], r['rule'], fusion)
+            for r in rows
             if r['rule'] == 'MetaFusion' and not math.isnan(r['tau'])
-            and (alpha is None or abs(r['alpha'] - alpha) < 1e-9)]
+            and r.get('fusion', 'reference') == fusion
+            and (alphas is None or any(abs(r['alpha'] - a) < 1e-9 for a in alphas))]
 
 
 def choose(rows: list[dict[str, Any]], max_fn: int | None = None,
-           fn_weight: float | None = None, alpha: float | None = None) -> OperatingPoint:
-    """Return the operating point by ``max_fn`` or ``fn_weight`` (optionally at a fixed α)."""
+           fn_weight: float | None = None, alphas: Sequence[float] | None = None,
+           fusion: str = 'reference') -> OperatingPoint:
+    """Return the operating point by ``max_fn`` or ``fn_weight``.
+
+    With ``alphas`` (e.g. the grid of the meta bundle the node loads) only those α are chosen;
+    only rows of the ``fusion`` reading (spec §5) count.
+    """
     if (max_fn is None) == (fn_weight is None):
         raise ValueError('give exactly one criterion: max_fn or fn_weight')
-    points = _candidates(rows, alpha)
+    points = _candidates(rows, alphas, fusion)
     if not points:
-        where = '' if alpha is None else f' at alpha {alpha:g}'
+        where = '' if alphas is None else f' at alpha {", ".join(f"{a:g}" for a in alphas)}'
         raise ValueError(f'no evaluated operating points{where}')
     if max_fn is not None:
         feasible = [p for p in points if p.fn <= max_fn]
@@ -82,7 +92,7 @@ def choose(rows: list[dict[str, Any]], max_fn: int | None = None,
 
 
 def write_config(path: str | Path, point: OperatingPoint, node: str = 'metafusion_node') -> Path:
-    """Set ``alpha`` and ``tau`` under ``<node>: ros__parameters`` in a YAML file (kept else)."""
+    """Set ``alpha``, ``tau``, ``fusion`` under ``<node>: ros__parameters`` (others kept)."""
     path = Path(path)
     config: dict[str, Any] = {}
     if path.is_file():
@@ -98,6 +108,7 @@ def write_config(path: str | Path, point: OperatingPoint, node: str = 'metafusio
         raise ValueError(f'config {path}: {node}.ros__parameters must be a mapping')
     params['alpha'] = float(point.alpha)
     params['tau'] = float(point.tau)
+    params['fusion'] = point.fusion
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path

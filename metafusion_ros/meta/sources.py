@@ -15,7 +15,7 @@ from ..core.classes import ClassTable
 from ..data.datasets import DATASETS, open_dataset
 from ..core.features import feature_names
 from ..core.priors import Priors
-from .classifier import MetaParams
+from .classifier import MetaParams, ModelContext
 from .collect import NpzSource, SegmenterSource, Source
 
 __all__ = ['add_source_arguments', 'add_params_arguments', 'Setup', 'build_setup', 'describe']
@@ -69,6 +69,12 @@ class Setup:
     params: MetaParams
     folds: int
     cache: Path
+    network_digest: str = ''
+
+    def context(self, alpha: float) -> ModelContext:
+        """Return the meta model context at ``alpha`` (schema, table, priors, network)."""
+        return ModelContext(self.feature_names, self.table, alpha, self.priors.digest,
+                            self.network_digest)
 
 
 def _splits(values: list[str] | None) -> list[str]:
@@ -76,19 +82,21 @@ def _splits(values: list[str] | None) -> list[str]:
     return [s for value in values or [] for s in value.split(',') if s]
 
 
-def _dataset_source(args: argparse.Namespace, table: ClassTable) -> Source:
-    """Build a :class:`SegmenterSource` for ``--dataset`` (network + readers)."""
+def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source, str]:
+    """Build a :class:`SegmenterSource` for ``--dataset``; return it and the network's SHA-256."""
     from ..segmenter import load_segmenter
     from ..segmenter.base import file_sha256
 
     missing = [name for name in ('root', 'split', 'model') if not getattr(args, name)]
     if missing:
         raise ValueError('--dataset needs ' + ', '.join(f'--{m}' for m in missing))
+    if not Path(args.model).is_file():
+        raise FileNotFoundError(f'model {args.model} does not exist')
+    network = file_sha256(args.model)
     splits = _splits(args.split)
     parts = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
     segmenter = load_segmenter(args.model, threads=args.threads)
-    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|' \
-          f'{file_sha256(args.model)}'
+    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{network}'
 
     def segment(image):
         probs = segmenter.infer(image).probs
@@ -96,7 +104,8 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> Source:
             raise ValueError(f'model {args.model} carries the MetaFusion head and gives no '
                              f'softmax; fit and evaluate need the plain model')
         return probs
-    return SegmenterSource(parts, segment, tag, drives_per_split=args.dataset == 'synthetic')
+    return SegmenterSource(parts, segment, tag, drives_per_split=args.dataset == 'synthetic'), \
+        network
 
 
 def build_setup(args: argparse.Namespace) -> Setup:
@@ -105,13 +114,15 @@ def build_setup(args: argparse.Namespace) -> Setup:
         raise ValueError('give exactly one frame source: --softmax DIR or --dataset NAME')
     priors = Priors.load(args.priors)
     table = priors.table if args.target is None else priors.table.with_target(args.target)
-    source = NpzSource(args.softmax) if args.softmax else _dataset_source(args, table)
+    source, network = (NpzSource(args.softmax), '') if args.softmax else \
+        _dataset_source(args, table)
     if args.folds < 2:
         raise ValueError(f'--folds must be at least 2, got {args.folds}')
     params = MetaParams(n_estimators=args.estimators, max_depth=args.depth,
                         features_per_split=args.features_per_split, balance=not args.no_balance,
                         standardize=args.standardize, threads=max(1, args.threads))
-    return Setup(source, priors, table, feature_names(table), params, args.folds, args.cache)
+    return Setup(source, priors, table, feature_names(table), params, args.folds, args.cache,
+                 network)
 
 
 def describe(args: argparse.Namespace) -> str:

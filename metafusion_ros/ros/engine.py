@@ -112,28 +112,34 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
 
 
 def _load_meta(config: EngineConfig, fusion: MetaFusion) -> Any:
-    """Load the meta classifier that fits ``fusion``'s schema, table, α and priors (or None)."""
+    """Load the meta bundle that fits ``fusion``'s schema, table, α, priors, network (or None)."""
     if not config.meta_model_path:
         return None
-    from ..meta.classifier import MetaClassifier, ModelContext
+    from ..meta.classifier import MetaBundle, ModelContext
+    from ..segmenter.base import file_sha256
 
     file = _existing(config.meta_model_path, 'meta model')
     runtime = ModelContext(fusion.feature_names, fusion.table, fusion.alpha,
-                           fusion.priors.digest)
+                           fusion.priors.digest, file_sha256(config.model_path))
     try:
-        return MetaClassifier.load(file, runtime)
+        return MetaBundle.load(file, runtime)
     except (OSError, ValueError, TypeError, KeyError) as exc:
         raise ConfigurationError(str(exc)) from exc
 
 
 class FusionEngine:
-    """A loaded network, priors and meta classifier; turns RGB frames into FrameResults."""
+    """A loaded network, priors and meta bundle; turns RGB frames into FrameResults.
+
+    ``meta`` is a :class:`~metafusion_ros.meta.classifier.MetaBundle`; the member serving the
+    current α (:attr:`meta_choice`) scores the candidates and follows α changes.
+    """
 
     def __init__(self, segmenter: Any, fusion: MetaFusion, meta: Any = None,
                  resize: bool = True) -> None:
         self.segmenter = segmenter
         self.fusion = fusion
         self.meta = meta
+        self.meta_choice = None if meta is None else meta.select(fusion.alpha)
         self.resize = resize
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -178,13 +184,15 @@ class FusionEngine:
     def set_params(self, **values: float) -> None:
         """Queue new ``alpha`` / ``tau`` / ``fusion`` values; they apply from the next frame on.
 
-        Raise ``ValueError`` for values outside [0, 1], an unknown fusion reading, or when the
-        network's head has α baked in and α would change.
+        Raise ``ValueError`` for values outside [0, 1], an unknown fusion reading, an α no
+        member of the meta bundle serves, or when the network's head has α baked in and α would
+        change.
         """
         if 'fusion' in values:
             check_fusion(values['fusion'])
         if 'alpha' in values:
             check_alpha(values['alpha'])
+            self.choice_for(values['alpha'])
         if 'tau' in values and not 0.0 <= float(values['tau']) <= 1.0:
             raise ValueError(f'tau must lie in [0, 1], got {values["tau"]}')
         head = getattr(getattr(self.segmenter, 'spec', None), 'head', None)
@@ -194,18 +202,26 @@ class FusionEngine:
         with self._lock:
             self._pending.update(values)
 
+    def choice_for(self, alpha: float) -> Any:
+        """Return the meta bundle's member choice for ``alpha`` (None without a bundle)."""
+        return None if self.meta is None else self.meta.select(float(alpha))
+
     def _apply_pending(self) -> None:
         """Apply queued α / τ / fusion between frames, never in the middle of one."""
         with self._lock:
             pending, self._pending = self._pending, {}
         for name, value in pending.items():
             setattr(self.fusion, name, value)
+            if name == 'alpha':
+                self.meta_choice = self.choice_for(value)
             if name == 'alpha' and self.has_head:
                 self.segmenter.alpha = value
 
     def score_fn(self):
-        """Return the meta classifier's ``P(true positive)`` callable, or None (keep all)."""
-        return None if self.meta is None else self.meta.predict_proba
+        """Return the current α's meta classifier ``P(true positive)``, or None (keep all)."""
+        if self.meta is None:
+            return None
+        return self.meta.members[self.meta_choice.alpha].predict_proba
 
     def process(self, rgb: np.ndarray) -> Processed:
         """Segment ``rgb`` and run MetaFusion (candidates, features, meta scores, fusion)."""

@@ -1,4 +1,4 @@
-"""A tiny, deterministic network, priors and meta model for the node's tests and smoke runs.
+"""A tiny, deterministic network, priors and meta bundle for the node's tests and smoke runs.
 
 The network is one 1x1 convolution and a softmax (ONNX, NCHW, built with ``onnx.helper``) over a
 three-class table (road, person, car): grey is road, red is person, blue is car, and *dim red*
@@ -150,19 +150,22 @@ def write_priors(path: str | Path, size: tuple[int, int] = SIZE,
     return Path(path)
 
 
-def write_meta_model(path: str | Path, priors_path: str | Path, alpha: float = 1.0) -> Path:
-    """Fit a small meta classifier on random features of the priors' schema (plumbing tests)."""
+def write_meta_model(path: str | Path, priors_path: str | Path,
+                     alphas: tuple[float, ...] = (0.5, 0.9, 1.0), network_digest: str = ''
+                     ) -> Path:
+    """Fit a small meta bundle (one member per α) on random features of the priors' schema."""
     from ..core.features import feature_names
-    from ..meta.classifier import MetaClassifier, MetaParams, ModelContext
+    from ..meta.classifier import MetaBundle, MetaClassifier, MetaParams, ModelContext
 
     priors = Priors.load(priors_path)
     names = feature_names(priors.table)
     rng = np.random.default_rng(0)
     features = rng.random((200, len(names)))
-    labels = features[:, 0] > 0.5
-    context = ModelContext(names, priors.table, alpha, priors.digest)
-    model = MetaClassifier.fit(features, labels, context, MetaParams(n_estimators=3))
-    model.save(path)
+    members = {alpha: MetaClassifier.fit(  # thresholds differ, so members do too
+        features, features[:, 0] > 1.0 - alpha / 2,
+        ModelContext(names, priors.table, alpha, priors.digest, network_digest),
+        MetaParams(n_estimators=3)) for alpha in alphas}
+    MetaBundle(members, source='random features (plumbing tests)').save(path)
     return Path(path)
 
 

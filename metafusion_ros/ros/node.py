@@ -74,8 +74,9 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'backend': ('onnxruntime', _descriptor('inference backend: onnxruntime | tensorrt')),
     'precision': ('fp32', _descriptor('inference precision: fp32 | fp16 | int8')),
     'priors_path': ('', _descriptor('position-specific priors .npz (eq. 5)')),
-    'meta_model_path': ('', _descriptor('meta classifier (XGBoost JSON/UBJ + manifest); '
-                                        'empty keeps every candidate (plain ML for class c)')),
+    'meta_model_path': ('', _descriptor('meta classifier bundle (manifest .json, one XGBoost '
+                                        'JSON per alpha); empty keeps every candidate (plain ML '
+                                        'for class c)')),
     'alpha': (1.0, _descriptor('prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', 0.0, 1.0)),
     'tau': (0.5, _descriptor('meta classifier threshold: keep a candidate if P(TP) >= tau',
                              0.0, 1.0)),
@@ -243,12 +244,16 @@ class MetaFusionNode(LifecycleNode):
                 self.engine.set_params(**updates)
             except ValueError as exc:
                 return SetParametersResult(successful=False, reason=str(exc))
-            meta = self.engine.meta
-            if 'alpha' in updates and meta is not None and updates['alpha'] != meta.context.alpha:
-                self.get_logger().warning(
-                    f'alpha set to {updates["alpha"]:g}; the meta classifier was fitted at '
-                    f'alpha={meta.context.alpha:g}')
+            if 'alpha' in updates:
+                self._warn_nearest(self.engine.choice_for(updates['alpha']))
         return SetParametersResult(successful=True)
+
+    def _warn_nearest(self, choice: Any) -> None:
+        """Warn once per α change when the meta bundle serves α with its nearest member."""
+        if choice is not None and not choice.exact:
+            self.get_logger().warning(
+                f'alpha {choice.requested:g} is not on the meta classifier grid; using the '
+                f'classifier fitted at alpha {choice.alpha:g}')
 
     def _problem(self, param: Parameter, initial: bool) -> str:
         """Return why ``param`` may not take its new value, or ''."""
@@ -279,6 +284,7 @@ class MetaFusionNode(LifecycleNode):
         self.get_logger().info(
             f'configured: model {config.model_path} ({config.backend}), priors '
             f'{config.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+        self._warn_nearest(self.engine.meta_choice)
         self.state_name = 'inactive'
         return TransitionCallbackReturn.SUCCESS
 
@@ -498,6 +504,9 @@ class MetaFusionNode(LifecycleNode):
                           fusion=self.engine.fusion.fusion,
                           backend=self.p('backend'), target=self.engine.table.target_name,
                           meta_model='loaded' if self.engine.meta is not None else 'none')
+            choice = self.engine.meta_choice
+            if choice is not None:
+                values.update(meta_alpha=f'{choice.alpha:g}', meta_alpha_choice=choice.describe())
         skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
         notes = [f'{skipped} frames skipped'] if skipped else []
         if self.get_parameter('use_sim_time').value:
