@@ -173,10 +173,10 @@ def _components_numpy(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int):
 
 def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
                        ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
-    """Return candidate pixels, their ids 1..n (raster order), the S_in = 0 count (eq. 11)
-    and the pixels of the agreeing segments with ``S_in > 0``.
+    """Return candidates (eq. 11): pixels, ids 1..n, the S_in = 0 count, agreeing pixels.
 
-    A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
+    Candidate ids follow the raster order of each candidate's first pixel; the agreeing pixels
+    are those of the ML class-c segments with ``S_in > 0`` that hold a Bayes-c pixel. A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
     least one interior pixel; an agreeing segment holds at least one Bayes-c pixel (spec §5).
     """
     kernel = _components_kernel if HAVE_NUMBA else _components_numpy
