@@ -175,9 +175,10 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
                        ) -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     """Return candidates (eq. 11): pixels, ids 1..n, the S_in = 0 count, agreeing pixels.
 
-    Candidate ids follow the raster order of each candidate's first pixel; the agreeing pixels
-    are those of the ML class-c segments with ``S_in > 0`` that hold a Bayes-c pixel. A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
-    least one interior pixel; an agreeing segment holds at least one Bayes-c pixel (spec §5).
+    A candidate is an 8-connected component of ML class-c pixels with no Bayes-c pixel and at
+    least one interior pixel; ids follow the raster order of each one's first pixel. The
+    agreeing pixels are those of the ML class-c segments with ``S_in > 0`` that hold a Bayes-c
+    pixel (spec §5).
     """
     kernel = _components_kernel if HAVE_NUMBA else _components_numpy
     pixels, roots, agree, has_interior = kernel(
