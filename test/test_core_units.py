@@ -482,3 +482,16 @@ def test_candidate_kernel_agrees_with_scipy_labelling(use_numpy, monkeypatch):
         rows, cols = np.nonzero(full.labels == sid)
         np.testing.assert_array_equal(cand.boxes[new_id - 1],
                                       [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
+
+
+def test_resized_priors_cache_is_bounded_lru():
+    """Frames of ever new sizes keep at most PRIORS_CACHE resized priors; the newest stay."""
+    from metafusion_ros.core.pipeline import PRIORS_CACHE
+
+    mf = pipeline()
+    first = mf.priors_at((5, 7))
+    for k in range(3 * PRIORS_CACHE):
+        assert mf.priors_at((6 + k, 8)).resolution == (6 + k, 8)
+        assert mf.priors_at((5, 7)) is first  # recently used: never evicted
+        assert len(mf._cache) <= PRIORS_CACHE
+    assert (6, 8) not in mf._cache and (5, 7) in mf._cache

@@ -7,6 +7,7 @@ serves the node and the offline tools.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -23,6 +24,8 @@ from .segments import Candidates, check_label_map, disagreeing_candidates
 
 __all__ = ['HeadOutputs', 'FrameResult', 'MetaFusion', 'ScoreFn']
 
+# Resized priors kept by MetaFusion.priors_at (least recently used sizes evicted).
+PRIORS_CACHE = 4
 # Maps candidate features (n, F) to P(true positive) (n,).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -76,7 +79,7 @@ class MetaFusion:
         self.alpha = alpha
         self.tau = tau
         self.feature_names = feature_names(self.table)
-        self._cache: dict[tuple[int, int], Priors] = {}
+        self._cache: OrderedDict[tuple[int, int], Priors] = OrderedDict()
         self._inverse: tuple[tuple, np.ndarray | None] = ((), None)
 
     @property
@@ -101,10 +104,18 @@ class MetaFusion:
         self._tau = value
 
     def priors_at(self, size: tuple[int, int]) -> Priors:
-        """Return the priors resized to ``size`` = ``(H, W)`` (cached per size)."""
+        """Return the priors resized to ``size`` = ``(H, W)``.
+
+        The last :data:`PRIORS_CACHE` sizes are kept (least recently used evicted), so frames of
+        ever new sizes cannot grow memory without bound.
+        """
         size = (int(size[0]), int(size[1]))
-        if size not in self._cache:
+        if size in self._cache:
+            self._cache.move_to_end(size)
+        else:
             self._cache[size] = self.priors.resized(size)
+            while len(self._cache) > PRIORS_CACHE:
+                self._cache.popitem(last=False)
         return self._cache[size]
 
     def prior_alpha(self, size: tuple[int, int]) -> np.ndarray:
