@@ -17,9 +17,8 @@ from . import kernels
 from .classes import ClassTable
 from .features import feature_names, features_at
 from .fusion import fuse
-from .heatmaps import heatmaps
 from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
-from .rules import check_probs, ml_probabilities
+from .rules import check_probs
 from .segments import Candidates, check_label_map, disagreeing_candidates
 
 __all__ = ['HeadOutputs', 'FrameResult', 'MetaFusion', 'ScoreFn']
@@ -118,10 +117,6 @@ class MetaFusion:
                 self._cache.popitem(last=False)
         return self._cache[size]
 
-    def prior_alpha(self, size: tuple[int, int]) -> np.ndarray:
-        """Return ``p_{z,α}(y)`` per class at ``size`` (eq. 15)."""
-        return interpolate(self.priors_at(size).class_priors(), self.alpha)
-
     def inverse_prior_alpha(self, size: tuple[int, int]) -> np.ndarray | None:
         """Return ``1 / (p_{z,α} + 1e-5)`` (H, W, K) at the priors' level (eq. 15, 16).
 
@@ -149,16 +144,23 @@ class MetaFusion:
                       score_fn: ScoreFn | None = None) -> FrameResult:
         """Run candidates, features, decisions and fusion from the two masks and the softmax.
 
-        The ML probabilities and heatmaps are computed at candidate pixels only.
+        The ML probabilities and heatmaps are computed at candidate pixels only, one pixel at a
+        time (:func:`heatmaps_at`).
         """
         candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
-        pixels = candidates.pixels
-        num_classes = probs.shape[2]
-        priors = self.priors_at(probs.shape[:2])
-        prior_alpha = interpolate(priors.class_priors_at(pixels), self.alpha)
-        flat = probs.reshape(-1, num_classes)[pixels]
-        heat = heatmaps(ml_probabilities(flat, prior_alpha, self.table))
+        heat = self.heatmaps_at(probs, candidates.pixels)
         return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
+
+    def heatmaps_at(self, probs: np.ndarray, pixels: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return E, M, V (eq. 6-8) of the ML probabilities (eq. 16) of the softmax ``probs``.
+
+        At flat ``pixels`` (the candidates'), or ``(H, W)`` maps of the whole frame when None;
+        the priors are read at their level, no ``(H, W, C)`` array is built.
+        """
+        priors = self.priors_at(probs.shape[:2])
+        return kernels.ml_heatmaps(probs, priors.probs, priors_channel_map(priors),
+                                   self.table.merged_away, self.alpha, pixels)
 
     def process_head(self, head: HeadOutputs, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run the segment stage on the in-graph head's masks and ML heatmaps."""

@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ..core.heatmaps import heatmaps
 from ..core.pipeline import FrameResult, MetaFusion
 from ..core.priors import check_alpha, Priors
-from ..core.rules import ml_probabilities
 from ..segmenter.preprocess import Nearest
 
 __all__ = ['EngineConfig', 'FusionEngine', 'Processed', 'ConfigurationError',
@@ -240,10 +238,12 @@ class FusionEngine:
                          rgb.shape[:2])
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return full-frame E, M, V of the ML probabilities (eq. 6-8), computed on demand."""
+        """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.
+
+        Computed on demand by the kernel that gives the candidates' heatmaps, one pixel at a
+        time (no full-frame ML probabilities); the head's maps as they come.
+        """
         output = processed.output
         if output.head is not None:
             return output.head.entropy, output.head.margin, output.head.variation
-        probs = output.probs
-        prior_alpha = self.fusion.prior_alpha(probs.shape[:2])
-        return heatmaps(ml_probabilities(probs, prior_alpha, self.table))
+        return self.fusion.heatmaps_at(output.probs)
