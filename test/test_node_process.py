@@ -169,6 +169,7 @@ def test_camera_twice_the_network_size(setup):
     expected = engine.process(camera)
     result, to_camera = expected.result, expected.to_camera
     assert result.fused.shape == (48, 64) and result.candidates.count == 2
+    computed = int(diagnostics(setup).get('computed_heatmaps', 0))
     reports = tester.subscribe(f'{OUT}/segments', String)
     tester.subscribe(f'{OUT}/heatmap/entropy', Image)
     assert tester.spin_until(lambda: tester.node.count_publishers(f'{OUT}/segments') > 0)
@@ -193,6 +194,7 @@ def test_camera_twice_the_network_size(setup):
     assert set_params(setup, output_resolution='camera')[0].successful
     tester.unsubscribe(f'{OUT}/segments')
     tester.unsubscribe(f'{OUT}/heatmap/entropy')
+    diagnostics(setup, lambda v: int(v.get('computed_heatmaps', 0)) >= computed + 2)
 
 
 def test_disabled_or_unsubscribed_outputs_are_not_computed(setup):

@@ -264,3 +264,25 @@ def test_nearest_boxes_and_areas_are_those_of_the_resampled_map(source, target):
             assert r0 <= rows.min() and rows.max() < r1 and c0 <= cols.min() and cols.max() < c1
         else:  # no target pixel samples this candidate
             assert r0 == r1 or c0 == c1
+
+
+@pytest.mark.parametrize('size,exact', [((512, 1024), True), ((1080, 1920), True),
+                                        ((2160, 3840), False)])
+def test_preprocess_reduces_only_large_images_first(size, exact):
+    """Below 3x the input size the resize is PIL's exact bilinear; a 4K frame is box-reduced
+    first and stays within a few grey levels of it (sharp 16-pixel blocks here)."""
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (size[0] // 16 + 1, size[1] // 16 + 1, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.kron(coarse, np.ones((16, 16, 1), np.uint8))[:size[0],
+                                                                               :size[1]])
+    pre = Preprocess(512, 256, scale=1.0)  # the shipped models' input size
+    reference = np.asarray(PILImage.fromarray(rgb).resize((pre.width, pre.height),
+                                                          PILImage.BILINEAR), np.float32)
+    got = pre(rgb)[0].transpose(1, 2, 0)
+    if exact:
+        np.testing.assert_array_equal(got, reference)
+    else:
+        error = np.abs(got - reference)
+        assert 0 < error.max() <= 4 and error.mean() < 0.5, (error.max(), error.mean())
