@@ -8,7 +8,8 @@
    table; the JSON says which).
 3. Measure the sustainable rate in lock-step (median end-to-end latency of 8 frames) and the
    node's processing time there (``~/output/processing_time_ms``: receipt to publication), next
-   to the network alone (ONNX Runtime on one preprocessed frame in this process, median of 8):
+   to the network alone (ONNX Runtime on one preprocessed frame in this process, once after
+   each lock-step frame, so that both see the same host load):
    ``target_processing_le_network_plus_30ms`` compares the p50s.
 4. Offer the frames (fresh stamps, looping) at twice that rate for ``--duration`` seconds,
    then report frames offered / processed / dropped (the node's counter), latency p50/p99 and the
@@ -25,6 +26,7 @@ from pathlib import Path
 import sys
 import tempfile
 import time
+from typing import Callable
 
 import numpy as np
 import rclpy
@@ -86,19 +88,19 @@ def _camera_frames(size: tuple[int, int], count: int) -> list[Image]:
             for _, rgb, _ in render_drive(0, 'test', 0, count, size=size)]
 
 
-def _network_ms(model: str, frame: Image) -> float:
-    """Return the median time (ms) of the network alone on ``frame`` (preprocessed once)."""
+def _network(model: str, frame: Image) -> Callable[[], float]:
+    """Return a callable timing (ms) one run of the network alone on ``frame`` (preprocessed)."""
     from metafusion_ros.ros.conversions import image_to_rgb
     from metafusion_ros.segmenter import load_segmenter
 
     segmenter = load_segmenter(model)
     x = segmenter.preprocess(image_to_rgb(frame))
-    times = []
-    for _ in range(9):
+
+    def run() -> float:
         start = time.perf_counter()
         segmenter.run_network(x)
-        times.append((time.perf_counter() - start) * 1e3)
-    return float(np.median(times[1:]))
+        return (time.perf_counter() - start) * 1e3
+    return run
 
 
 class Offer:
@@ -150,22 +152,30 @@ class Offer:
         return done()
 
 
-def _sustainable_ms(offer: Offer, frames: int) -> tuple[float, float]:
-    """Return the median lock-step latency and node processing time (ms) over ``frames``."""
+def _sustainable_ms(offer: Offer, frames: int, network: Callable[[], float]
+                    ) -> tuple[float, float, float]:
+    """Return the median lock-step latency, node processing time and network time (ms).
+
+    After each frame's mask is back the network runs once here, while the node is idle: both
+    times sample the same load on the host.
+    """
     deadline, ok = time.monotonic() + 120, False
     while not ok and time.monotonic() < deadline:  # discovery: resend until one comes back
         first = offer.send()
         ok = offer.spin_until(lambda: first in offer.latency, 2.0)
     if not ok:
         raise SystemExit('bench_node: the node did not answer within 120 s')
-    samples = []
+    samples, network_ms = [], []
     offer.processing_ms.clear()
     for _ in range(frames):
         stamp = offer.send()
         if offer.spin_until(lambda: stamp in offer.latency, 60.0):
             samples.append(offer.latency[stamp])
+        offer.spin_until(lambda: False, 0.05)  # the processing time follows the mask
+        network_ms.append(network())
     offer.spin_until(lambda: len(offer.processing_ms) >= len(samples), 2.0)
-    return float(np.median(samples)), float(np.median(offer.processing_ms))
+    return (float(np.median(samples)), float(np.median(offer.processing_ms)),
+            float(np.median(network_ms)))
 
 
 def _overload(offer: Offer, pid: int, step_ms: float, duration: float) -> dict:
@@ -210,7 +220,7 @@ def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                ROS_LOG_DIR=str(folder / 'log'))
     params = dict(params, **{'qos.reliability': 'reliable'})  # drops are the node's
-    network_ms = _network_ms(params['model_path'], frames[0])
+    network = _network(params['model_path'], frames[0])
     proc = start_node(params, env=env, remap={'~/input/image': '/camera/image_raw'},
                       log=folder / 'node.log')
     context = rclpy.Context()
@@ -219,7 +229,7 @@ def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image
     result = {'bench': 'node', 'model': label,
               'frame': f'{frames[0].width}x{frames[0].height} {frames[0].encoding}'}
     try:
-        step_ms, processing_ms = _sustainable_ms(offer, 8)
+        step_ms, processing_ms, network_ms = _sustainable_ms(offer, 8, network)
         result.update(network_ms_p50=round(network_ms, 1),
                       processing_ms_p50=round(processing_ms, 1),
                       target_processing_le_network_plus_30ms=processing_ms <= network_ms + 30)
