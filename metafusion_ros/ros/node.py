@@ -35,6 +35,7 @@ from .conversions import (check_image, check_size, float_to_image, ImageError, i
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
 from ..segmenter.preprocess import resize_maps
+from .memory import map_large_buffers
 from .params import (mistyped_parameter, override_source, params_file_problem,
                      unknown_parameters)
 
@@ -563,6 +564,7 @@ def main(args: list[str] | None = None) -> int:
     except RuntimeError as exc:  # rclpy's RCLError: unparsable --ros-args
         print(f'{NODE_NAME}: error: bad command line ({exc})', file=sys.stderr)
         return 2
+    map_large_buffers()  # flat memory with 4K frames
     node = None
     try:
         node = MetaFusionNode()
