@@ -536,8 +536,10 @@ def test_ml_heatmaps_kernel_agrees_with_numpy(num_classes, channels, seed, alpha
                    elements=st.sampled_from([0, 1, 2, 200])),
        seed=st.integers(0, 2**16))
 def test_segment_sums_kernel_agrees_with_numpy(pred, seed):
-    """One pass over the segments' pixels gives the numpy reference's sums and events exactly
-    (frame borders, labels outside the table, interior and boundary pixels)."""
+    """One pass over the segments' pixels gives the numpy reference's sums and events exactly.
+
+    Frame borders, labels outside the table, interior and boundary pixels.
+    """
     if not kernels.HAVE_NUMBA:
         pytest.skip('numba is not installed')
     rng = np.random.default_rng(seed)

@@ -102,8 +102,10 @@ def test_meta_model_of_another_schema_is_refused(files, tmp_path):
 
 
 def test_head_and_softmax_paths_give_the_same_masks(files, tmp_path):
-    """The in-graph head and the softmax path run at the network's size: same masks, candidates
-    and camera-size outputs for a camera twice the network's size."""
+    """The in-graph head and the softmax path give the same masks, candidates and features.
+
+    Both run at the network's size; the camera here is twice that size.
+    """
     from metafusion_ros.core.priors import Priors
     from metafusion_ros.segmenter.head import add_head_file
     from metafusion_ros.segmenter.spec import ModelSpec

@@ -24,8 +24,10 @@ print((rss_kib(os.getpid()) - base) / 1024)
 
 @pytest.mark.parametrize('mode', ['mapped', 'default'])
 def test_large_buffers_go_back_to_the_os(mode):
-    """With the node's fixed mmap threshold a freed 20 MB buffer leaves RSS; with glibc's
-    default (threshold raised by an earlier 25 MB block) it stays on the heap."""
+    """With the node's fixed mmap threshold a freed 20 MB buffer leaves RSS.
+
+    With glibc's default (threshold raised by an earlier 25 MB block) it stays on the heap.
+    """
     if platform.libc_ver()[0] != 'glibc':
         pytest.skip('the mmap threshold is a glibc setting')
     out = subprocess.run([sys.executable, '-c', PROBE, mode], capture_output=True, text=True,

@@ -159,9 +159,11 @@ def test_segment_report_lists_candidates(setup):
 
 
 def test_camera_twice_the_network_size(setup):
-    """A 96x128 camera (network 48x64): masks and heatmaps at the camera's size (the engine's
-    network-size result enlarged), boxes and areas in camera pixels; with output_resolution
-    network the masks stay at the network's size."""
+    """A 96x128 camera (network 48x64): outputs at the camera's size, boxes in its pixels.
+
+    Masks and heatmaps are the engine's network-size result enlarged; with output_resolution
+    network the masks stay at the network's size.
+    """
     tester, files = setup['tester'], setup['files']
     engine = FusionEngine.load(EngineConfig(str(files['model']), str(files['priors']),
                                             str(files['meta']), tau=0.5))

@@ -400,8 +400,10 @@ def test_frame_of_8k_refused_by_its_size_alone():
 
 
 def test_frames_above_max_input_pixels_are_counted_skips(node, expected, reference):
-    """Above max_input_pixels: one counted skip, a warning, no mask; at the limit: a mask at
-    the camera's size (twice the network's), the engine's mask enlarged."""
+    """Above max_input_pixels: one counted skip, a warning, no mask.
+
+    At the limit: a mask at the camera's size (twice the network's), the engine's mask enlarged.
+    """
     big = np.repeat(np.repeat(SCENE, 2, axis=0), 2, axis=1)  # exactly MAX_PIXELS
     mask = node.process(conv.rgb_to_image(big), next(node.stamps))
     assert (mask.height, mask.width) == (2 * H, 2 * W)

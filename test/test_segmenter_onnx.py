@@ -236,8 +236,10 @@ def test_int32_label_head_is_read_as_uint8(tmp_path):
 @pytest.mark.parametrize('source,target', [((12, 16), (36, 48)), ((256, 512), (1080, 1920)),
                                            ((50, 70), (17, 23)), ((7, 9), (7, 30))])
 def test_nearest_boxes_and_areas_are_those_of_the_resampled_map(source, target):
-    """Areas mapped to the target are those of the candidates in the resampled map; so are the
-    boxes when enlarging (when shrinking they hold the sampled pixels)."""
+    """Areas mapped to the target are those of the candidates in the resampled map.
+
+    So are the boxes when enlarging; when shrinking they hold the sampled pixels.
+    """
     from metafusion_ros.core.segments import disagreeing_candidates
     from metafusion_ros.segmenter.preprocess import Nearest
 
@@ -269,8 +271,11 @@ def test_nearest_boxes_and_areas_are_those_of_the_resampled_map(source, target):
 @pytest.mark.parametrize('size,exact', [((512, 1024), True), ((1080, 1920), True),
                                         ((2160, 3840), False)])
 def test_preprocess_reduces_only_large_images_first(size, exact):
-    """Below 3x the input size the resize is PIL's exact bilinear; a 4K frame is box-reduced
-    first and stays within a few grey levels of it (sharp 16-pixel blocks here)."""
+    """Below 3x the input size the resize is PIL's exact bilinear.
+
+    A 4K frame is box-reduced first and stays within a few grey levels of it (sharp 16-pixel
+    blocks here).
+    """
     from PIL import Image as PILImage
 
     rng = np.random.default_rng(0)
@@ -286,3 +291,20 @@ def test_preprocess_reduces_only_large_images_first(size, exact):
     else:
         error = np.abs(got - reference)
         assert 0 < error.max() <= 4 and error.mean() < 0.5, (error.max(), error.mean())
+
+
+@pytest.mark.parametrize('size', [(2160, 3840), (4320, 7680), (2160, 3841), (1440, 2560),
+                                  (3000, 2000)])
+def test_resize_image_is_pils_reducing_resize(size):
+    """The OpenCV 2x2 reduction gives exactly PIL's reduce-then-bilinear result.
+
+    4K, 8K, factors that do not divide the size, no reduction, a portrait frame.
+    """
+    from PIL import Image as PILImage
+
+    from metafusion_ros.segmenter.preprocess import REDUCING_GAP, resize_image
+
+    rgb = np.random.default_rng(sum(size)).integers(0, 256, size + (3,), dtype=np.uint8)
+    expected = PILImage.fromarray(rgb).resize((512, 256), PILImage.BILINEAR,
+                                              reducing_gap=REDUCING_GAP)
+    np.testing.assert_array_equal(resize_image(rgb, (512, 256)), np.asarray(expected))
