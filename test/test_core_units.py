@@ -507,3 +507,71 @@ def test_candidate_kernel_agrees_with_scipy_labelling(use_numpy, monkeypatch):
         rows, cols = np.nonzero(full.labels == sid)
         np.testing.assert_array_equal(cand.boxes[new_id - 1],
                                       [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1])
+
+
+def test_resized_priors_cache_is_bounded_lru():
+    """Frames of ever new sizes keep at most PRIORS_CACHE resized priors; the newest stay."""
+    from metafusion_ros.core.pipeline import PRIORS_CACHE
+
+    mf = pipeline()
+    first = mf.priors_at((5, 7))
+    for k in range(3 * PRIORS_CACHE):
+        assert mf.priors_at((6 + k, 8)).resolution == (6 + k, 8)
+        assert mf.priors_at((5, 7)) is first  # recently used: never evicted
+        assert len(mf._cache) <= PRIORS_CACHE
+    assert (6, 8) not in mf._cache and (5, 7) in mf._cache
+
+
+@settings(max_examples=40, deadline=None)
+@given(num_classes=st.sampled_from([2, 3, 8, 19]), channels=st.sampled_from([None, 2, 8]),
+       seed=st.integers(0, 2**16), alpha=st.sampled_from([0.0, 0.6, 1.0]),
+       merged=st.booleans())
+def test_ml_heatmaps_kernel_agrees_with_numpy(num_classes, channels, seed, alpha, merged):
+    """E, M, V of the ML probabilities, pixel by pixel, equal the numpy reference (spec §1, 3).
+
+    M and V exactly; E within 2 ulp (numpy's float32 log is its own SIMD approximation). Ties
+    (small-integer fractions) and zero priors included; full frame = the same at every pixel.
+    """
+    if not kernels.HAVE_NUMBA:
+        pytest.skip('numba is not installed')
+    rng = np.random.default_rng(seed)
+    h, w, c = int(rng.integers(1, 9)), int(rng.integers(1, 13)), num_classes
+    counts = rng.integers(0, 4, size=(h, w, c))
+    counts[..., 0] += counts.sum(axis=2) == 0
+    probs = (counts / counts.sum(axis=2, keepdims=True)).astype(np.float32)
+    k = c if channels is None else min(channels, c)
+    chmap = np.arange(c) if channels is None else rng.integers(0, k, c)
+    prior = rng.dirichlet(np.ones(k), size=(h, w)).astype(np.float32)
+    prior[rng.random((h, w, k)) < 0.2] = 0
+    merge = (c - 1,) if merged and c > 2 else ()
+    pixels = rng.permutation(h * w)[:int(rng.integers(1, h * w + 1))]
+    got = kernels.ml_heatmaps(probs, prior, chmap, merge, alpha, pixels)
+    expected = kernels.ml_heatmaps_numpy(probs, prior, chmap, merge, alpha, pixels)
+    np.testing.assert_allclose(got[0], expected[0], rtol=0, atol=2.5e-7)
+    np.testing.assert_array_equal(got[1], expected[1])
+    np.testing.assert_array_equal(got[2], expected[2])
+    full = kernels.ml_heatmaps(probs, prior, chmap, merge, alpha)
+    for sparse, frame in zip(got, full):
+        assert frame.shape == (h, w)
+        np.testing.assert_array_equal(frame.ravel()[pixels], sparse)
+
+
+@settings(max_examples=40, deadline=None)
+@given(pred=arrays(np.uint8, st.tuples(st.integers(1, 9), st.integers(1, 13)),
+                   elements=st.sampled_from([0, 1, 2, 200])),
+       seed=st.integers(0, 2**16))
+def test_segment_sums_kernel_agrees_with_numpy(pred, seed):
+    """One pass over the segments' pixels gives the numpy reference's sums and events exactly.
+
+    Frame borders, labels outside the table, interior and boundary pixels.
+    """
+    if not kernels.HAVE_NUMBA:
+        pytest.skip('numba is not installed')
+    rng = np.random.default_rng(seed)
+    pixels = np.sort(rng.permutation(pred.size)[:int(rng.integers(1, pred.size + 1))])
+    sid = rng.integers(1, 5, pixels.size)
+    heat = tuple(rng.random(pixels.size).astype(np.float32) for _ in range(3))
+    got = kernels.segment_sums(pixels, sid, pred, heat, 4, 3)
+    expected = kernels.segment_sums_numpy(pixels, sid, pred, heat, 4, 3)
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a, b)

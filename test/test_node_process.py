@@ -22,6 +22,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_float, image_to_mask
+from metafusion_ros.ros.engine import EngineConfig, FusionEngine
 
 DOMAIN = domain_for(71)
 NAME = 'fusion'
@@ -156,6 +157,47 @@ def test_segment_report_lists_candidates(setup):
     assert all(s['area'] == 64 and s['verdict'] == 'keep' and 0.5 <= s['score'] <= 1
                for s in segments)
     tester.unsubscribe(f'{OUT}/segments')
+
+
+def test_camera_twice_the_network_size(setup):
+    """A 96x128 camera (network 48x64): outputs at the camera's size, boxes in its pixels.
+
+    Masks and heatmaps are the engine's network-size result enlarged; with output_resolution
+    network the masks stay at the network's size.
+    """
+    tester, files = setup['tester'], setup['files']
+    engine = FusionEngine.load(EngineConfig(str(files['model']), str(files['priors']),
+                                            str(files['meta']), tau=0.5))
+    camera = np.repeat(np.repeat(SCENE, 2, axis=0), 2, axis=1)
+    expected = engine.process(camera)
+    result, to_camera = expected.result, expected.to_camera
+    assert result.fused.shape == (48, 64) and result.candidates.count == 2
+    computed = int(diagnostics(setup).get('computed_heatmaps', 0))
+    reports = tester.subscribe(f'{OUT}/segments', String)
+    tester.subscribe(f'{OUT}/heatmap/entropy', Image)
+    assert tester.spin_until(lambda: tester.node.count_publishers(f'{OUT}/segments') > 0)
+    fused = image_to_mask(send(setup, camera, 551))
+    np.testing.assert_array_equal(fused, to_camera.labels(result.fused))
+    assert fused[62:74, 18:30].min() == 1  # a dim red block, fused as person
+    assert image_to_mask(latest(setup, 'mask_bayes', 551)).shape == (96, 128)
+    assert image_to_float(latest(setup, 'heatmap/entropy', 551)).shape == (96, 128)
+    assert tester.spin_until(lambda: any(json.loads(r.data)['stamp']['sec'] == 551
+                                         for r in reports), timeout=10.0)
+    report = next(json.loads(r.data) for r in reports if json.loads(r.data)['stamp']['sec'] == 551)
+    boxes = to_camera.boxes(result.candidates.boxes)
+    assert [s['box'] for s in report['segments']] == boxes.tolist()
+    assert np.all(boxes == 2 * result.candidates.boxes)  # 2x: every pixel became 2x2
+    assert [s['area'] for s in report['segments']] == (4 * result.candidates.sizes).tolist()
+    outline = latest(setup, 'markers', 551).markers[1]
+    assert sorted({round(p.x / 0.01) for p in outline.points}) == boxes[0, [1, 3]].tolist()
+    assert set_params(setup, output_resolution='network')[0].successful
+    assert not set_params(setup, output_resolution='full')[0].successful
+    np.testing.assert_array_equal(image_to_mask(send(setup, camera, 553)), result.fused)
+    assert image_to_float(latest(setup, 'heatmap/entropy', 553)).shape == (48, 64)
+    assert set_params(setup, output_resolution='camera')[0].successful
+    tester.unsubscribe(f'{OUT}/segments')
+    tester.unsubscribe(f'{OUT}/heatmap/entropy')
+    diagnostics(setup, lambda v: int(v.get('computed_heatmaps', 0)) >= computed + 2)
 
 
 def test_disabled_or_unsubscribed_outputs_are_not_computed(setup):

@@ -40,6 +40,7 @@ THROTTLE_S = 0.5
 SCENE = fixtures.scene()
 H, W = fixtures.SIZE
 ROW = W * 3
+MAX_PIXELS = 4 * H * W  # the node's max_input_pixels here: a 2x enlarged scene still passes
 
 
 # -- the table -----------------------------------------------------------------------------------
@@ -259,7 +260,11 @@ def expected(files):
     """Return the engine's fused mask of an RGB frame (what the node must publish for it)."""
     engine = FusionEngine.load(EngineConfig(str(files['model']), str(files['priors']),
                                             str(files['meta']), tau=0.5))
-    return lambda rgb: engine.process(rgb).result.fused
+
+    def mask(rgb: np.ndarray) -> np.ndarray:
+        processed = engine.process(rgb)  # at the network's size; published at the camera's
+        return processed.to_camera.labels(processed.result.fused)
+    return mask
 
 
 @pytest.fixture(scope='module')
@@ -274,7 +279,8 @@ def node(files):
     under_test = NodeUnderTest.start(DOMAIN, files['model'].parent / 'log', {
         'model_path': files['model'], 'priors_path': files['priors'],
         'meta_model_path': files['meta'], 'tau': 0.5, 'warn_throttle_s': THROTTLE_S,
-        'diagnostics_period_s': 0.1, 'qos.reliability': 'reliable'}, NAME, 'image_tester')
+        'diagnostics_period_s': 0.1, 'qos.reliability': 'reliable',
+        'max_input_pixels': MAX_PIXELS}, NAME, 'image_tester')
     yield under_test
     under_test.close()
 
@@ -372,6 +378,45 @@ def test_stamp_order(node, expected, reference, case):
     if counted:  # this frame's warning, or (throttled) an earlier one's
         lines = _warnings(node, 'is not newer than the previous')
         assert lines and 'processed anyway' in lines[-1], lines
+
+
+def test_frame_of_8k_refused_by_its_size_alone():
+    """8K (7680x4320) is refused by the default max_input_pixels, 4K (3840x2160) passes.
+
+    The check reads the declared ``width * height`` only (the node runs it after check_image):
+    refusing costs no allocation.
+    """
+    from metafusion_ros.ros.node import PARAMETERS
+
+    default = PARAMETERS['max_input_pixels'][0]
+    conv.check_size(Image(height=2160, width=3840), default)
+    for height, width in ((4320, 7680), (2**16, 2**16)):
+        msg = Image(height=height, width=width)
+        with pytest.raises(conv.ImageTooLarge, match='more than max_input_pixels') as info:
+            conv.check_size(msg, default)
+        assert info.value.reason == 'too_large'
+        assert _peak_bytes(lambda: pytest.raises(conv.ImageTooLarge, conv.check_size, msg,
+                                                 default)) < 64 * 1024
+
+
+def test_frames_above_max_input_pixels_are_counted_skips(node, expected, reference):
+    """Above max_input_pixels: one counted skip, a warning, no mask.
+
+    At the limit: a mask at the camera's size (twice the network's), the engine's mask enlarged.
+    """
+    big = np.repeat(np.repeat(SCENE, 2, axis=0), 2, axis=1)  # exactly MAX_PIXELS
+    mask = node.process(conv.rgb_to_image(big), next(node.stamps))
+    assert (mask.height, mask.width) == (2 * H, 2 * W)
+    np.testing.assert_array_equal(conv.image_to_mask(mask), expected(big))
+    before, stamp = node.counter('skipped_too_large'), next(node.stamps)
+    msg = conv.rgb_to_image(np.concatenate([big, big[:1]]))  # one row more
+    msg.header.stamp.sec = stamp
+    node.pub.publish(msg)
+    node.wait_counter('skipped_too_large', before + 1)
+    node.check_alive_and_correct(reference)
+    lines = _warnings(node, 'skipped frame (too_large, ')
+    assert lines and 'more than max_input_pixels' in lines[-1], lines
+    assert not with_stamp(node.masks, stamp)
 
 
 def test_node_survived_every_case_and_exits_cleanly(node):

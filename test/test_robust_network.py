@@ -151,11 +151,14 @@ def test_core_resizes_priors_to_a_softmax_of_another_resolution():
 
 @pytest.mark.parametrize('resize_mode', ['resize', 'refuse'])
 def test_network_at_another_resolution_than_the_priors(files, reference, resize_mode):
-    """A network exported at 32x24 with 64x48 priors and frames: masks at the frame's size.
+    """A network exported at 32x24 with 64x48 priors and frames: the mask at the frame's size.
 
+    MetaFusion runs at 32x24 (priors resized to it); the fused mask is enlarged to the frame.
     ``refuse`` concerns the frame against the priors, not the network's own resolution.
     """
-    fused = load(files, 'low_res', resize_mode=resize_mode).process(SCENE).result.fused
+    processed = load(files, 'low_res', resize_mode=resize_mode).process(SCENE)
+    assert processed.result.fused.shape == (24, 32)
+    fused = processed.to_camera.labels(processed.result.fused)
     assert fused.shape == reference.shape
     for row, col in ((4, 4), (4, 40), (30, 8), (30, 44)):  # block interiors
         np.testing.assert_array_equal(fused[row + 2:row + 6, col + 2:col + 6],

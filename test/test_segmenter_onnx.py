@@ -231,3 +231,80 @@ def test_int32_label_head_is_read_as_uint8(tmp_path):
     assert b.pred_ml.dtype == np.uint8
     np.testing.assert_array_equal(a.pred_ml, b.pred_ml)
     np.testing.assert_array_equal(a.pred_bayes, b.pred_bayes)
+
+
+@pytest.mark.parametrize('source,target', [((12, 16), (36, 48)), ((256, 512), (1080, 1920)),
+                                           ((50, 70), (17, 23)), ((7, 9), (7, 30))])
+def test_nearest_boxes_and_areas_are_those_of_the_resampled_map(source, target):
+    """Areas mapped to the target are those of the candidates in the resampled map.
+
+    So are the boxes when enlarging; when shrinking they hold the sampled pixels.
+    """
+    from metafusion_ros.core.segments import disagreeing_candidates
+    from metafusion_ros.segmenter.preprocess import Nearest
+
+    rng = np.random.default_rng(sum(source))
+    blobs = rng.random((source[0] // 3 + 1, source[1] // 3 + 1)) < 0.3
+    pred_ml = np.kron(blobs, np.ones((3, 3), np.uint8))[:source[0], :source[1]].astype(np.uint8)
+    candidates = disagreeing_candidates(pred_ml, np.zeros_like(pred_ml), 1)
+    assert candidates.count > 0
+    nearest = Nearest.between(source, target)
+    enlarging = target[0] >= source[0] and target[1] >= source[1]
+    resampled = nearest.labels(pred_ml)
+    assert resampled.shape == target
+    np.testing.assert_array_equal(resampled, pred_ml[np.ix_(nearest.rows, nearest.cols)])
+    big = candidates.labels[np.ix_(nearest.rows, nearest.cols)]  # the candidates resampled
+    boxes = nearest.boxes(candidates.boxes)
+    areas = nearest.areas(candidates.pixels, candidates.pixel_ids, candidates.count)
+    for k in range(1, candidates.count + 1):
+        rows, cols = np.nonzero(big == k)
+        assert areas[k - 1] == rows.size
+        r0, c0, r1, c1 = boxes[k - 1]
+        if enlarging:
+            assert [r0, c0, r1, c1] == [rows.min(), cols.min(), rows.max() + 1, cols.max() + 1]
+        elif rows.size:  # shrinking: the box holds the sampled pixels
+            assert r0 <= rows.min() and rows.max() < r1 and c0 <= cols.min() and cols.max() < c1
+        else:  # no target pixel samples this candidate
+            assert r0 == r1 or c0 == c1
+
+
+@pytest.mark.parametrize('size,exact', [((512, 1024), True), ((1080, 1920), True),
+                                        ((2160, 3840), False)])
+def test_preprocess_reduces_only_large_images_first(size, exact):
+    """Below 3x the input size the resize is PIL's exact bilinear.
+
+    A 4K frame is box-reduced first and stays within a few grey levels of it (sharp 16-pixel
+    blocks here).
+    """
+    from PIL import Image as PILImage
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (size[0] // 16 + 1, size[1] // 16 + 1, 3), dtype=np.uint8)
+    rgb = np.ascontiguousarray(np.kron(coarse, np.ones((16, 16, 1), np.uint8))[:size[0],
+                                                                               :size[1]])
+    pre = Preprocess(512, 256, scale=1.0)  # the shipped models' input size
+    reference = np.asarray(PILImage.fromarray(rgb).resize((pre.width, pre.height),
+                                                          PILImage.BILINEAR), np.float32)
+    got = pre(rgb)[0].transpose(1, 2, 0)
+    if exact:
+        np.testing.assert_array_equal(got, reference)
+    else:
+        error = np.abs(got - reference)
+        assert 0 < error.max() <= 4 and error.mean() < 0.5, (error.max(), error.mean())
+
+
+@pytest.mark.parametrize('size', [(2160, 3840), (4320, 7680), (2160, 3841), (1440, 2560),
+                                  (3000, 2000)])
+def test_resize_image_is_pils_reducing_resize(size):
+    """The OpenCV 2x2 reduction gives exactly PIL's reduce-then-bilinear result.
+
+    4K, 8K, factors that do not divide the size, no reduction, a portrait frame.
+    """
+    from PIL import Image as PILImage
+
+    from metafusion_ros.segmenter.preprocess import REDUCING_GAP, resize_image
+
+    rgb = np.random.default_rng(sum(size)).integers(0, 256, size + (3,), dtype=np.uint8)
+    expected = PILImage.fromarray(rgb).resize((512, 256), PILImage.BILINEAR,
+                                              reducing_gap=REDUCING_GAP)
+    np.testing.assert_array_equal(resize_image(rgb, (512, 256)), np.asarray(expected))

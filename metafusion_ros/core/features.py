@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import kernels
 from .classes import ClassTable
 from .heatmaps import HEATMAPS
 
-__all__ = ['feature_names', 'segment_features', 'features_at', 'HEATMAP_STATS', 'OFFSETS']
+__all__ = ['feature_names', 'segment_features', 'features_at', 'HEATMAP_STATS']
 
 HEATMAP_STATS = ('', '_in', '_bd', '_rel', '_rel_in',
                  '_var', '_var_in', '_var_bd', '_var_rel', '_var_rel_in')
 SIZE_FEATURES = ('S', 'S_in', 'S_bd', 'S_rel', 'S_rel_in')
 CENTRE_FEATURES = ('mean_x', 'mean_y')
-OFFSETS = tuple((dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0))
 
 
 def neighbourhood_classes(table: ClassTable) -> tuple[int, ...]:
@@ -42,17 +42,6 @@ def feature_names(table: ClassTable) -> tuple[str, ...]:
     return heat + SIZE_FEATURES + CENTRE_FEATURES + ndist
 
 
-def _segment_sums(sid: np.ndarray, columns: np.ndarray, n: int) -> np.ndarray:
-    """Return the ``(n, K)`` per-segment sums of the ``(P, K)`` columns (ids 1..n).
-
-    One ``bincount`` over (segment, column) bins; each bin adds its pixels in pixel order, as a
-    ``bincount`` per column would.
-    """
-    k = columns.shape[1]
-    bins = (sid[:, None] * k + np.arange(k)).ravel()
-    return np.bincount(bins, columns.ravel(), minlength=(n + 1) * k).reshape(n + 1, k)[1:]
-
-
 def _heatmap_features(sums: np.ndarray, sizes: tuple[np.ndarray, np.ndarray, np.ndarray]
                       ) -> list[np.ndarray]:
     """Return one heatmap's 10 statistics in ``HEATMAP_STATS`` order (eq. 6-8).
@@ -68,19 +57,6 @@ def _heatmap_features(sums: np.ndarray, sizes: tuple[np.ndarray, np.ndarray, np.
     rel, rel_in = s / np.maximum(s_bd, 1), s_in / np.maximum(s_bd, 1)
     return [mean, mean_in, mean_bd, mean * rel, mean_in * rel_in,
             var, var_in, var_bd, var * rel, var_in * rel_in]
-
-
-def _neighbours(pixels: np.ndarray, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """Return ``(valid, flat index)`` ``(8, P)`` of each pixel's 3x3 neighbours (``OFFSETS``).
-
-    Neighbours outside the frame are not valid; their index is the pixel itself.
-    """
-    h, w = shape
-    rows, cols = np.divmod(pixels, w)
-    r2 = rows + np.array([dr for dr, _ in OFFSETS])[:, None]
-    c2 = cols + np.array([dc for _, dc in OFFSETS])[:, None]
-    valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
-    return valid, np.where(valid, r2 * w + c2, pixels)
 
 
 def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
@@ -105,34 +81,20 @@ def features_at(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
     ``pixels`` are flat indices into ``pred`` (the label map the segments were formed on: it
     decides boundary and neighbourhood, eq. 10; values outside the table count as ignore),
     ``sid`` their segment ids 1..n, and ``heat`` the ``(E, M, V)`` values at those pixels, so
-    that heatmaps need only be computed where there are segments.
+    that heatmaps need only be computed where there are segments. The sums come from one pass
+    over the pixels (:func:`metafusion_ros.core.kernels.segment_sums`).
     """
-    shape = pred.shape
-    flat_pred = pred.ravel()
     n = int(sid.max(initial=0))
     if n == 0:
         return np.zeros((0, len(feature_names(table))), dtype=np.float64)
-    valid, neighbour = _neighbours(pixels, shape)
-    other = flat_pred[neighbour]
-    differs = valid & (other != flat_pred[pixels])
-    bd = differs.any(axis=0)
-    width = table.num_classes + 1  # the last bin takes ignore and out-of-table neighbours
-    other_class = np.minimum(other.astype(np.int64), table.num_classes)
-    events = np.bincount((sid * width + other_class)[differs],
-                         minlength=(n + 1) * width).reshape(n + 1, width).astype(np.float64)
-    masks = (np.ones(pixels.size), ~bd, bd)  # segment, interior, boundary
-    rows, cols = np.divmod(pixels, shape[1])
-    values = [np.asarray(v, np.float64) for v in heat]
-    sums = _segment_sums(sid, np.stack(
-        [power * m for v in values for power in (v, v * v) for m in masks]
-        + list(masks) + [rows, cols], axis=1), n)  # 6 columns per heatmap, sizes, centre
+    sums, events = kernels.segment_sums(pixels, sid, pred, heat, n, table.num_classes)
     s, s_in, s_bd = sums[:, 18], sums[:, 19], sums[:, 20]
     columns: list[np.ndarray] = []
-    for i in range(len(values)):
+    for i in range(len(heat)):
         columns += _heatmap_features(sums[:, 6 * i:6 * i + 6], (s, s_in, s_bd))
     safe_bd = np.maximum(s_bd, 1)
     columns += [s, s_in, s_bd, s / safe_bd, s_in / safe_bd]
     columns += [sums[:, 21] / s, sums[:, 22] / s]
-    total = np.maximum(events[1:].sum(axis=1), 1)
-    columns += [events[1:, y] / total for y in neighbourhood_classes(table)]
+    total = np.maximum(events.sum(axis=1), 1)
+    columns += [events[:, y] / total for y in neighbourhood_classes(table)]
     return np.stack(columns, axis=1)

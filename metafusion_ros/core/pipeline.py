@@ -7,6 +7,7 @@ serves the node and the offline tools.
 """
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,13 +17,14 @@ from . import kernels
 from .classes import ClassTable
 from .features import feature_names, features_at
 from .fusion import check_fusion, fuse
-from .heatmaps import heatmaps
 from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
-from .rules import check_probs, ml_probabilities
+from .rules import check_probs
 from .segments import Candidates, check_label_map, disagreeing_candidates
 
 __all__ = ['HeadOutputs', 'FrameResult', 'MetaFusion', 'ScoreFn']
 
+# Resized priors kept by MetaFusion.priors_at (least recently used sizes evicted).
+PRIORS_CACHE = 4
 # Maps candidate features (n, F) to P(true positive) (n,).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
 
@@ -80,7 +82,7 @@ class MetaFusion:
         self.tau = tau
         self.fusion = fusion
         self.feature_names = feature_names(self.table)
-        self._cache: dict[tuple[int, int], Priors] = {}
+        self._cache: OrderedDict[tuple[int, int], Priors] = OrderedDict()
         self._inverse: tuple[tuple, np.ndarray | None] = ((), None)
 
     @property
@@ -114,15 +116,19 @@ class MetaFusion:
         self._fusion = check_fusion(value)
 
     def priors_at(self, size: tuple[int, int]) -> Priors:
-        """Return the priors resized to ``size`` = ``(H, W)`` (cached per size)."""
-        size = (int(size[0]), int(size[1]))
-        if size not in self._cache:
-            self._cache[size] = self.priors.resized(size)
-        return self._cache[size]
+        """Return the priors resized to ``size`` = ``(H, W)``.
 
-    def prior_alpha(self, size: tuple[int, int]) -> np.ndarray:
-        """Return ``p_{z,α}(y)`` per class at ``size`` (eq. 15)."""
-        return interpolate(self.priors_at(size).class_priors(), self.alpha)
+        The last :data:`PRIORS_CACHE` sizes are kept (least recently used evicted), so frames of
+        ever new sizes cannot grow memory without bound.
+        """
+        size = (int(size[0]), int(size[1]))
+        if size in self._cache:
+            self._cache.move_to_end(size)
+        else:
+            self._cache[size] = self.priors.resized(size)
+            while len(self._cache) > PRIORS_CACHE:
+                self._cache.popitem(last=False)
+        return self._cache[size]
 
     def inverse_prior_alpha(self, size: tuple[int, int]) -> np.ndarray | None:
         """Return ``1 / (p_{z,α} + 1e-5)`` (H, W, K) at the priors' level (eq. 15, 16).
@@ -151,16 +157,23 @@ class MetaFusion:
                       score_fn: ScoreFn | None = None) -> FrameResult:
         """Run candidates, features, decisions and fusion from the two masks and the softmax.
 
-        The ML probabilities and heatmaps are computed at candidate pixels only.
+        The ML probabilities and heatmaps are computed at candidate pixels only, one pixel at a
+        time (:func:`heatmaps_at`).
         """
         candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
-        pixels = candidates.pixels
-        num_classes = probs.shape[2]
-        priors = self.priors_at(probs.shape[:2])
-        prior_alpha = interpolate(priors.class_priors_at(pixels), self.alpha)
-        flat = probs.reshape(-1, num_classes)[pixels]
-        heat = heatmaps(ml_probabilities(flat, prior_alpha, self.table))
+        heat = self.heatmaps_at(probs, candidates.pixels)
         return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
+
+    def heatmaps_at(self, probs: np.ndarray, pixels: np.ndarray | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return E, M, V (eq. 6-8) of the ML probabilities (eq. 16) of the softmax ``probs``.
+
+        At flat ``pixels`` (the candidates'), or ``(H, W)`` maps of the whole frame when None;
+        the priors are read at their level, no ``(H, W, C)`` array is built.
+        """
+        priors = self.priors_at(probs.shape[:2])
+        return kernels.ml_heatmaps(probs, priors.probs, priors_channel_map(priors),
+                                   self.table.merged_away, self.alpha, pixels)
 
     def process_head(self, head: HeadOutputs, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run the segment stage on the in-graph head's masks and ML heatmaps."""

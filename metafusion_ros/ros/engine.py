@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.heatmaps import heatmaps
 from ..core.pipeline import FrameResult, MetaFusion
 from ..core.fusion import check_fusion
 from ..core.priors import check_alpha, Priors
-from ..core.rules import ml_probabilities
+from ..segmenter.preprocess import Nearest
 
 __all__ = ['EngineConfig', 'FusionEngine', 'Processed', 'ConfigurationError',
            'ResolutionMismatch', 'BadNetworkOutput']
@@ -59,12 +58,22 @@ class EngineConfig:
 
 @dataclass(frozen=True, eq=False)
 class Processed:
-    """One processed frame: the core's result, the network output and stage timings (ms)."""
+    """One processed frame: the core's result, the network output and stage timings (ms).
+
+    ``result`` and ``output`` are at the network's output resolution; ``camera_size`` is the
+    image's ``(H, W)``, and :attr:`to_camera` resamples label maps, boxes and areas to it.
+    """
 
     result: FrameResult
     output: Any
     segment_ms: float
     fusion_ms: float
+    camera_size: tuple[int, int]
+
+    @property
+    def to_camera(self) -> Nearest:
+        """Return the nearest-neighbour resampling from the network's to the camera's size."""
+        return Nearest.between(self.result.fused.shape, self.camera_size)
 
 
 def _existing(path: str, what: str) -> Path:
@@ -224,7 +233,10 @@ class FusionEngine:
         return self.meta.members[self.meta_choice.alpha].predict_proba
 
     def process(self, rgb: np.ndarray) -> Processed:
-        """Segment ``rgb`` and run MetaFusion (candidates, features, meta scores, fusion)."""
+        """Segment ``rgb`` and run MetaFusion (candidates, features, meta scores, fusion).
+
+        MetaFusion runs at the network's output resolution; the priors are resized to it.
+        """
         self._apply_pending()
         if not self.resize and rgb.shape[:2] != self.fusion.priors.resolution:
             raise ResolutionMismatch(
@@ -233,7 +245,7 @@ class FusionEngine:
                 f"and resize_mode is 'refuse'")
         start = time.perf_counter()
         try:
-            output = self.segmenter.infer(rgb)
+            output = self.segmenter.infer_network(rgb)
             middle = time.perf_counter()
             if output.head is not None:
                 result = self.fusion.process_head(output.head, self.score_fn())
@@ -242,13 +254,16 @@ class FusionEngine:
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
         end = time.perf_counter()
-        return Processed(result, output, (middle - start) * 1e3, (end - middle) * 1e3)
+        return Processed(result, output, (middle - start) * 1e3, (end - middle) * 1e3,
+                         rgb.shape[:2])
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return full-frame E, M, V of the ML probabilities (eq. 6-8), computed on demand."""
+        """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.
+
+        Computed on demand by the kernel that gives the candidates' heatmaps, one pixel at a
+        time (no full-frame ML probabilities); the head's maps as they come.
+        """
         output = processed.output
         if output.head is not None:
             return output.head.entropy, output.head.margin, output.head.variation
-        probs = output.probs
-        prior_alpha = self.fusion.prior_alpha(probs.shape[:2])
-        return heatmaps(ml_probabilities(probs, prior_alpha, self.table))
+        return self.fusion.heatmaps_at(output.probs)

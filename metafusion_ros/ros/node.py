@@ -32,10 +32,12 @@ from std_msgs.msg import ColorRGBA, Float32, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.fusion import FUSION_MODES
-from .conversions import (check_image, float_to_image, ImageError, image_to_rgb, mask_to_image,
-                          rgb_to_image)
+from .conversions import (check_image, check_size, float_to_image, ImageError, image_to_rgb,
+                          mask_to_image, rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
+from ..segmenter.preprocess import resize_maps
+from .memory import map_large_buffers
 from .params import (mistyped_parameter, override_source, params_file_problem,
                      unknown_parameters)
 
@@ -46,6 +48,7 @@ CHOICES = {
     'backend': ('onnxruntime', 'tensorrt'),
     'precision': ('fp32', 'fp16', 'int8'),
     'resize_mode': ('resize', 'refuse'),
+    'output_resolution': ('camera', 'network'),
     'qos.reliability': ('best_effort', 'reliable'),
     'fusion': FUSION_MODES,
 }
@@ -53,7 +56,8 @@ CHOICES = {
 OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments')
 HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
 # Parameters applied while running; every other one needs a fresh configure.
-RUNTIME = {'alpha', 'tau', 'fusion', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
+RUNTIME = {'alpha', 'tau', 'fusion', 'marker_scale', 'warn_throttle_s', 'outputs.markers',
+           'output_resolution', 'max_input_pixels'} | {
     f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
 VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
 
@@ -87,6 +91,12 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'target_class': ('', _descriptor("target class c by name; '' = the priors' table default")),
     'resize_mode': ('resize', _descriptor('images of another resolution than the priors: '
                                           'resize the priors | refuse the frame')),
+    'output_resolution': ('camera', _descriptor(
+        'size of the published masks and heatmaps: camera (the final label maps enlarged, '
+        'nearest) | network (MetaFusion always runs at the network output size)')),
+    'max_input_pixels': (1 << 24, _descriptor(
+        'larger images (width * height) are refused, a counted skip (8K is 33 Mpx)',
+        1, 1 << 30, integer=True)),
     'qos.reliability': ('best_effort', _descriptor('input QoS reliability: best_effort | '
                                                    'reliable')),
     'qos.depth': (5, _descriptor('input QoS history depth', 1, 1000, integer=True)),
@@ -357,6 +367,7 @@ class MetaFusionNode(LifecycleNode):
         self.stats.add(frames_received=1)
         try:
             check_image(msg)
+            check_size(msg, self.p('max_input_pixels'))
         except ImageError as exc:
             self._skip(exc)
             return
@@ -440,40 +451,54 @@ class MetaFusionNode(LifecycleNode):
             self._pubs[topic or key].get_subscription_count() > 0
 
     def _publish(self, header: Header, processed: Processed, engine: FusionEngine) -> None:
-        """Publish the fused mask, the markers and every wanted optional output."""
+        """Publish the fused mask, the markers and every wanted optional output.
+
+        Masks and heatmaps at the camera's or the network's size (``output_resolution``);
+        markers and segment reports in camera pixels.
+        """
         result = processed.result
-        self._pubs['mask'].publish(mask_to_image(result.fused, header))
+        camera = self.p('output_resolution') == 'camera'
+        labels = processed.to_camera.labels if camera else np.asarray
+        fused = labels(result.fused)
+        self._pubs['mask'].publish(mask_to_image(fused, header))
         if self.p('outputs.markers'):
-            self._pubs['markers'].publish(self._markers(header, result, engine))
+            self._pubs['markers'].publish(self._markers(header, processed, engine))
         computed = []
         if self._wanted('mask_bayes'):
-            self._pubs['mask_bayes'].publish(mask_to_image(result.pred_bayes, header))
+            self._pubs['mask_bayes'].publish(mask_to_image(labels(result.pred_bayes), header))
             computed.append('mask_bayes')
         if self._wanted('mask_ml'):
-            self._pubs['mask_ml'].publish(mask_to_image(result.pred_ml, header))
+            self._pubs['mask_ml'].publish(mask_to_image(labels(result.pred_ml), header))
             computed.append('mask_ml')
         if self._wanted('color_mask'):
             palette = engine.table.palette_array()
-            colours = palette[np.minimum(result.fused, len(palette) - 1)]
+            colours = palette[np.minimum(fused, len(palette) - 1)]
             self._pubs['color_mask'].publish(rgb_to_image(colours, header))
             computed.append('color_mask')
         if any(self._wanted('heatmaps', f'heatmap/{n}') for n in HEATMAP_TOPICS):
             for name, heat in zip(HEATMAP_TOPICS, engine.heatmaps(processed)):
+                heat = resize_maps(heat, processed.camera_size) if camera else heat
                 self._pubs[f'heatmap/{name}'].publish(float_to_image(heat, header))
             computed.append('heatmaps')
         if self._wanted('segments'):
             self._pubs['segments'].publish(String(data=json.dumps(segment_report(
-                header, result, engine))))
+                header, processed, engine))))
             computed.append('segments')
         self.stats.add(**{f'computed_{key}': 1 for key in computed})
 
-    def _markers(self, header: Header, result: Any, engine: FusionEngine) -> MarkerArray:
-        """Return DELETEALL plus a box and a score label per candidate (green keep, red drop)."""
+    def _markers(self, header: Header, processed: Processed,
+                 engine: FusionEngine) -> MarkerArray:
+        """Return DELETEALL plus a box and a score label per candidate (green keep, red drop).
+
+        Boxes are in camera pixels times ``marker_scale``.
+        """
+        result = processed.result
         scale = float(self.p('marker_scale'))
         markers = [Marker(header=header, action=Marker.DELETEALL)]
         name = engine.table.target_name
-        for box, cid, score, keep in zip(result.candidates.boxes, result.candidates.ids,
-                                         result.scores, result.keep):
+        boxes = processed.to_camera.boxes(result.candidates.boxes)
+        for box, cid, score, keep in zip(boxes, result.candidates.ids, result.scores,
+                                         result.keep):
             r0, c0, r1, c1 = (float(v) * scale for v in box)
             colour = ColorRGBA(r=VERDICT_COLOUR[bool(keep)][0], g=VERDICT_COLOUR[bool(keep)][1],
                                b=VERDICT_COLOUR[bool(keep)][2], a=1.0)
@@ -529,8 +554,17 @@ class MetaFusionNode(LifecycleNode):
         self._diag_pub.publish(array)
 
 
-def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[str, Any]:
-    """Return the per-frame segment report: id, box, area, meta score and verdict per candidate."""
+def segment_report(header: Header, processed: Processed, engine: FusionEngine
+                   ) -> dict[str, Any]:
+    """Return the per-frame segment report: id, box, area, meta score and verdict per candidate.
+
+    Boxes (half-open ``row0, col0, row1, col1``) and areas are in camera pixels.
+    """
+    result = processed.result
+    candidates = result.candidates
+    to_camera = processed.to_camera
+    boxes = to_camera.boxes(candidates.boxes)
+    areas = to_camera.areas(candidates.pixels, candidates.pixel_ids, candidates.count)
     return {
         'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
         'frame_id': header.frame_id, 'target': engine.table.target_name,
@@ -539,8 +573,7 @@ def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[st
             {'id': int(cid), 'box': [int(v) for v in box], 'area': int(size),
              'score': float(score), 'verdict': 'keep' if keep else 'drop'}
             for cid, box, size, score, keep in zip(
-                result.candidates.ids, result.candidates.boxes, result.candidates.sizes,
-                result.scores, result.keep)],
+                candidates.ids, boxes, areas, result.scores, result.keep)],
     }
 
 
@@ -557,6 +590,7 @@ def main(args: list[str] | None = None) -> int:
     except RuntimeError as exc:  # rclpy's RCLError: unparsable --ros-args
         print(f'{NODE_NAME}: error: bad command line ({exc})', file=sys.stderr)
         return 2
+    map_large_buffers()  # flat memory with 4K frames
     node = None
     try:
         node = MetaFusionNode()

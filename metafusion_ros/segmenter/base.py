@@ -1,4 +1,7 @@
-"""The :class:`Segmenter` interface: an RGB image in, per-pixel outputs at the camera resolution.
+"""The :class:`Segmenter` interface: an RGB image in, per-pixel outputs out.
+
+:meth:`Segmenter.infer_network` keeps the network's output resolution (the node's path);
+:meth:`Segmenter.infer` resizes to the image's resolution (the offline tools' path).
 
 A segmenter runs one ONNX model (ONNX Runtime or TensorRT backend) described by a
 :class:`~metafusion_ros.segmenter.spec.ModelSpec`. Plain models yield the softmax ``probs``
@@ -35,7 +38,7 @@ ENGINE_MAGIC = b'MFTRTENG'
 
 @dataclass(frozen=True, eq=False)
 class SegmenterOutput:
-    """One frame's network outputs at the camera resolution.
+    """One frame's network outputs (at the network's or the camera's resolution).
 
     ``probs`` (H, W, C) float32 for plain models; ``head`` (masks uint8, heatmaps float32) and
     optionally ``probs_ml`` (H, W, C) for models with the MetaFusion head.
@@ -275,22 +278,38 @@ class Segmenter(ABC):
         """Run the network alone on a preprocessed input (as :meth:`infer` does, for timing)."""
         return self._run(x)
 
-    def infer(self, image_rgb: np.ndarray) -> SegmenterOutput:
-        """Segment an RGB uint8 image; outputs are resized to the image's resolution."""
+    def infer_network(self, image_rgb: np.ndarray) -> SegmenterOutput:
+        """Segment an RGB uint8 image; outputs stay at the network's output resolution.
+
+        MetaFusion runs there (the node enlarges only its final label maps): the softmax is
+        never enlarged.
+        """
         raw = self._run(self.preprocess(image_rgb))
         self._check_raw(raw)  # a model with dynamic shapes may change them at run time
-        size = image_rgb.shape[:2]
         if not self.has_head:
             out = raw[self.output_name][0]
             if self.spec.output.layout == 'NCHW':
                 out = out.transpose(1, 2, 0)
             if self.spec.output.kind == 'logits':
                 out = softmax(out, axis=-1)
-            return SegmenterOutput(probs=resize_maps(np.ascontiguousarray(out, np.float32),
-                                                     size))
-        labels = {k: resize_labels(raw[k][0].astype(np.uint8, copy=False), size)
-                  for k in ('pred_bayes', 'pred_ml')}
-        maps = {k: resize_maps(raw[k][0].astype(np.float32, copy=False), size)
+            return SegmenterOutput(probs=np.ascontiguousarray(out, np.float32))
+        labels = {k: raw[k][0].astype(np.uint8, copy=False) for k in ('pred_bayes', 'pred_ml')}
+        maps = {k: raw[k][0].astype(np.float32, copy=False)
                 for k in ('entropy', 'margin', 'variation')}
-        probs_ml = (resize_maps(raw['probs_ml'][0], size) if self.spec.head.probs_ml else None)
+        probs_ml = raw['probs_ml'][0] if self.spec.head.probs_ml else None
+        return SegmenterOutput(head=HeadOutputs(**labels, **maps), probs_ml=probs_ml)
+
+    def infer(self, image_rgb: np.ndarray) -> SegmenterOutput:
+        """Segment an RGB uint8 image; outputs are resized to the image's resolution.
+
+        For the offline tools, which score against labels at the image's resolution.
+        """
+        out = self.infer_network(image_rgb)
+        size = image_rgb.shape[:2]
+        if out.head is None:
+            return SegmenterOutput(probs=resize_maps(out.probs, size))
+        head = out.head
+        labels = {k: resize_labels(getattr(head, k), size) for k in ('pred_bayes', 'pred_ml')}
+        maps = {k: resize_maps(getattr(head, k), size) for k in ('entropy', 'margin', 'variation')}
+        probs_ml = None if out.probs_ml is None else resize_maps(out.probs_ml, size)
         return SegmenterOutput(head=HeadOutputs(**labels, **maps), probs_ml=probs_ml)
