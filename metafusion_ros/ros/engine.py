@@ -7,7 +7,7 @@ every decision is the core's (:class:`~metafusion_ros.core.pipeline.MetaFusion`)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import threading
 import time
@@ -63,6 +63,7 @@ class Processed:
     output: Any
     segment_ms: float
     fusion_ms: float
+    stages_ms: dict[str, float] = field(default_factory=dict)  # network, then the core's
 
 
 def _existing(path: str, what: str) -> Path:
@@ -222,7 +223,9 @@ class FusionEngine:
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
         end = time.perf_counter()
-        return Processed(result, output, (middle - start) * 1e3, (end - middle) * 1e3)
+        network_ms = (middle - start) * 1e3
+        return Processed(result, output, network_ms, (end - middle) * 1e3,
+                         {'network': network_ms, **self.fusion.stage_ms})
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return full-frame E, M, V of the ML probabilities (eq. 6-8), computed on demand."""

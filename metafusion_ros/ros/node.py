@@ -9,7 +9,6 @@ counted. See ``docs/node.md`` for topics and parameters.
 """
 from __future__ import annotations
 
-from collections import Counter, deque
 import json
 import sys
 import threading
@@ -20,10 +19,13 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point
 import numpy as np
 import rclpy
+from rclpy.event_handler import (QoSMessageLostInfo, QoSRequestedIncompatibleQoSInfo,
+                                 SubscriptionEventCallbacks)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (HistoryPolicy, qos_policy_name_from_kind, QoSProfile,
+                       ReliabilityPolicy)
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from sensor_msgs.msg import CameraInfo, Image
@@ -36,6 +38,7 @@ from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionE
                      Processed, ResolutionMismatch)
 from .params import (mistyped_parameter, override_source, params_file_problem,
                      unknown_parameters)
+from .stats import LatestFrame, problems, Stats
 
 __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
@@ -52,6 +55,7 @@ HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
 # Parameters applied while running; every other one needs a fresh configure.
 RUNTIME = {'alpha', 'tau', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
     f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
+SILENT_S = 3.0  # a matched image publisher this long without a frame turns diagnostics WARN
 VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
 
 
@@ -87,99 +91,18 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'warn_throttle_s': (5.0, _descriptor('minimum seconds between warnings of one kind',
                                          0.0, 3600.0)),
     'diagnostics_period_s': (1.0, _descriptor('period of /diagnostics', 0.05, 60.0)),
+    'diagnostics_window_s': (10.0, _descriptor('seconds over which /diagnostics computes rates, '
+                                               'shares and stage times', 1.0, 3600.0)),
     'autostart': (True, _descriptor('configure and activate on start-up (no lifecycle manager)')),
 }
 PARAMETERS.update({f'outputs.{key}': (True, _descriptor(
     f'compute ~/output/{key} when someone subscribes')) for key in OPTIONAL_OUTPUTS})
 
 
-class LatestFrame:
-    """A one-slot mailbox: ``put`` replaces an unprocessed frame (counted), ``take`` waits."""
-
-    def __init__(self) -> None:
-        self._item: Any = None
-        self._cond = threading.Condition()
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, item: Any) -> None:
-        """Store ``item``; an older unprocessed item (or this one, once closed) is counted."""
-        with self._cond:
-            if self.closed:
-                self.dropped += 1
-                return
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float = 0.2) -> Any:
-        """Return the newest item (and empty the slot), or None after ``timeout`` / close."""
-        with self._cond:
-            if self._item is None and not self.closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        """Wake the consumer and make it stop; a pending item is dropped (and counted)."""
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-                self._item = None
-            self.closed = True
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        """Accept items again (after a deactivate / activate cycle); counts are kept."""
-        with self._cond:
-            self.closed = False
-
-
 class ProcessingError(RuntimeError):
     """An unexpected failure while processing one frame (counted, logged, node stays up)."""
 
     reason = 'processing_error'
-
-
-class Stats:
-    """Counters and recent latencies for /diagnostics (shared by callback and worker)."""
-
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-        self.latency_ms: deque[float] = deque(maxlen=500)
-        self.done_at: deque[float] = deque(maxlen=100)
-        self.last_candidates = 0
-
-    def add(self, **counts: int) -> None:
-        """Add to named counters."""
-        with self.lock:
-            self.counts.update(counts)
-
-    def frame_done(self, latency_ms: float, candidates: int) -> None:
-        """Record one processed frame."""
-        with self.lock:
-            self.latency_ms.append(latency_ms)
-            self.done_at.append(time.monotonic())
-            self.last_candidates = candidates
-            self.counts['frames_processed'] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """Return the counters, frame rate and latency percentiles."""
-        with self.lock:
-            latency = np.asarray(self.latency_ms, dtype=np.float64)
-            stamps = list(self.done_at)
-            values: dict[str, Any] = dict(self.counts)
-            values['candidates_last'] = self.last_candidates
-        rate = 0.0
-        if len(stamps) >= 2 and time.monotonic() - stamps[-1] < 5.0:
-            rate = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
-        values['frame_rate_hz'] = round(rate, 3)
-        if latency.size:
-            values['latency_ms_p50'] = round(float(np.percentile(latency, 50)), 3)
-            values['latency_ms_p99'] = round(float(np.percentile(latency, 99)), 3)
-        return values
 
 
 class MetaFusionNode(LifecycleNode):
@@ -192,7 +115,7 @@ class MetaFusionNode(LifecycleNode):
             self.declare_parameter(name, default, descriptor)
         self._check_initial_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = Stats()
+        self.stats = Stats(self.p('diagnostics_window_s'))
         self.state_name = 'unconfigured'
         self.camera_info: CameraInfo | None = None
         self._warned: dict[str, float] = {}
@@ -287,7 +210,8 @@ class MetaFusionNode(LifecycleNode):
                          reliability=reliability)
         self._frames.reopen()
         self._subs = [
-            self.create_subscription(Image, '~/input/image', self._on_image, qos),
+            self.create_subscription(Image, '~/input/image', self._on_image, qos,
+                                     event_callbacks=self._input_events()),
             self.create_subscription(CameraInfo, '~/input/camera_info', self._on_camera_info,
                                      qos)]
         self._worker = threading.Thread(target=self._work, name='metafusion-worker',
@@ -338,14 +262,20 @@ class MetaFusionNode(LifecycleNode):
     # input ------------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         """Check the layout (cheap, no pixel read) and store the frame for the worker."""
+        self._receive(msg, check_image)
+
+    def _receive(self, msg: Any, check: Callable[[Any], Any]) -> None:
+        """Count ``msg``, ``check`` it (cheap), check its header and hand it to the worker."""
         self.stats.add(frames_received=1)
+        self.stats.event('received')
         try:
-            check_image(msg)
+            check(msg)
         except ImageError as exc:
             self._skip(exc)
             return
+        self._check_header(msg.header)
         self._check_stamp(msg.header)
-        self._frames.put((msg, time.perf_counter()))
+        self.stats.event('dropped', self._frames.put((msg, time.perf_counter())))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """Keep the newest camera info (reported in diagnostics)."""
@@ -364,9 +294,57 @@ class MetaFusionNode(LifecycleNode):
                 f'frame stamp {stamp[0]}.{stamp[1]:09d} is not newer than the previous '
                 f'{last[0]}.{last[1]:09d}; processed anyway ({total} so far)'))
 
+    def _input_events(self) -> SubscriptionEventCallbacks:
+        """Return the QoS event callbacks of an image subscription: lost and incompatible."""
+        return SubscriptionEventCallbacks(message_lost=self._on_lost,
+                                          incompatible_qos=self._on_incompatible_qos)
+
+    def _on_lost(self, info: QoSMessageLostInfo) -> None:
+        """Count frames the middleware reports lost in transport (never seen by the node)."""
+        self.stats.add(frames_lost=info.total_count_change)
+        self.stats.event('lost', info.total_count_change)
+
+    def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        """Count a publisher whose QoS cannot match the input's (it delivers nothing)."""
+        self.stats.event('qos_incompatible')
+        self._count_and_warn('qos_incompatible', lambda total: (
+            f'a publisher on the image input offers a QoS that cannot match this subscription '
+            f'({qos_policy_name_from_kind(info.last_policy_kind)}); set qos.reliability to '
+            f"match the camera driver's ({total} so far)"))
+
+    def _input_problems(self) -> list[str]:
+        """Return input trouble the frame counts cannot show: a publisher that sends nothing."""
+        found = []
+        publishers = sum(self.count_publishers(sub.topic_name) for sub in self._subs
+                         if sub.msg_type is not CameraInfo)
+        silent = self.stats.silent_for()
+        if self.state_name == 'active' and publishers and silent > SILENT_S:
+            found.append(f'{publishers} image publisher(s) matched but no frame for '
+                         f'{silent:.0f} s (large frames at best effort: see the DDS profile in '
+                         f'docs/node.md)')
+        return found
+
+    def _check_header(self, header: Header) -> None:
+        """Count (and warn about) a zero stamp or an empty ``frame_id``; the frame is processed.
+
+        Both break every consumer that looks the frame up in time or in tf, so diagnostics turn
+        WARN while such frames arrive.
+        """
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
+            self.stats.event('stamp_zero')
+            self._count_and_warn('stamps_zero', lambda total: (
+                f'frame stamp is 0 (the camera driver does not stamp its images; {total} so '
+                f'far); processed anyway'))
+        if not header.frame_id:
+            self.stats.event('frame_id_empty')
+            self._count_and_warn('frame_ids_empty', lambda total: (
+                f'frame_id is empty (outputs cannot be placed in tf; {total} so far); '
+                f'processed anyway'))
+
     def _skip(self, exc: Exception) -> None:
         """Count a skipped frame under its reason; warn at most once per ``warn_throttle_s``."""
         reason = exc.reason
+        self.stats.event('skipped')
         self._count_and_warn(f'skipped_{reason}', lambda total: (
             f'skipped frame ({reason}, {total} so far): {exc}'))
 
@@ -396,15 +374,19 @@ class MetaFusionNode(LifecycleNode):
         engine = self.engine
         if engine is None:
             return
+        start = time.perf_counter()
         try:
-            processed = engine.process(image_to_rgb(msg))
+            rgb = image_to_rgb(msg)
+            converted = time.perf_counter()
+            processed = engine.process(rgb)
         except (ImageError, ResolutionMismatch, BadNetworkOutput) as exc:
             self._skip(exc)
             return
         except Exception as exc:  # noqa: B902 - the worker must survive anything, loudly
             self._skip(ProcessingError(f'{type(exc).__name__}: {exc}'))
             return
-        latency = (time.perf_counter() - received) * 1e3
+        done = time.perf_counter()
+        latency = (done - received) * 1e3
         try:
             self._publish(msg.header, processed, engine)
             self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
@@ -416,7 +398,9 @@ class MetaFusionNode(LifecycleNode):
         self.stats.add(candidates=result.candidates.count,
                        fn_recovered=int(result.keep.sum()),
                        fp_dropped=int((~result.keep).sum()))
-        self.stats.frame_done(latency, result.candidates.count)
+        self.stats.frame_done(latency, result.candidates.count, {
+            'conversion': (converted - start) * 1e3, **processed.stages_ms,
+            'publish': (time.perf_counter() - done) * 1e3})
 
     def _wanted(self, key: str, topic: str | None = None) -> bool:
         """Return whether output ``key`` is switched on and has a subscriber."""
@@ -487,13 +471,13 @@ class MetaFusionNode(LifecycleNode):
             values.update(alpha=self.engine.fusion.alpha, tau=self.engine.fusion.tau,
                           backend=self.p('backend'), target=self.engine.table.target_name,
                           meta_model='loaded' if self.engine.meta is not None else 'none')
-        skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
+        found = problems(values) + self._input_problems()
         level = DiagnosticStatus.OK
         message = f'{self.state_name}'
         if self.state_name == 'configure_failed':
             level, message = DiagnosticStatus.ERROR, 'configure failed'
-        elif skipped:
-            level, message = DiagnosticStatus.WARN, f'{self.state_name}, {skipped} frames skipped'
+        elif found:
+            level, message = DiagnosticStatus.WARN, '; '.join([self.state_name] + found)
         status = DiagnosticStatus(
             level=level, name=f'{self.get_fully_qualified_name()}: fusion', message=message,
             hardware_id=self.p('model_path') or 'none',
