@@ -54,6 +54,7 @@ def _node(context: LaunchContext) -> list:
         namespace=value('namespace'), output='screen', emulate_tty=True,
         parameters=[value('config_file'), overrides],
         remappings=[('~/input/image', value('input_topic')),
+                    ('~/input/image/compressed', value('input_topic') + '/compressed'),
                     ('~/input/camera_info', value('camera_info_topic'))])]
 
 

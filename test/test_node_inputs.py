@@ -3,12 +3,15 @@
 One node (tiny network, reliable input, fast diagnostics) serves the tests in file order.
 """
 from diagnostic_msgs.msg import DiagnosticStatus
+import numpy as np
 import pytest
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from test_node_harness import domain_for, image_msg, NodeUnderTest, SCENE, write_files, \
     with_stamp
+from test_robust_compressed import CASES
 
+from metafusion_ros.ros.conversions import compressed_to_rgb, image_to_mask, rgb_to_compressed
 from metafusion_ros.ros.stats import STAGES
 
 DOMAIN = domain_for(76)
@@ -80,6 +83,52 @@ def test_incompatible_publisher_is_named_in_diagnostics(node):
         assert 'publisher(s) matched' in found.message
     finally:
         tester.node.destroy_publisher(pub)
+
+
+def send_compressed(node, msg, stamp):
+    """Publish the CompressedImage ``msg`` with ``stamp`` until its mask is back; return it."""
+    msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec = 'camera', stamp, 7
+    pub = node.tester.publisher(f'/{NAME}/input/image/compressed', CompressedImage)
+    return image_to_mask(node.resend_until_mask(msg, publisher=pub))
+
+
+@pytest.mark.parametrize('kind,stamp', [('png', 21), ('jpeg', 22)])
+def test_compressed_input_gives_the_mask_of_the_decoded_image(node, kind, stamp):
+    """A jpeg / png frame on ~/input/image/compressed gives the mask of its decoded pixels."""
+    msg = rgb_to_compressed(SCENE, kind)
+    mask = send_compressed(node, msg, stamp)
+    reference = node.process(image_msg(compressed_to_rgb(msg), stamp + 100), stamp + 100)
+    np.testing.assert_array_equal(mask, image_to_mask(reference))
+
+
+@pytest.mark.parametrize('case,reason', [
+    ('jpeg_truncated_half', 'corrupt_compressed'), ('png_truncated_half', 'corrupt_compressed'),
+    ('unknown_format_tiff', 'unknown_compression'),
+    ('random_bytes_as_jpeg', 'corrupt_compressed')])
+def test_bad_compressed_payload_is_a_counted_skip(node, case, reason):
+    """Each bad payload adds exactly one skip under its reason; the next frame is correct."""
+    fmt, data, _, _ = CASES[case]
+    before = node.counter(f'skipped_{reason}')
+    node.tester.publisher(f'/{NAME}/input/image/compressed', CompressedImage).publish(
+        CompressedImage(format=fmt, data=data))
+    node.wait_counter(f'skipped_{reason}', before + 1)
+    node.check_alive_and_correct(image_to_mask(with_stamp(node.masks, 1)[-1]))
+    assert node.counter(f'skipped_{reason}') == before + 1
+
+
+def test_compressed_frame_of_another_size_than_camera_info_is_skipped(node):
+    """CameraInfo says 128x96, the png decodes to 64x48: skip camera_info_mismatch."""
+    info = node.tester.publisher(f'/{NAME}/input/camera_info', CameraInfo)
+    before = node.counter('skipped_camera_info_mismatch')
+    big = CameraInfo(width=128, height=96)
+    msg = rgb_to_compressed(SCENE, 'png')
+    pub = node.tester.publisher(f'/{NAME}/input/image/compressed', CompressedImage)
+    assert node.tester.spin_until(lambda: node.values().get('camera_info') == 'yes',
+                                  every=lambda: info.publish(big))
+    assert node.tester.spin_until(lambda: node.counter('skipped_camera_info_mismatch') > before,
+                                  every=lambda: pub.publish(msg), period=1.0), node.values()
+    info.publish(CameraInfo(width=64, height=48))
+    assert send_compressed(node, msg, 41).shape == (48, 64)
 
 
 def test_node_exits_cleanly(node):

@@ -28,12 +28,12 @@ from rclpy.qos import (HistoryPolicy, qos_policy_name_from_kind, QoSProfile,
                        ReliabilityPolicy)
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Float32, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .conversions import (check_image, float_to_image, ImageError, image_to_rgb, mask_to_image,
-                          rgb_to_image)
+from .conversions import (check_compressed, check_image, compressed_to_rgb, float_to_image,
+                          ImageError, image_to_rgb, mask_to_image, rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
 from .params import (mistyped_parameter, override_source, params_file_problem,
@@ -103,6 +103,12 @@ class ProcessingError(RuntimeError):
     """An unexpected failure while processing one frame (counted, logged, node stays up)."""
 
     reason = 'processing_error'
+
+
+class CameraInfoMismatch(ImageError):
+    """A compressed frame decodes to another size than the camera info declares."""
+
+    reason = 'camera_info_mismatch'
 
 
 class MetaFusionNode(LifecycleNode):
@@ -212,6 +218,9 @@ class MetaFusionNode(LifecycleNode):
         self._subs = [
             self.create_subscription(Image, '~/input/image', self._on_image, qos,
                                      event_callbacks=self._input_events()),
+            self.create_subscription(CompressedImage, '~/input/image/compressed',
+                                     self._on_compressed, qos,
+                                     event_callbacks=self._input_events()),
             self.create_subscription(CameraInfo, '~/input/camera_info', self._on_camera_info,
                                      qos)]
         self._worker = threading.Thread(target=self._work, name='metafusion-worker',
@@ -263,6 +272,10 @@ class MetaFusionNode(LifecycleNode):
     def _on_image(self, msg: Image) -> None:
         """Check the layout (cheap, no pixel read) and store the frame for the worker."""
         self._receive(msg, check_image)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        """Check the format and payload signature (no decode) and store the frame."""
+        self._receive(msg, check_compressed)
 
     def _receive(self, msg: Any, check: Callable[[Any], Any]) -> None:
         """Count ``msg``, ``check`` it (cheap), check its header and hand it to the worker."""
@@ -376,7 +389,7 @@ class MetaFusionNode(LifecycleNode):
             return
         start = time.perf_counter()
         try:
-            rgb = image_to_rgb(msg)
+            rgb = self._to_rgb(msg)
             converted = time.perf_counter()
             processed = engine.process(rgb)
         except (ImageError, ResolutionMismatch, BadNetworkOutput) as exc:
@@ -401,6 +414,19 @@ class MetaFusionNode(LifecycleNode):
         self.stats.frame_done(latency, result.candidates.count, {
             'conversion': (converted - start) * 1e3, **processed.stages_ms,
             'publish': (time.perf_counter() - done) * 1e3})
+
+    def _to_rgb(self, msg: Image | CompressedImage) -> np.ndarray:
+        """Return the frame as RGB; a compressed one is decoded and checked against CameraInfo."""
+        if not isinstance(msg, CompressedImage):
+            return image_to_rgb(msg)
+        rgb = compressed_to_rgb(msg)
+        info = self.camera_info
+        if info is not None and info.width and info.height and \
+                rgb.shape[:2] != (info.height, info.width):
+            raise CameraInfoMismatch(
+                f'{check_compressed(msg)} decodes to {rgb.shape[1]}x{rgb.shape[0]}, the camera '
+                f'info says {info.width}x{info.height}')
+        return rgb
 
     def _wanted(self, key: str, topic: str | None = None) -> bool:
         """Return whether output ``key`` is switched on and has a subscriber."""
