@@ -2,17 +2,23 @@
 
 One node (tiny network, reliable input, fast diagnostics) serves the tests in file order.
 """
+import json
+
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
 import pytest
-from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
 from test_node_harness import domain_for, image_msg, NodeUnderTest, SCENE, write_files, \
     with_stamp
 from test_robust_compressed import CASES
 
-from metafusion_ros.ros.conversions import compressed_to_rgb, image_to_mask, rgb_to_compressed
+from metafusion_ros.ros.conversions import (compressed_to_rgb, image_to_array, image_to_mask,
+                                            rgb_to_compressed)
+from metafusion_ros.ros.fixtures import tiny_table
 from metafusion_ros.ros.stats import STAGES
+from metafusion_ros.ros.views import class_report, overlay
 
 DOMAIN = domain_for(76)
 NAME = 'inputs'
@@ -129,6 +135,36 @@ def test_compressed_frame_of_another_size_than_camera_info_is_skipped(node):
                                   every=lambda: pub.publish(msg), period=1.0), node.values()
     info.publish(CameraInfo(width=64, height=48))
     assert send_compressed(node, msg, 41).shape == (48, 64)
+
+
+def test_overlay_is_the_mask_blended_on_the_frame_and_only_when_subscribed(node):
+    """~/output/overlay = views.overlay of the frame and its mask; unsubscribed: not computed."""
+    tester = node.tester
+    topic = f'/{NAME}/output/overlay'
+    assert 'computed_overlay' not in node.values()
+    overlays = tester.subscribe(topic, Image)
+    assert tester.spin_until(lambda: tester.node.count_publishers(topic) > 0)
+    mask = image_to_mask(node.resend_until_mask(image_msg(SCENE, 51)))
+    assert tester.spin_until(lambda: with_stamp(overlays, 51), timeout=10.0)
+    got = with_stamp(overlays, 51)[-1]
+    assert (got.encoding, got.header.frame_id) == ('rgb8', 'camera')
+    expected = overlay(SCENE, mask, tiny_table(), 0.5)
+    np.testing.assert_array_equal(image_to_array(got), expected)
+    tester.unsubscribe(topic)
+    node.wait_counter('computed_overlay', 1)
+
+
+def test_class_table_is_latched_for_late_subscribers(node):
+    """A subscriber that comes long after start-up still receives the class table, once."""
+    tester = node.tester
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                     durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    received = []
+    tester.node.create_subscription(String, f'/{NAME}/output/classes', received.append, qos)
+    assert tester.spin_until(lambda: received, timeout=30.0)
+    tester.spin_for(1.0)
+    assert len(received) == 1
+    assert json.loads(received[0].data) == class_report(tiny_table())
 
 
 def test_node_exits_cleanly(node):

@@ -24,7 +24,7 @@ from rclpy.event_handler import (QoSMessageLostInfo, QoSRequestedIncompatibleQoS
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import (HistoryPolicy, qos_policy_name_from_kind, QoSProfile,
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_policy_name_from_kind, QoSProfile,
                        ReliabilityPolicy)
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
@@ -39,6 +39,7 @@ from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionE
 from .params import (mistyped_parameter, override_source, params_file_problem,
                      unknown_parameters)
 from .stats import LatestFrame, problems, Stats
+from .views import class_report, colour_labels, overlay
 
 __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
@@ -50,10 +51,11 @@ CHOICES = {
     'qos.reliability': ('best_effort', 'reliable'),
 }
 # Optional outputs: parameter ``outputs.<key>`` switches them; published only when subscribed.
-OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments')
+OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments', 'overlay')
 HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
 # Parameters applied while running; every other one needs a fresh configure.
-RUNTIME = {'alpha', 'tau', 'marker_scale', 'warn_throttle_s', 'outputs.markers'} | {
+RUNTIME = {'alpha', 'tau', 'marker_scale', 'warn_throttle_s', 'outputs.markers',
+           'overlay_opacity'} | {
     f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
 SILENT_S = 3.0  # a matched image publisher this long without a frame turns diagnostics WARN
 VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
@@ -88,6 +90,8 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'qos.depth': (5, _descriptor('input QoS history depth', 1, 1000, integer=True)),
     'outputs.markers': (True, _descriptor('publish ~/output/markers')),
     'marker_scale': (0.01, _descriptor('marker size in metres per image pixel', 1e-6, 100.0)),
+    'overlay_opacity': (0.5, _descriptor('weight of the class colours in ~/output/overlay',
+                                         0.0, 1.0)),
     'warn_throttle_s': (5.0, _descriptor('minimum seconds between warnings of one kind',
                                          0.0, 3600.0)),
     'diagnostics_period_s': (1.0, _descriptor('period of /diagnostics', 0.05, 60.0)),
@@ -193,6 +197,7 @@ class MetaFusionNode(LifecycleNode):
         except Exception as exc:  # noqa: B902 - any loader error must end in one clear line
             return self._configure_failed(f'{type(exc).__name__}: {exc}')
         self._create_publishers()
+        self._publish_class_table(self.engine)
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             self.p('meta_model_path')
         self.get_logger().info(
@@ -263,7 +268,8 @@ class MetaFusionNode(LifecycleNode):
     def _create_publishers(self) -> None:
         """Create the output publishers (their topics are relative to the node: ``~/output``)."""
         topics = {'mask': Image, 'markers': MarkerArray, 'mask_bayes': Image, 'mask_ml': Image,
-                  'color_mask': Image, 'segments': String, 'processing_time_ms': Float32}
+                  'color_mask': Image, 'segments': String, 'processing_time_ms': Float32,
+                  'overlay': Image}
         topics.update({f'heatmap/{name}': Image for name in HEATMAP_TOPICS})
         self._pubs = {key: self.create_publisher(kind, f'~/output/{key}', 10)
                       for key, kind in topics.items()}
@@ -402,6 +408,7 @@ class MetaFusionNode(LifecycleNode):
         latency = (done - received) * 1e3
         try:
             self._publish(msg.header, processed, engine)
+            self._publish_overlay(msg.header, rgb, processed, engine)
             self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
         except Exception as exc:  # noqa: B902 - publishing after shutdown must not kill us
             if rclpy.ok(context=self.context):
@@ -447,9 +454,8 @@ class MetaFusionNode(LifecycleNode):
             self._pubs['mask_ml'].publish(mask_to_image(result.pred_ml, header))
             computed.append('mask_ml')
         if self._wanted('color_mask'):
-            palette = engine.table.palette_array()
-            colours = palette[np.minimum(result.fused, len(palette) - 1)]
-            self._pubs['color_mask'].publish(rgb_to_image(colours, header))
+            self._pubs['color_mask'].publish(rgb_to_image(colour_labels(result.fused,
+                                                                        engine.table), header))
             computed.append('color_mask')
         if any(self._wanted('heatmaps', f'heatmap/{n}') for n in HEATMAP_TOPICS):
             for name, heat in zip(HEATMAP_TOPICS, engine.heatmaps(processed)):
@@ -460,6 +466,22 @@ class MetaFusionNode(LifecycleNode):
                 header, result, engine))))
             computed.append('segments')
         self.stats.add(**{f'computed_{key}': 1 for key in computed})
+
+    def _publish_overlay(self, header: Header, rgb: np.ndarray, processed: Processed,
+                         engine: FusionEngine) -> None:
+        """Publish the fused mask blended on the camera frame, when wanted (lazy)."""
+        if self._wanted('overlay'):
+            blended = overlay(rgb, processed.result.fused, engine.table, self.p('overlay_opacity'))
+            self._pubs['overlay'].publish(rgb_to_image(blended, header))
+            self.stats.add(computed_overlay=1)
+
+    def _publish_class_table(self, engine: FusionEngine) -> None:
+        """Publish the class table once, latched (transient local): ids, names, colours."""
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._pubs['classes'] = self.create_publisher(String, '~/output/classes', qos)
+        self._pubs['classes'].publish(String(data=json.dumps(class_report(engine.table))))
 
     def _markers(self, header: Header, result: Any, engine: FusionEngine) -> MarkerArray:
         """Return DELETEALL plus a box and a score label per candidate (green keep, red drop)."""
