@@ -10,8 +10,8 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
-from test_node_harness import domain_for, image_msg, NodeUnderTest, SCENE, write_files, \
-    with_stamp
+from test_node_harness import domain_for, image_msg, node_output, NodeUnderTest, SCENE, \
+    with_stamp, write_files
 from test_robust_compressed import CASES
 
 from metafusion_ros.ros.conversions import (compressed_to_rgb, image_to_array, image_to_mask,
@@ -123,7 +123,7 @@ def test_bad_compressed_payload_is_a_counted_skip(node, case, reason):
 
 
 def test_compressed_frame_of_another_size_than_camera_info_is_skipped(node):
-    """CameraInfo says 128x96, the png decodes to 64x48: skip camera_info_mismatch."""
+    """CameraInfo says 128x96 (the node warms up there), the png is 64x48: a counted skip."""
     info = node.tester.publisher(f'/{NAME}/input/camera_info', CameraInfo)
     before = node.counter('skipped_camera_info_mismatch')
     big = CameraInfo(width=128, height=96)
@@ -131,6 +131,8 @@ def test_compressed_frame_of_another_size_than_camera_info_is_skipped(node):
     pub = node.tester.publisher(f'/{NAME}/input/image/compressed', CompressedImage)
     assert node.tester.spin_until(lambda: node.values().get('camera_info') == 'yes',
                                   every=lambda: info.publish(big))
+    node.wait_counter('warm_ups', 1)  # a size not seen before: one blank frame at 128x96
+    assert 'warmed up at the camera size 128x96' in node_output(node.proc)
     assert node.tester.spin_until(lambda: node.counter('skipped_camera_info_mismatch') > before,
                                   every=lambda: pub.publish(msg), period=1.0), node.values()
     info.publish(CameraInfo(width=64, height=48))

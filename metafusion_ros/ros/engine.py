@@ -156,9 +156,12 @@ class FusionEngine:
         engine.warm_up()
         return engine
 
-    def warm_up(self) -> None:
-        """Run the whole chain once on a blank frame (compiles kernels before the first frame)."""
-        height, width = self.fusion.priors.resolution
+    def warm_up(self, size: tuple[int, int] | None = None) -> None:
+        """Run the whole chain once on a blank ``size`` frame (default: the priors' size).
+
+        Compiles the kernels and sizes the caches before the first real frame.
+        """
+        height, width = size or self.fusion.priors.resolution
         try:
             self.process(np.zeros((height, width, 3), dtype=np.uint8))
         except BadNetworkOutput as exc:

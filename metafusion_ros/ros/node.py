@@ -131,6 +131,7 @@ class MetaFusionNode(LifecycleNode):
         self._warned: dict[str, float] = {}
         self._last_stamp: tuple[int, int] | None = None
         self._frames = LatestFrame()
+        self._warm_sizes: set[tuple[int, int]] = set()
         self._worker: threading.Thread | None = None
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
@@ -198,6 +199,7 @@ class MetaFusionNode(LifecycleNode):
             return self._configure_failed(f'{type(exc).__name__}: {exc}')
         self._create_publishers()
         self._publish_class_table(self.engine)
+        self._warm_sizes = {self.engine.fusion.priors.resolution}
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             self.p('meta_model_path')
         self.get_logger().info(
@@ -297,7 +299,7 @@ class MetaFusionNode(LifecycleNode):
         self.stats.event('dropped', self._frames.put((msg, time.perf_counter())))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        """Keep the newest camera info (reported in diagnostics)."""
+        """Keep the newest camera info; the worker warms up at a size it has not seen yet."""
         self.camera_info = msg
 
     def _check_stamp(self, header: Header) -> None:
@@ -384,9 +386,34 @@ class MetaFusionNode(LifecycleNode):
         """Process the newest frame until the mailbox closes."""
         frames = self._frames
         while not frames.closed:
+            self._warm_up_at_camera_size()
             item = frames.take()
             if item is not None:
                 self._process(*item)
+
+    def _warm_up_at_camera_size(self) -> None:
+        """Run one blank frame at the camera info's size the first time that size is seen.
+
+        The first real frame at another size than the priors would otherwise pay for resizing
+        the priors and sizing the kernels' buffers (seconds on a large camera).
+        """
+        info, engine = self.camera_info, self.engine
+        if info is None or engine is None or not info.width or not info.height:
+            return
+        size = (info.height, info.width)
+        if size in self._warm_sizes:
+            return
+        self._warm_sizes.add(size)
+        start = time.perf_counter()
+        try:
+            engine.warm_up(size)
+        except Exception as exc:  # noqa: B902 - e.g. resize_mode refuse: the frames will say so
+            self.get_logger().warning(f'warm-up at the camera size {size[1]}x{size[0]} '
+                                      f'failed: {exc}')
+            return
+        self.stats.add(warm_ups=1)
+        self.get_logger().info(f'warmed up at the camera size {size[1]}x{size[0]} in '
+                               f'{time.perf_counter() - start:.2f} s')
 
     def _process(self, msg: Image, received: float) -> None:
         """Run the engine on one message and publish; bad input is a counted skip."""
