@@ -16,6 +16,7 @@ setup(
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
         (f'share/{PACKAGE}/config', glob('config/*.yaml')),
         (f'share/{PACKAGE}/models', glob('models/*')),
+        ('bin', ['scripts/metafusion']),  # on PATH after sourcing (the console script is in lib/)
     ],
     install_requires=['setuptools', 'numpy', 'scipy', 'scikit-image', 'pyyaml'],
     extras_require={

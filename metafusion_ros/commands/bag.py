@@ -77,14 +77,14 @@ def _play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from ..ros.bag import BagError, DriveBag, GT_TOPIC, publishers, replay
+    from ..ros.bag import BagError, DriveBag, GT_TOPIC, publishers, replay, unknown_topics
 
     bag = DriveBag(args.bag)
     topics = [t for t in bag.topics() if args.ground_truth or t != GT_TOPIC]
     counts = bag.counts()
     if not sum(counts[t] for t in topics):
         raise BagError(f'bag {args.bag} holds no messages on {", ".join(topics) or "any topic"}')
-    skipped: Counter[str] = Counter()
+    skipped: Counter[str] = unknown_topics(bag, topics)
     rclpy.init()
     node = rclpy.create_node('metafusion_bag_play')
     executor = SingleThreadedExecutor()
