@@ -3,6 +3,7 @@
 One node (tiny network, reliable input, fast diagnostics) serves the tests in file order.
 """
 import json
+import signal
 
 from diagnostic_msgs.msg import DiagnosticStatus
 import numpy as np
@@ -10,8 +11,8 @@ import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
-from test_node_harness import domain_for, image_msg, node_output, NodeUnderTest, SCENE, \
-    with_stamp, write_files
+from test_node_harness import domain_for, image_msg, node_output, NodeUnderTest, Peer, \
+    ros_env, SCENE, start_node, stop_node, with_stamp, write_files
 from test_robust_compressed import CASES
 
 from metafusion_ros.ros.conversions import (compressed_to_rgb, image_to_array, image_to_mask,
@@ -172,3 +173,26 @@ def test_class_table_is_latched_for_late_subscribers(node):
 def test_node_exits_cleanly(node):
     """After all of the above every frame is accounted for and SIGTERM exits with 0."""
     node.stop_cleanly()
+
+
+def test_second_sigint_during_shutdown_exits_zero_without_traceback(tmp_path):
+    """SIGINT while a large frame is processed, then SIGINT again (as ros2 launch does): exit 0."""
+    files = write_files(tmp_path)
+    env = ros_env(DOMAIN, tmp_path / 'log')
+    proc = start_node(env, {'model_path': files['model'], 'priors_path': files['priors'],
+                            'qos.reliability': 'reliable'}, name='twice')
+    peer = Peer(DOMAIN, 'sigint_tester')
+    try:
+        big = image_msg(np.repeat(np.repeat(SCENE, 16, axis=0), 16, axis=1), 5)
+        pub = peer.publisher('/twice/input/image')
+        masks = peer.subscribe('/twice/output/mask', Image)
+        assert peer.spin_until(lambda: masks, every=lambda: pub.publish(big), period=1.0)
+        pub.publish(big)  # the worker is busy with this one when the signals come
+        peer.spin_for(0.3)
+        proc.send_signal(signal.SIGINT)
+        peer.spin_for(0.2)
+        code, output = stop_node(proc, signal.SIGINT)
+    finally:
+        peer.close()
+        stop_node(proc, signal.SIGKILL)
+    assert code == 0 and 'Traceback' not in output, output[-3000:]

@@ -10,6 +10,7 @@ counted. See ``docs/node.md`` for topics and parameters.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import threading
 import time
@@ -577,6 +578,16 @@ def segment_report(header: Header, result: Any, engine: FusionEngine) -> dict[st
     }
 
 
+def _ignore_further_signals() -> None:
+    """Ignore SIGINT / SIGTERM while shutting down (``ros2 launch`` signals a group twice).
+
+    Without this a second SIGINT interrupts ``destroy_node`` or the worker's join with a
+    traceback and a non-zero exit; the first signal already decided that the node stops.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
     argv = sys.argv if args is None else args
@@ -614,6 +625,7 @@ def main(args: list[str] | None = None) -> int:
         # A signal shut the context down while the executor was taking a message; rclpy then
         # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
+        _ignore_further_signals()
         if node is not None:
             node._stop_worker()
             node.destroy_node()
