@@ -24,6 +24,8 @@ OVERRIDES = {
     'meta_model': ('meta_model_path', str), 'backend': ('backend', str),
     'alpha': ('alpha', float), 'tau': ('tau', float),
 }
+# Fast DDS profile for large frames (docs/node.md); a profile exported by the user wins.
+PROFILE_ENV, PROFILE = 'FASTDDS_DEFAULT_PROFILES_FILE', 'fastdds_large_frames.xml'
 DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
                  'meta_model': 'synthetic_meta.json'}
 
@@ -52,6 +54,7 @@ def _node(context: LaunchContext) -> list:
     return [Node(
         package=PACKAGE, executable='metafusion_node', name=value('node_name'),
         namespace=value('namespace'), output='screen', emulate_tty=True,
+        additional_env={PROFILE_ENV: os.environ.get(PROFILE_ENV, _share('config', PROFILE))},
         parameters=[value('config_file'), overrides],
         remappings=[('~/input/image', value('input_topic')),
                     ('~/input/image/compressed', value('input_topic') + '/compressed'),

@@ -78,6 +78,7 @@ def _play(args: argparse.Namespace) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from ..ros.bag import BagError, DriveBag, GT_TOPIC, publishers, replay, unknown_topics
+    from ..ros.dds import use_large_frames_profile
 
     bag = DriveBag(args.bag)
     topics = [t for t in bag.topics() if args.ground_truth or t != GT_TOPIC]
@@ -85,6 +86,7 @@ def _play(args: argparse.Namespace) -> int:
     if not sum(counts[t] for t in topics):
         raise BagError(f'bag {args.bag} holds no messages on {", ".join(topics) or "any topic"}')
     skipped: Counter[str] = unknown_topics(bag, topics)
+    use_large_frames_profile()  # large frames reach subscribers only if the publisher uses it
     rclpy.init()
     node = rclpy.create_node('metafusion_bag_play')
     executor = SingleThreadedExecutor()
