@@ -1,5 +1,7 @@
 """The meta classifier: training, JSON/UBJ + manifest round trip, refusal of mismatched models."""
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -9,6 +11,7 @@ from metafusion_ros.core.classes import camvid_table, cityscapes_table
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.meta.classifier import (check_training_set, manifest_path, MetaClassifier,
                                             MetaParams, ModelContext)
+from metafusion_ros.ros import fixtures
 
 TABLE = camvid_table()
 NAMES = feature_names(TABLE)
@@ -155,3 +158,18 @@ def test_load_bad_files(model, tmp_path):
         MetaClassifier.load(path)
     with pytest.raises(ValueError, match='use a .json or .ubj'):
         model.save(tmp_path / 'meta.pkl')
+
+
+def test_loading_a_model_does_not_import_scikit_learn(tmp_path):
+    """The node's path (load + predict) leaves scikit-learn alone: 1.2-1.3 s of start-up."""
+    priors = fixtures.write_priors(tmp_path / 'priors.npz')
+    model = fixtures.write_meta_model(tmp_path / 'meta.json', priors)
+    probe = (f'import sys, numpy as np\n'
+             f'from metafusion_ros.meta.classifier import MetaClassifier\n'
+             f'model = MetaClassifier.load({str(model)!r})\n'
+             f'p = model.predict_proba(np.zeros((2, len(model.context.feature_names))))\n'
+             f'print(p.shape, "sklearn" in sys.modules)\n')
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split('\n')[0] == '(2,) False'
