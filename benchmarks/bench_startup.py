@@ -35,8 +35,9 @@ TARGET_S = 3.0
 
 def _first_mask_s(params: dict, env: dict, frame: Image, client,
                   log: Path) -> tuple[float, float]:
-    """Start the node, send ``frame`` until its mask is back; return the seconds to that mask
-    and to the node's 'configured' log line (imports, model loading and warm-up done).
+    """Start the node and send ``frame`` until its mask is back; return two durations (s).
+
+    To that mask, and to the node's 'configured' log line (imports, loading, warm-up done).
     """
     node, executor, pub, masks = client
     frame.header.stamp.sec += 1  # only this run's mask counts (an old node may still publish)
