@@ -1,11 +1,13 @@
 """``metafusion_node``: MetaFusion on a camera stream, a thin lifecycle shell over the core.
 
 Configure loads the network, the priors and the (optional) meta classifier and checks that they
-fit together; activate subscribes ``~/input/image``. A worker thread processes only the newest
-frame: the subscription callback just stores it (an unprocessed older frame is dropped and
-counted), so a slow frame never blocks the executor. Unreadable images are counted skips with a
-throttled warning; a frame whose stamp is not newer than the previous one's is processed and
-counted. See ``docs/node.md`` for topics and parameters.
+fit together and publishes the class table (latched); activate subscribes ``~/input/image`` and
+``~/input/image/compressed``. A worker thread processes only the newest frame: the subscription
+callback just stores it (an unprocessed older frame is dropped and counted), so a slow frame
+never blocks the executor. Unreadable images are counted skips with a throttled warning; a frame
+whose stamp is not newer than the previous one's, stamped 0 or without ``frame_id`` is processed
+and counted. Diagnostics (:mod:`.stats`) report over a time window. See ``docs/node.md`` for
+topics and parameters.
 """
 from __future__ import annotations
 
