@@ -73,8 +73,10 @@ def newest_message(diag):
 
 @pytest.mark.parametrize('profile', [True, False], ids=['with_profile', 'without_profile'])
 def test_node_receives_or_counts_every_large_frame(tmp_path, profile):
-    """1080p best effort at 10 Hz to an idle node: with the profile >= 95 % arrive; without it
-    the frames that do not arrive are reported lost (``frames_lost``), and that is a WARN.
+    """Large best-effort frames to an idle node arrive with the profile, or are counted lost.
+
+    1080p at 10 Hz: with the profile >= 95 % arrive; without it the frames that do not arrive
+    are reported lost (``frames_lost``), and that is a WARN.
     """
     files = write_files(tmp_path)
     env = ros_env(DOMAIN, tmp_path / 'log')

@@ -124,7 +124,7 @@ def test_bad_compressed_payload_is_a_counted_skip(node, case, reason):
 
 
 def test_compressed_frame_of_another_size_than_camera_info_is_skipped(node):
-    """CameraInfo says 128x96 (the node warms up there), the png is 64x48: a counted skip."""
+    """Camera info says 128x96 (the node warms up there), the png is 64x48: a counted skip."""
     info = node.tester.publisher(f'/{NAME}/input/camera_info', CameraInfo)
     before = node.counter('skipped_camera_info_mismatch')
     big = CameraInfo(width=128, height=96)

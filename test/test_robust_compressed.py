@@ -23,14 +23,14 @@ def payload(kind, image=SCENE):
 @pytest.mark.parametrize('fmt', ['png', 'PNG', 'bgr8; png compressed bgr8',
                                  'rgb8; png compressed rgb8'])
 def test_png_decodes_exactly_under_every_format_spelling(fmt):
-    """png is lossless: the decoded RGB equals the image, whatever the image_transport spelling."""
+    """A png decodes losslessly: the decoded RGB equals the image, whatever the image_transport spelling."""
     msg = CompressedImage(format=fmt, data=payload('png', PHOTO))
     np.testing.assert_array_equal(compressed_to_rgb(msg), PHOTO)
 
 
 @pytest.mark.parametrize('fmt', ['jpeg', 'jpg', 'rgb8; jpeg compressed bgr8'])
 def test_jpeg_decodes_close_to_the_image(fmt):
-    """jpeg decodes to the image's size, in RGB order, close to the original colours."""
+    """A jpeg decodes to the image's size, in RGB order, close to the original colours."""
     flat = np.zeros((64, 80, 3), np.uint8)
     flat[:, :, 0] = 200  # red in RGB: a channel swap would show
     rgb = compressed_to_rgb(CompressedImage(format=fmt, data=payload('jpeg', flat)))
