@@ -23,7 +23,7 @@ def payload(kind, image=SCENE):
 @pytest.mark.parametrize('fmt', ['png', 'PNG', 'bgr8; png compressed bgr8',
                                  'rgb8; png compressed rgb8'])
 def test_png_decodes_exactly_under_every_format_spelling(fmt):
-    """A png decodes losslessly: the decoded RGB equals the image, whatever the image_transport spelling."""
+    """A png decodes losslessly to the image, whatever the image_transport spelling."""
     msg = CompressedImage(format=fmt, data=payload('png', PHOTO))
     np.testing.assert_array_equal(compressed_to_rgb(msg), PHOTO)
 
