@@ -14,8 +14,9 @@ setup(
         ('share/ament_index/resource_index/packages', [f'resource/{PACKAGE}']),
         (f'share/{PACKAGE}', ['package.xml']),
         (f'share/{PACKAGE}/launch', glob('launch/*.launch.py')),
-        (f'share/{PACKAGE}/config', glob('config/*.yaml')),
+        (f'share/{PACKAGE}/config', glob('config/*.yaml') + glob('config/*.xml')),
         (f'share/{PACKAGE}/models', glob('models/*')),
+        ('bin', ['scripts/metafusion']),  # on PATH after sourcing (the console script is in lib/)
     ],
     install_requires=['setuptools', 'numpy', 'scipy', 'scikit-image', 'pyyaml'],
     extras_require={

@@ -30,7 +30,8 @@ def _node(context: LaunchContext) -> list:
     return [Node(
         package=PACKAGE, executable='metafusion_node', name=settings.name,
         namespace=settings.namespace, output='screen', emulate_tty=True,
-        parameters=[settings.config_file, settings.overrides], remappings=settings.remappings)]
+        additional_env=settings.env, parameters=[settings.config_file, settings.overrides],
+        remappings=settings.remappings)]
 
 
 def generate_launch_description() -> LaunchDescription:

@@ -1,6 +1,8 @@
 """The meta classifier: training, the per-α bundle round trip, its α policy, refusals."""
 import json
 from pathlib import Path
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ from metafusion_ros.core.classes import camvid_table, cityscapes_table
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.meta.classifier import (ALPHA_REACH, check_training_set, MetaBundle,
                                             MetaClassifier, MetaParams, ModelContext)
+from metafusion_ros.ros import fixtures
 
 TABLE = camvid_table()
 NAMES = feature_names(TABLE)
@@ -231,3 +234,18 @@ def test_load_bad_files(bundle, tmp_path):
         MetaBundle.load(manifest)
     with pytest.raises(ValueError, match='use a .json file name'):
         bundle.save(tmp_path / 'meta.ubj')
+
+
+def test_loading_a_model_does_not_import_scikit_learn(tmp_path):
+    """The node's path (load + predict) leaves scikit-learn alone: 1.2-1.3 s of start-up."""
+    priors = fixtures.write_priors(tmp_path / 'priors.npz')
+    model = fixtures.write_meta_model(tmp_path / 'meta.json', priors)
+    probe = (f'import sys, numpy as np\n'
+             f'from metafusion_ros.meta.classifier import MetaBundle\n'
+             f'model = MetaBundle.load({str(model)!r}).classifier(1.0)\n'
+             f'p = model.predict_proba(np.zeros((2, len(model.context.feature_names))))\n'
+             f'print(p.shape, "sklearn" in sys.modules)\n')
+    result = subprocess.run([sys.executable, '-c', probe], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split('\n')[0] == '(2,) False'

@@ -23,6 +23,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import serialize_message
 from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import get_types_from_msg, get_typestore, Stores
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 from test_bag import drive_frames
@@ -30,8 +31,9 @@ from test_node_harness import (domain_for, image_msg, Peer, ros_env, start_node,
                                with_stamp, write_files)
 
 from metafusion_ros.ros import fixtures
-from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, IMAGE_TOPIC, publishers,
-                                    replay, START_NS, TABLE_KEY, TYPESTORE, write_drive)
+from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, IMAGE_TOPIC, message_class,
+                                    publishers, replay, START_NS, TABLE_KEY, TYPESTORE,
+                                    unknown_topics, write_drive)
 from metafusion_ros.ros.conversions import image_to_mask
 from metafusion_ros.ros.score import score_bag
 
@@ -84,6 +86,26 @@ def odd_bag(out, images, ground_truth=True, table=True, storage='mcap', gt_bytes
     return out
 
 
+def foreign_bag(out):
+    """Write a drive of two good frames plus /tf and /foo (type this/msg/Foo) messages."""
+    store = get_typestore(Stores.ROS2_KILTED)
+    store.register(get_types_from_msg('string data', 'this/msg/Foo'))
+    with Writer(out, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        writer.set_custom_data(TABLE_KEY, json.dumps(TABLE.to_dict()))
+        conns = {topic: writer.add_connection(topic, kind, typestore=store) for topic, kind in (
+            (IMAGE_TOPIC, 'sensor_msgs/msg/Image'), ('/tf', 'tf2_msgs/msg/TFMessage'),
+            ('/foo', 'this/msg/Foo'))}
+        extra = {'/tf': store.serialize_cdr(store.types['tf2_msgs/msg/TFMessage'](
+            transforms=[]), 'tf2_msgs/msg/TFMessage'),
+            '/foo': store.serialize_cdr(store.types['this/msg/Foo'](data='x'), 'this/msg/Foo')}
+        for i in range(2):
+            stamp = START_NS + i * 10**8
+            writer.write(conns[IMAGE_TOPIC], stamp, _image_bytes(GOOD, stamp))
+            for topic, data in extra.items():
+                writer.write(conns[topic], stamp, data)
+    return out
+
+
 def _cli(args, env, name):
     """Start ``python -m metafusion_ros.cli`` with ``args``; its output goes to ``name``.out."""
     log = Path(env['ROS_LOG_DIR']) / f'{name}.out'
@@ -116,6 +138,7 @@ def bags(tmp_path_factory):
     paths['no_table'] = odd_bag(folder / 'no table bag', [GOOD], table=False)
     paths['corrupt_truth'] = odd_bag(folder / 'corrupt truth bag', [GOOD], gt_bytes=b'\0\1\0\0')
     paths['missing'] = folder / 'no such bag'
+    paths['foreign'] = foreign_bag(folder / 'foreign bag')
     procs = {case: _cli([*args[:2], paths[args[2]], *args[3:]], env, case)
              for case, (args, _, _) in CLI_CASES.items()}
     yield SimpleNamespace(paths=paths, procs=procs, folder=folder, env=env)
@@ -146,6 +169,9 @@ CLI_CASES = {
     'corrupt_truth_score': (['bag', 'score', 'corrupt_truth', '--timeout', '1'], 2,
                             ['corrupt ground truth message']),
     'missing_play': (['bag', 'play', 'missing'], 2, ['does not exist']),
+    'foreign_play': (['bag', 'play', 'foreign', '--rate', '50'], 0, [
+        'published 2 messages', 'skipped 4 (/foo: unknown type this/msg/Foo x2, '
+        '/tf: unknown type tf2_msgs/msg/TFMessage x2)']),
 }
 
 
@@ -190,6 +216,25 @@ def test_truncated_or_damaged_bag_is_a_clear_error(tmp_path, storage, suffix):
             assert str(bag) in str(exc)
             failures += 1
     assert failures >= 4  # at least the cuts at 0, 1, 8 and 200 bytes
+
+
+def test_foreign_types_are_never_imported_nor_published(bags):
+    """A bag naming this/msg/Foo and tf2_msgs: no import by name, no publisher, counted."""
+    before = set(sys.modules)
+    bag = DriveBag(bags.paths['foreign'])
+    assert unknown_topics(bag) == {'/foo: unknown type this/msg/Foo': 2,
+                                   '/tf: unknown type tf2_msgs/msg/TFMessage': 2}
+    context, node, executor = _context()
+    try:
+        assert list(publishers(node, bag)) == [IMAGE_TOPIC]
+        with pytest.raises(BagError, match='this/msg/Foo is not one the bag tools read'):
+            message_class('this/msg/Foo')
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    new = set(sys.modules) - before
+    assert not [m for m in new if m == 'this' or m.startswith('tf2_msgs')], new
 
 
 def _context():

@@ -80,14 +80,17 @@ def _play(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-    from ..ros.bag import BagError, clock_publisher, DriveBag, GT_TOPIC, publishers, replay
+    from ..ros.bag import (BagError, clock_publisher, DriveBag, GT_TOPIC, publishers, replay,
+                           unknown_topics)
+    from ..ros.dds import use_large_frames_profile
 
     bag = DriveBag(args.bag)
     topics = [t for t in bag.topics() if args.ground_truth or t != GT_TOPIC]
     counts = bag.counts()
     if not sum(counts[t] for t in topics):
         raise BagError(f'bag {args.bag} holds no messages on {", ".join(topics) or "any topic"}')
-    skipped: Counter[str] = Counter()
+    skipped: Counter[str] = unknown_topics(bag, topics)
+    use_large_frames_profile()  # large frames reach subscribers only if the publisher uses it
     rclpy.init()
     node = rclpy.create_node('metafusion_bag_play')
     executor = SingleThreadedExecutor()

@@ -44,6 +44,7 @@ _EPS = np.float32(np.finfo(np.float32).eps)
 try:  # numba is optional: the numpy reference is always available
     if os.environ.get('METAFUSION_DISABLE_NUMBA'):
         raise ImportError('disabled by METAFUSION_DISABLE_NUMBA')
+    from .jit import CACHE
     import numba
     from . import simd
     HAVE_NUMBA = True
@@ -94,20 +95,20 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
 
 
 if HAVE_NUMBA:
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=CACHE, nogil=True)
     def _find_root(parent, k):
         while parent[k] != k:
             parent[k] = parent[parent[k]]
             k = parent[k]
         return k
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=CACHE, nogil=True)
     def _union(parent, k, q):
         a, b = _find_root(parent, k), _find_root(parent, q)
         if a != b:
             parent[max(a, b)] = min(a, b)
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=CACHE, nogil=True)
     def _pixels_of(flat, target):
         """Return the raster indices where ``flat == target``, eight pixels per word test."""
         words = flat[:flat.size // 8 * 8].view(np.uint64)
@@ -129,7 +130,7 @@ if HAVE_NUMBA:
                 n += 1
         return found[:n].copy()
 
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=CACHE, nogil=True)
     def _components_kernel(pred_ml, pred_bayes, target):
         h, w = pred_ml.shape
         pixels = _pixels_of(pred_ml.ravel(), target)

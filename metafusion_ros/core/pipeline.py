@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+import time
 from typing import Callable
 
 import numpy as np
@@ -84,6 +85,8 @@ class MetaFusion:
         self.feature_names = feature_names(self.table)
         self._cache: OrderedDict[tuple[int, int], Priors] = OrderedDict()
         self._inverse: tuple[tuple, np.ndarray | None] = ((), None)
+        self.stage_ms: dict[str, float] = {}  # the last frame's stage times (diagnostics)
+        self._lap_start = 0.0
 
     @property
     def alpha(self) -> float:
@@ -146,11 +149,13 @@ class MetaFusion:
 
     def process(self, probs: np.ndarray, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run MetaFusion on a softmax ``(H, W, C)``; ``score_fn`` None keeps every candidate."""
+        self._start_laps()
         check_probs(probs, self.table.num_classes)
         pred_bayes, pred_ml, stats = kernels.decision_rules(
             probs, self.inverse_prior_alpha(probs.shape[:2]),
             priors_channel_map(self.priors_at(probs.shape[:2])), self.table.merged_away)
         stats.check()
+        self._lap('rules')
         return self.segment_stage(pred_bayes, pred_ml, probs, score_fn)
 
     def segment_stage(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, probs: np.ndarray,
@@ -161,6 +166,7 @@ class MetaFusion:
         time (:func:`heatmaps_at`).
         """
         candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
+        self._lap('segments')
         heat = self.heatmaps_at(probs, candidates.pixels)
         return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
 
@@ -177,9 +183,11 @@ class MetaFusion:
 
     def process_head(self, head: HeadOutputs, score_fn: ScoreFn | None = None) -> FrameResult:
         """Run the segment stage on the in-graph head's masks and ML heatmaps."""
+        self._start_laps()
         check_label_map(head.pred_bayes, 'Bayes mask')
         check_label_map(head.pred_ml, 'ML mask')
         candidates = disagreeing_candidates(head.pred_ml, head.pred_bayes, self.table.target)
+        self._lap('segments')
         maps = (head.entropy, head.margin, head.variation)
         for name, array in zip(('entropy', 'margin', 'variation'), maps):
             if array.shape != head.pred_ml.shape:
@@ -192,6 +200,7 @@ class MetaFusion:
                 heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:
         """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14)."""
         features = features_at(candidates.pixels, candidates.pixel_ids, pred_ml, heat, self.table)
+        self._lap('features')
         if score_fn is None or candidates.count == 0:
             scores = np.ones(candidates.count, dtype=np.float64)
         else:
@@ -199,10 +208,23 @@ class MetaFusion:
             if scores.shape != (candidates.count,) or not np.all(np.isfinite(scores)):
                 raise ValueError(f'meta classifier returned {scores.shape} scores for '
                                  f'{candidates.count} candidates (or non-finite values)')
+        self._lap('classifier')
         keep = scores >= self.tau
         fused = fuse(pred_bayes, candidates, keep, self.table.target, self.fusion)
+        self._lap('fusion')
         return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
                            scores, keep, fused)
+
+    def _start_laps(self) -> None:
+        """Start timing a frame's stages (``stage_ms``: rules, segments, features, ...)."""
+        self.stage_ms = {}
+        self._lap_start = time.perf_counter()
+
+    def _lap(self, stage: str) -> None:
+        """Record the milliseconds since the previous lap as ``stage``'s time."""
+        now = time.perf_counter()
+        self.stage_ms[stage] = (now - self._lap_start) * 1e3
+        self._lap_start = now
 
 
 def priors_channel_map(priors: Priors) -> np.ndarray:

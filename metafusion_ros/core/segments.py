@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
-from skimage.measure import label as _label
 
 from . import kernels
 
@@ -89,6 +87,8 @@ def check_label_map(pred: np.ndarray, name: str = 'label map') -> np.ndarray:
 
 def boundary_mask(pred: np.ndarray) -> np.ndarray:
     """Return pixels whose clipped 3x3 window holds a different label (boundary pixels)."""
+    from scipy import ndimage  # offline tools only: the node's start-up does not pay for it
+
     high = ndimage.maximum_filter(pred, footprint=_EIGHT, mode='nearest')
     low = ndimage.minimum_filter(pred, footprint=_EIGHT, mode='nearest')
     return (high != pred) | (low != pred)
@@ -96,11 +96,13 @@ def boundary_mask(pred: np.ndarray) -> np.ndarray:
 
 def label_segments(pred: np.ndarray, ignore_label: int | None = None) -> Segments:
     """Label the 8-connected same-class components of ``pred`` (ignore pixels get id 0)."""
+    from skimage.measure import label  # offline tools only, as above
+
     check_label_map(pred, 'prediction')
     values = pred.astype(np.int32) + 1
     if ignore_label is not None:
         values[pred == ignore_label] = 0
-    labels = _label(values, background=0, connectivity=2).astype(np.int32)
+    labels = label(values, background=0, connectivity=2).astype(np.int32)
     return Segments(labels, boundary_mask(pred) & (labels > 0))
 
 

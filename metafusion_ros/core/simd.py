@@ -26,6 +26,8 @@ from numba import types
 from numba.extending import intrinsic
 import numpy as np
 
+from .jit import CACHE
+
 __all__ = ['LANES', 'MAX_CLASSES', 'Layout', 'pixel_bayes', 'pixel_ml', 'rules_kernel']
 
 LANES = 8
@@ -279,7 +281,7 @@ def rules_kernel(layout: str):
     once (numba caches it on disk per layout). Kept in this module with the intrinsics so that
     numba's cache, which watches only the kernel's own file, is rebuilt whenever the IR changes.
     """
-    @numba.njit(cache=True, nogil=True)
+    @numba.njit(cache=CACHE, nogil=True)
     def kernel(probs, inverse, pred_bayes, pred_ml):
         bad = 0
         nan = False

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-import importlib
 import json
 from pathlib import Path
 import shutil
@@ -27,7 +26,7 @@ from ..core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
            'replay', 'publishers', 'clock_publisher', 'header_stamp', 'message_class',
-           'deserialize', 'cdr_problem']
+           'deserialize', 'cdr_problem', 'KNOWN_TYPES', 'unknown_topics']
 
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'
@@ -40,6 +39,9 @@ TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 # The message type of each topic of a drive bag.
 DRIVE_TYPES = {IMAGE_TOPIC: 'sensor_msgs/msg/Image', INFO_TOPIC: 'sensor_msgs/msg/CameraInfo',
                GT_TOPIC: 'sensor_msgs/msg/Image'}
+# The only message types the bag tools publish; a bag's type names are never imported.
+KNOWN_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo',
+               'sensor_msgs/msg/CompressedImage')
 
 
 class BagError(ValueError):
@@ -214,14 +216,29 @@ class DriveBag:
 
 
 def message_class(msgtype: str) -> type:
-    """Return the rclpy message class of ``pkg/msg/Name``."""
-    package, _, name = msgtype.split('/')
-    return getattr(importlib.import_module(f'{package}.msg'), name)
+    """Return the rclpy message class of one of :data:`KNOWN_TYPES` (BagError otherwise)."""
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    classes = dict(zip(KNOWN_TYPES, (Image, CameraInfo, CompressedImage)))
+    if msgtype not in classes:
+        raise BagError(f'message type {msgtype} is not one the bag tools read '
+                       f'({", ".join(KNOWN_TYPES)})')
+    return classes[msgtype]
+
+
+def unknown_topics(bag: DriveBag, topics: Iterable[str] | None = None) -> Counter[str]:
+    """Return ``'<topic>: unknown type <type>'`` -> message count for topics not published."""
+    kinds, counts = bag.topics(), bag.counts()
+    return Counter({f'{t}: unknown type {k}': counts[t] for t, k in kinds.items()
+                    if k not in KNOWN_TYPES and (topics is None or t in topics)})
 
 
 def publishers(node: Any, bag: DriveBag, topics: Iterable[str] | None = None,
                remap: dict[str, str] | None = None) -> dict[str, Any]:
-    """Return an rclpy publisher per bag topic (``topics`` filters, ``remap`` renames)."""
+    """Return an rclpy publisher per bag topic (``topics`` filters, ``remap`` renames).
+
+    Topics of types other than :data:`KNOWN_TYPES` get none (:func:`unknown_topics` counts them).
+    """
     remap = remap or {}
     kinds = bag.topics()
     unknown = [t for t in (topics or ()) if t not in kinds]
@@ -233,7 +250,7 @@ def publishers(node: Any, bag: DriveBag, topics: Iterable[str] | None = None,
             raise BagError(f'bag {bag.path}: {topic} holds {kinds[topic]} messages; a drive bag '
                            f'has {kind} there')
     return {t: node.create_publisher(message_class(kinds[t]), remap.get(t, t), 10)
-            for t in kinds if topics is None or t in topics}
+            for t in kinds if (topics is None or t in topics) and kinds[t] in KNOWN_TYPES}
 
 
 def clock_publisher(node: Any) -> Callable[[int], None]:

@@ -1,4 +1,4 @@
-"""``sensor_msgs/Image`` <-> numpy without cv_bridge.
+"""``sensor_msgs/Image`` (and ``CompressedImage``) <-> numpy without cv_bridge.
 
 Input images are validated before a single pixel is read: the encoding must be one of
 :data:`SUPPORTED_ENCODINGS` (8-bit colour or mono), ``height``/``width`` non-zero, ``step`` at
@@ -6,20 +6,29 @@ least ``width * channels``, ``data`` exactly ``height * step`` bytes and ``is_bi
 (all supported encodings are 8-bit, so the byte order itself does not matter). Each failure raises
 a subclass of :class:`ImageError` whose ``reason`` names the counter the node increments for the
 skipped frame.
+
+``sensor_msgs/CompressedImage`` (image_transport's ``compressed`` transport: ``format`` ``jpeg`` /
+``png`` or ``"<encoding>; jpeg compressed <encoding>"``) is checked cheaply first (known format,
+the payload's signature, a JPEG's end-of-image marker: OpenCV would fill a truncated JPEG with
+grey without a word) and decoded with OpenCV by :func:`compressed_to_rgb`.
 """
 from __future__ import annotations
 
+import io
 import sys
 
 import cv2
 import numpy as np
-from sensor_msgs.msg import Image
+from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 __all__ = ['check_image', 'check_size', 'ImageError', 'UnsupportedEncoding', 'ZeroSizeImage',
            'BadStep', 'BadDataLength', 'BadEndianness', 'ImageTooLarge', 'SUPPORTED_ENCODINGS',
            'CHANNELS', 'image_to_array', 'image_to_rgb', 'array_to_image', 'rgb_to_image',
-           'mask_to_image', 'float_to_image', 'image_to_mask', 'image_to_float']
+           'mask_to_image', 'float_to_image', 'image_to_mask', 'image_to_float',
+           'UnknownCompression', 'CorruptCompressed', 'check_compressed', 'compressed_to_rgb',
+           'rgb_to_compressed']
 
 # Channels of each supported 8-bit encoding, and the OpenCV conversion of each but rgb8 to RGB.
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
@@ -71,6 +80,23 @@ class BadEndianness(ImageError):
     reason = 'bad_endianness'
 
 
+class UnknownCompression(ImageError):
+    """A CompressedImage whose ``format`` names neither jpeg nor png."""
+
+    reason = 'unknown_compression'
+
+
+class CorruptCompressed(ImageError):
+    """A CompressedImage payload that is empty, truncated or does not decode."""
+
+    reason = 'corrupt_compressed'
+
+
+# The first bytes of each supported compressed format.
+SIGNATURES = {'jpeg': b'\xff\xd8\xff', 'png': b'\x89PNG\r\n\x1a\n'}
+JPEG_END = b'\xff\xd9'
+
+
 def check_image(msg: Image) -> int:
     """Validate ``msg``'s declared layout against its data (no pixel read); return channels."""
     encoding = msg.encoding
@@ -91,11 +117,26 @@ def check_image(msg: Image) -> int:
     return channels
 
 
-def check_size(msg: Image, max_pixels: int) -> None:
-    """Raise :class:`ImageTooLarge` when ``msg`` has more than ``max_pixels`` pixels."""
-    if msg.width * msg.height > max_pixels:
-        raise ImageTooLarge(f'image {msg.width}x{msg.height} has {msg.width * msg.height} '
-                            f'pixels, more than max_input_pixels = {max_pixels}')
+def check_size(msg: Image | CompressedImage, max_pixels: int) -> None:
+    """Raise :class:`ImageTooLarge` when ``msg`` has more than ``max_pixels`` pixels.
+
+    A compressed frame's size is read from its JPEG / PNG header (Pillow, no decode), so an 8K
+    payload is refused before it is ever decoded.
+    """
+    width, height = (msg.width, msg.height) if isinstance(msg, Image) else _header_size(msg)
+    if width * height > max_pixels:
+        raise ImageTooLarge(f'image {width}x{height} has {width * height} pixels, more than '
+                            f'max_input_pixels = {max_pixels}')
+
+
+def _header_size(msg: CompressedImage) -> tuple[int, int]:
+    """Return ``(width, height)`` from a compressed payload's header."""
+    try:
+        with PILImage.open(io.BytesIO(bytes(msg.data))) as image:
+            return image.size
+    except (OSError, ValueError) as exc:
+        raise CorruptCompressed(f'{msg.format or "compressed"} payload has no readable header: '
+                                f'{exc}') from exc
 
 
 def image_to_array(msg: Image) -> np.ndarray:
@@ -200,3 +241,48 @@ def image_to_float(msg: Image) -> np.ndarray:
     rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
     return rows[:, :msg.width * 4].copy().view(dtype).reshape(msg.height, msg.width).astype(
         np.float32)
+
+
+def check_compressed(msg: CompressedImage) -> str:
+    """Return the format (``jpeg`` / ``png``) of ``msg`` after the cheap checks (no decode)."""
+    words = msg.format.lower().replace(';', ' ').split()
+    kind = 'jpeg' if {'jpeg', 'jpg'} & set(words) else 'png' if 'png' in words else ''
+    if not kind:
+        raise UnknownCompression(f'unknown compressed format {msg.format!r} (supported: jpeg, '
+                                 f'png)')
+    head = bytes(msg.data[:8])
+    if not head.startswith(SIGNATURES[kind]):
+        raise CorruptCompressed(f'{kind} payload of {len(msg.data)} bytes does not start with '
+                                f'the {kind} signature')
+    if kind == 'jpeg' and not bytes(msg.data[-64:]).rstrip(b'\0').endswith(JPEG_END):
+        raise CorruptCompressed(f'jpeg payload of {len(msg.data)} bytes is truncated (no '
+                                f'end-of-image marker)')
+    return kind
+
+
+def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
+    """Return a jpeg / png CompressedImage as a contiguous RGB ``(H, W, 3)`` uint8 array."""
+    import cv2
+
+    kind = check_compressed(msg)
+    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
+        raise CorruptCompressed(f'{kind} payload of {len(msg.data)} bytes does not decode')
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_compressed(rgb: np.ndarray, kind: str = 'jpeg',
+                      header: Header | None = None) -> CompressedImage:
+    """Return an RGB ``(H, W, 3)`` uint8 array as a ``jpeg`` or ``png`` CompressedImage."""
+    import cv2
+
+    if kind not in SIGNATURES:
+        raise UnknownCompression(f'unknown compressed format {kind!r}')
+    ok, data = cv2.imencode(f'.{"jpg" if kind == "jpeg" else kind}',
+                            cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError(f'OpenCV could not encode a {rgb.shape} image as {kind}')
+    msg = CompressedImage(format=kind, data=data.tobytes())
+    if header is not None:
+        msg.header = header
+    return msg

@@ -7,7 +7,7 @@ every decision is the core's (:class:`~metafusion_ros.core.pipeline.MetaFusion`)
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 import threading
 import time
@@ -69,6 +69,7 @@ class Processed:
     segment_ms: float
     fusion_ms: float
     camera_size: tuple[int, int]
+    stages_ms: dict[str, float] = field(default_factory=dict)  # network, then the core's
 
     @property
     def to_camera(self) -> Nearest:
@@ -172,9 +173,12 @@ class FusionEngine:
         engine.warm_up()
         return engine
 
-    def warm_up(self) -> None:
-        """Run the whole chain once on a blank frame (compiles kernels before the first frame)."""
-        height, width = self.fusion.priors.resolution
+    def warm_up(self, size: tuple[int, int] | None = None) -> None:
+        """Run the whole chain once on a blank ``size`` frame (default: the priors' size).
+
+        Compiles the kernels and sizes the caches before the first real frame.
+        """
+        height, width = size or self.fusion.priors.resolution
         try:
             self.process(np.zeros((height, width, 3), dtype=np.uint8))
         except BadNetworkOutput as exc:
@@ -254,8 +258,9 @@ class FusionEngine:
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
         end = time.perf_counter()
-        return Processed(result, output, (middle - start) * 1e3, (end - middle) * 1e3,
-                         rgb.shape[:2])
+        network_ms = (middle - start) * 1e3
+        return Processed(result, output, network_ms, (end - middle) * 1e3, rgb.shape[:2],
+                         {'network': network_ms, **self.fusion.stage_ms})
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.

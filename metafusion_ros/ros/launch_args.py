@@ -14,6 +14,8 @@ import os
 import re
 from typing import Any, Mapping
 
+from .dds import PROFILE_ENV, PROFILE_FILE
+
 __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
            'sibling_topic', 'CHOICES', 'DEFAULT_FILES']
 
@@ -76,6 +78,7 @@ class NodeSettings:
     config_file: str
     overrides: dict[str, Any] = field(default_factory=dict)
     remappings: list[tuple[str, str]] = field(default_factory=list)
+    env: dict[str, str] = field(default_factory=dict)  # the Fast DDS profile for large frames
 
 
 def _fail(name: str, value: str, problem: str) -> LaunchArgumentError:
@@ -161,6 +164,13 @@ def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
     return NodeSettings(
         name=_checked('node_name', value['node_name'], NAME, 'node name'),
         namespace=namespace, config_file=value['config_file'], overrides=overrides,
-        remappings=[('~/input/image', image),
+        remappings=[('~/input/image', image), ('~/input/image/compressed', image + '/compressed'),
                     ('~/input/camera_info',
-                     _checked('camera_info_topic', info, TOPIC, 'topic name'))])
+                     _checked('camera_info_topic', info, TOPIC, 'topic name'))],
+        env=_dds_profile(share))
+
+
+def _dds_profile(share: str) -> dict[str, str]:
+    """Return the Fast DDS profile variable for the node: the user's, else the shipped one."""
+    shipped = os.path.join(share, 'config', PROFILE_FILE)
+    return {PROFILE_ENV: os.environ.get(PROFILE_ENV, shipped)}

@@ -1,16 +1,18 @@
 """``metafusion_node``: MetaFusion on a camera stream, a thin lifecycle shell over the core.
 
 Configure loads the network, the priors and the (optional) meta classifier and checks that they
-fit together; activate subscribes ``~/input/image``. A worker thread processes only the newest
-frame: the subscription callback just stores it (an unprocessed older frame is dropped and
-counted), so a slow frame never blocks the executor. Unreadable images are counted skips with a
-throttled warning; a frame whose stamp is not newer than the previous one's is processed and
-counted. See ``docs/node.md`` for topics and parameters.
+fit together and publishes the class table (latched); activate subscribes ``~/input/image`` and
+``~/input/image/compressed``. A worker thread processes only the newest frame: the subscription
+callback just stores it (an unprocessed older frame is dropped and counted), so a slow frame
+never blocks the executor. Unreadable images are counted skips with a throttled warning; a frame
+whose stamp is not newer than the previous one's, stamped 0 or without ``frame_id`` is processed
+and counted. Diagnostics (:mod:`.stats`) report over a time window. See ``docs/node.md`` for
+topics and parameters.
 """
 from __future__ import annotations
 
-from collections import Counter, deque
 import json
+import signal
 import sys
 import threading
 import time
@@ -21,25 +23,30 @@ from geometry_msgs.msg import Point
 import numpy as np
 import rclpy
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import (QoSMessageLostInfo, QoSRequestedIncompatibleQoSInfo,
+                                 SubscriptionEventCallbacks)
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, qos_policy_name_from_kind, QoSProfile,
+                       ReliabilityPolicy)
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import ColorRGBA, Float32, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from ..core.fusion import FUSION_MODES
-from .conversions import (check_image, check_size, float_to_image, ImageError, image_to_rgb,
-                          mask_to_image, rgb_to_image)
+from .conversions import (check_compressed, check_image, check_size, compressed_to_rgb,
+                          float_to_image, ImageError, image_to_rgb, mask_to_image, rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
 from ..segmenter.preprocess import resize_maps
 from .memory import map_large_buffers
 from .params import (mistyped_parameter, override_source, params_file_problem,
                      unknown_parameters)
+from .stats import LatestFrame, problems, Stats
+from .views import class_report, colour_labels, overlay
 
 __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
@@ -53,12 +60,13 @@ CHOICES = {
     'fusion': FUSION_MODES,
 }
 # Optional outputs: parameter ``outputs.<key>`` switches them; published only when subscribed.
-OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments')
+OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments', 'overlay')
 HEATMAP_TOPICS = ('entropy', 'margin', 'variation')
 # Parameters applied while running; every other one needs a fresh configure.
 RUNTIME = {'alpha', 'tau', 'fusion', 'marker_scale', 'warn_throttle_s', 'outputs.markers',
-           'output_resolution', 'max_input_pixels'} | {
+           'output_resolution', 'max_input_pixels', 'overlay_opacity'} | {
     f'outputs.{key}' for key in OPTIONAL_OUTPUTS}
+SILENT_S = 3.0  # a matched image publisher this long without a frame turns diagnostics WARN
 VERDICT_COLOUR = {True: (0.1, 0.9, 0.1), False: (0.95, 0.1, 0.1)}
 
 
@@ -102,56 +110,17 @@ PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'qos.depth': (5, _descriptor('input QoS history depth', 1, 1000, integer=True)),
     'outputs.markers': (True, _descriptor('publish ~/output/markers')),
     'marker_scale': (0.01, _descriptor('marker size in metres per image pixel', 1e-6, 100.0)),
+    'overlay_opacity': (0.5, _descriptor('weight of the class colours in ~/output/overlay',
+                                         0.0, 1.0)),
     'warn_throttle_s': (5.0, _descriptor('minimum seconds between warnings of one kind',
                                          0.0, 3600.0)),
     'diagnostics_period_s': (1.0, _descriptor('period of /diagnostics', 0.05, 60.0)),
+    'diagnostics_window_s': (10.0, _descriptor('seconds over which /diagnostics computes rates, '
+                                               'shares and stage times', 1.0, 3600.0)),
     'autostart': (True, _descriptor('configure and activate on start-up (no lifecycle manager)')),
 }
 PARAMETERS.update({f'outputs.{key}': (True, _descriptor(
     f'compute ~/output/{key} when someone subscribes')) for key in OPTIONAL_OUTPUTS})
-
-
-class LatestFrame:
-    """A one-slot mailbox: ``put`` replaces an unprocessed frame (counted), ``take`` waits."""
-
-    def __init__(self) -> None:
-        self._item: Any = None
-        self._cond = threading.Condition()
-        self.dropped = 0
-        self.closed = False
-
-    def put(self, item: Any) -> None:
-        """Store ``item``; an older unprocessed item (or this one, once closed) is counted."""
-        with self._cond:
-            if self.closed:
-                self.dropped += 1
-                return
-            if self._item is not None:
-                self.dropped += 1
-            self._item = item
-            self._cond.notify()
-
-    def take(self, timeout: float = 0.2) -> Any:
-        """Return the newest item (and empty the slot), or None after ``timeout`` / close."""
-        with self._cond:
-            if self._item is None and not self.closed:
-                self._cond.wait(timeout)
-            item, self._item = self._item, None
-            return item
-
-    def close(self) -> None:
-        """Wake the consumer and make it stop; a pending item is dropped (and counted)."""
-        with self._cond:
-            if self._item is not None:
-                self.dropped += 1
-                self._item = None
-            self.closed = True
-            self._cond.notify_all()
-
-    def reopen(self) -> None:
-        """Accept items again (after a deactivate / activate cycle); counts are kept."""
-        with self._cond:
-            self.closed = False
 
 
 class ProcessingError(RuntimeError):
@@ -160,44 +129,10 @@ class ProcessingError(RuntimeError):
     reason = 'processing_error'
 
 
-class Stats:
-    """Counters and recent latencies for /diagnostics (shared by callback and worker)."""
+class CameraInfoMismatch(ImageError):
+    """A compressed frame decodes to another size than the camera info declares."""
 
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.counts: Counter[str] = Counter()
-        self.latency_ms: deque[float] = deque(maxlen=500)
-        self.done_at: deque[float] = deque(maxlen=100)
-        self.last_candidates = 0
-
-    def add(self, **counts: int) -> None:
-        """Add to named counters."""
-        with self.lock:
-            self.counts.update(counts)
-
-    def frame_done(self, latency_ms: float, candidates: int) -> None:
-        """Record one processed frame."""
-        with self.lock:
-            self.latency_ms.append(latency_ms)
-            self.done_at.append(time.monotonic())
-            self.last_candidates = candidates
-            self.counts['frames_processed'] += 1
-
-    def snapshot(self) -> dict[str, Any]:
-        """Return the counters, frame rate and latency percentiles."""
-        with self.lock:
-            latency = np.asarray(self.latency_ms, dtype=np.float64)
-            stamps = list(self.done_at)
-            values: dict[str, Any] = dict(self.counts)
-            values['candidates_last'] = self.last_candidates
-        rate = 0.0
-        if len(stamps) >= 2 and time.monotonic() - stamps[-1] < 5.0:
-            rate = (len(stamps) - 1) / max(stamps[-1] - stamps[0], 1e-9)
-        values['frame_rate_hz'] = round(rate, 3)
-        if latency.size:
-            values['latency_ms_p50'] = round(float(np.percentile(latency, 50)), 3)
-            values['latency_ms_p99'] = round(float(np.percentile(latency, 99)), 3)
-        return values
+    reason = 'camera_info_mismatch'
 
 
 class MetaFusionNode(LifecycleNode):
@@ -210,12 +145,13 @@ class MetaFusionNode(LifecycleNode):
             self.declare_parameter(name, default, descriptor)
         self._check_initial_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = Stats()
+        self.stats = Stats(self.p('diagnostics_window_s'))
         self.state_name = 'unconfigured'
         self.camera_info: CameraInfo | None = None
         self._warned: dict[str, float] = {}
         self._last_stamp: tuple[int, int] | None = None
         self._frames = LatestFrame()
+        self._warm_sizes: set[tuple[int, int]] = set()
         self._worker: threading.Thread | None = None
         self._subs: list[Any] = []
         self._pubs: dict[str, Any] = {}
@@ -289,6 +225,8 @@ class MetaFusionNode(LifecycleNode):
         except Exception as exc:  # noqa: B902 - any loader error must end in one clear line
             return self._configure_failed(f'{type(exc).__name__}: {exc}')
         self._create_publishers()
+        self._publish_class_table(self.engine)
+        self._warm_sizes = {self.engine.fusion.priors.resolution}
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             self.p('meta_model_path')
         self.get_logger().info(
@@ -313,7 +251,11 @@ class MetaFusionNode(LifecycleNode):
                          reliability=reliability)
         self._frames.reopen()
         self._subs = [
-            self.create_subscription(Image, '~/input/image', self._on_image, qos),
+            self.create_subscription(Image, '~/input/image', self._on_image, qos,
+                                     event_callbacks=self._input_events()),
+            self.create_subscription(CompressedImage, '~/input/image/compressed',
+                                     self._on_compressed, qos,
+                                     event_callbacks=self._input_events()),
             self.create_subscription(CameraInfo, '~/input/camera_info', self._on_camera_info,
                                      qos)]
         self._worker = threading.Thread(target=self._work, name='metafusion-worker',
@@ -356,7 +298,8 @@ class MetaFusionNode(LifecycleNode):
     def _create_publishers(self) -> None:
         """Create the output publishers (their topics are relative to the node: ``~/output``)."""
         topics = {'mask': Image, 'markers': MarkerArray, 'mask_bayes': Image, 'mask_ml': Image,
-                  'color_mask': Image, 'segments': String, 'processing_time_ms': Float32}
+                  'color_mask': Image, 'segments': String, 'processing_time_ms': Float32,
+                  'overlay': Image}
         topics.update({f'heatmap/{name}': Image for name in HEATMAP_TOPICS})
         self._pubs = {key: self.create_publisher(kind, f'~/output/{key}', 10)
                       for key, kind in topics.items()}
@@ -364,18 +307,28 @@ class MetaFusionNode(LifecycleNode):
     # input ------------------------------------------------------------------------------------
     def _on_image(self, msg: Image) -> None:
         """Check the layout (cheap, no pixel read) and store the frame for the worker."""
+        self._receive(msg, check_image)
+
+    def _on_compressed(self, msg: CompressedImage) -> None:
+        """Check the format and payload signature (no decode) and store the frame."""
+        self._receive(msg, check_compressed)
+
+    def _receive(self, msg: Any, check: Callable[[Any], Any]) -> None:
+        """Count ``msg``, ``check`` it (cheap), check its header and hand it to the worker."""
         self.stats.add(frames_received=1)
+        self.stats.event('received')
         try:
-            check_image(msg)
+            check(msg)
             check_size(msg, self.p('max_input_pixels'))
         except ImageError as exc:
             self._skip(exc)
             return
+        self._check_header(msg.header)
         self._check_stamp(msg.header)
-        self._frames.put((msg, time.perf_counter()))
+        self.stats.event('dropped', self._frames.put((msg, time.perf_counter())))
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        """Keep the newest camera info (reported in diagnostics)."""
+        """Keep the newest camera info; the worker warms up at a size it has not seen yet."""
         self.camera_info = msg
 
     def _check_stamp(self, header: Header) -> None:
@@ -391,9 +344,57 @@ class MetaFusionNode(LifecycleNode):
                 f'frame stamp {stamp[0]}.{stamp[1]:09d} is not newer than the previous '
                 f'{last[0]}.{last[1]:09d}; processed anyway ({total} so far)'))
 
+    def _input_events(self) -> SubscriptionEventCallbacks:
+        """Return the QoS event callbacks of an image subscription: lost and incompatible."""
+        return SubscriptionEventCallbacks(message_lost=self._on_lost,
+                                          incompatible_qos=self._on_incompatible_qos)
+
+    def _on_lost(self, info: QoSMessageLostInfo) -> None:
+        """Count frames the middleware reports lost in transport (never seen by the node)."""
+        self.stats.add(frames_lost=info.total_count_change)
+        self.stats.event('lost', info.total_count_change)
+
+    def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
+        """Count a publisher whose QoS cannot match the input's (it delivers nothing)."""
+        self.stats.event('qos_incompatible')
+        self._count_and_warn('qos_incompatible', lambda total: (
+            f'a publisher on the image input offers a QoS that cannot match this subscription '
+            f'({qos_policy_name_from_kind(info.last_policy_kind)}); set qos.reliability to '
+            f"match the camera driver's ({total} so far)"))
+
+    def _input_problems(self) -> list[str]:
+        """Return input trouble the frame counts cannot show: a publisher that sends nothing."""
+        found = []
+        publishers = sum(self.count_publishers(sub.topic_name) for sub in self._subs
+                         if sub.msg_type is not CameraInfo)
+        silent = self.stats.silent_for()
+        if self.state_name == 'active' and publishers and silent > SILENT_S:
+            found.append(f'{publishers} image publisher(s) matched but no frame for '
+                         f'{silent:.0f} s (large frames at best effort: see the DDS profile in '
+                         f'docs/node.md)')
+        return found
+
+    def _check_header(self, header: Header) -> None:
+        """Count (and warn about) a zero stamp or an empty ``frame_id``; the frame is processed.
+
+        Both break every consumer that looks the frame up in time or in tf, so diagnostics turn
+        WARN while such frames arrive.
+        """
+        if header.stamp.sec == 0 and header.stamp.nanosec == 0:
+            self.stats.event('stamp_zero')
+            self._count_and_warn('stamps_zero', lambda total: (
+                f'frame stamp is 0 (the camera driver does not stamp its images; {total} so '
+                f'far); processed anyway'))
+        if not header.frame_id:
+            self.stats.event('frame_id_empty')
+            self._count_and_warn('frame_ids_empty', lambda total: (
+                f'frame_id is empty (outputs cannot be placed in tf; {total} so far); '
+                f'processed anyway'))
+
     def _skip(self, exc: Exception) -> None:
         """Count a skipped frame under its reason; warn at most once per ``warn_throttle_s``."""
         reason = exc.reason
+        self.stats.event('skipped')
         self._count_and_warn(f'skipped_{reason}', lambda total: (
             f'skipped frame ({reason}, {total} so far): {exc}'))
 
@@ -414,26 +415,56 @@ class MetaFusionNode(LifecycleNode):
         """Process the newest frame until the mailbox closes."""
         frames = self._frames
         while not frames.closed:
+            self._warm_up_at_camera_size()
             item = frames.take()
             if item is not None:
                 self._process(*item)
+
+    def _warm_up_at_camera_size(self) -> None:
+        """Run one blank frame at the camera info's size the first time that size is seen.
+
+        The first real frame at another size than the priors would otherwise pay for resizing
+        the priors and sizing the kernels' buffers (seconds on a large camera).
+        """
+        info, engine = self.camera_info, self.engine
+        if info is None or engine is None or not info.width or not info.height:
+            return
+        size = (info.height, info.width)
+        if size in self._warm_sizes:
+            return
+        self._warm_sizes.add(size)
+        start = time.perf_counter()
+        try:
+            engine.warm_up(size)
+        except Exception as exc:  # noqa: B902 - e.g. resize_mode refuse: the frames will say so
+            self.get_logger().warning(f'warm-up at the camera size {size[1]}x{size[0]} '
+                                      f'failed: {exc}')
+            return
+        self.stats.add(warm_ups=1)
+        self.get_logger().info(f'warmed up at the camera size {size[1]}x{size[0]} in '
+                               f'{time.perf_counter() - start:.2f} s')
 
     def _process(self, msg: Image, received: float) -> None:
         """Run the engine on one message and publish; bad input is a counted skip."""
         engine = self.engine
         if engine is None:
             return
+        start = time.perf_counter()
         try:
-            processed = engine.process(image_to_rgb(msg))
+            rgb = self._to_rgb(msg)
+            converted = time.perf_counter()
+            processed = engine.process(rgb)
         except (ImageError, ResolutionMismatch, BadNetworkOutput) as exc:
             self._skip(exc)
             return
         except Exception as exc:  # noqa: B902 - the worker must survive anything, loudly
             self._skip(ProcessingError(f'{type(exc).__name__}: {exc}'))
             return
-        latency = (time.perf_counter() - received) * 1e3
+        done = time.perf_counter()
+        latency = (done - received) * 1e3
         try:
             self._publish(msg.header, processed, engine)
+            self._publish_overlay(msg.header, rgb, processed, engine)
             self._pubs['processing_time_ms'].publish(Float32(data=float(latency)))
         except Exception as exc:  # noqa: B902 - publishing after shutdown must not kill us
             if rclpy.ok(context=self.context):
@@ -443,7 +474,22 @@ class MetaFusionNode(LifecycleNode):
         self.stats.add(candidates=result.candidates.count,
                        fn_recovered=int(result.keep.sum()),
                        fp_dropped=int((~result.keep).sum()))
-        self.stats.frame_done(latency, result.candidates.count)
+        self.stats.frame_done(latency, result.candidates.count, {
+            'conversion': (converted - start) * 1e3, **processed.stages_ms,
+            'publish': (time.perf_counter() - done) * 1e3})
+
+    def _to_rgb(self, msg: Image | CompressedImage) -> np.ndarray:
+        """Return the frame as RGB; a compressed one is decoded and checked against CameraInfo."""
+        if not isinstance(msg, CompressedImage):
+            return image_to_rgb(msg)
+        rgb = compressed_to_rgb(msg)
+        info = self.camera_info
+        if info is not None and info.width and info.height and \
+                rgb.shape[:2] != (info.height, info.width):
+            raise CameraInfoMismatch(
+                f'{check_compressed(msg)} decodes to {rgb.shape[1]}x{rgb.shape[0]}, the camera '
+                f'info says {info.width}x{info.height}')
+        return rgb
 
     def _wanted(self, key: str, topic: str | None = None) -> bool:
         """Return whether output ``key`` is switched on and has a subscriber."""
@@ -471,9 +517,8 @@ class MetaFusionNode(LifecycleNode):
             self._pubs['mask_ml'].publish(mask_to_image(labels(result.pred_ml), header))
             computed.append('mask_ml')
         if self._wanted('color_mask'):
-            palette = engine.table.palette_array()
-            colours = palette[np.minimum(fused, len(palette) - 1)]
-            self._pubs['color_mask'].publish(rgb_to_image(colours, header))
+            self._pubs['color_mask'].publish(rgb_to_image(colour_labels(fused, engine.table),
+                                                          header))
             computed.append('color_mask')
         if any(self._wanted('heatmaps', f'heatmap/{n}') for n in HEATMAP_TOPICS):
             for name, heat in zip(HEATMAP_TOPICS, engine.heatmaps(processed)):
@@ -485,6 +530,22 @@ class MetaFusionNode(LifecycleNode):
                 header, processed, engine))))
             computed.append('segments')
         self.stats.add(**{f'computed_{key}': 1 for key in computed})
+
+    def _publish_overlay(self, header: Header, rgb: np.ndarray, processed: Processed,
+                         engine: FusionEngine) -> None:
+        """Publish the fused mask blended on the camera frame, when wanted (lazy)."""
+        if self._wanted('overlay'):
+            blended = overlay(rgb, processed.result.fused, engine.table, self.p('overlay_opacity'))
+            self._pubs['overlay'].publish(rgb_to_image(blended, header))
+            self.stats.add(computed_overlay=1)
+
+    def _publish_class_table(self, engine: FusionEngine) -> None:
+        """Publish the class table once, latched (transient local): ids, names, colours."""
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                         reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._pubs['classes'] = self.create_publisher(String, '~/output/classes', qos)
+        self._pubs['classes'].publish(String(data=json.dumps(class_report(engine.table))))
 
     def _markers(self, header: Header, processed: Processed,
                  engine: FusionEngine) -> MarkerArray:
@@ -532,8 +593,7 @@ class MetaFusionNode(LifecycleNode):
             choice = self.engine.meta_choice
             if choice is not None:
                 values.update(meta_alpha=f'{choice.alpha:g}', meta_alpha_choice=choice.describe())
-        skipped = sum(v for k, v in values.items() if k.startswith('skipped_'))
-        notes = [f'{skipped} frames skipped'] if skipped else []
+        notes = problems(values) + self._input_problems()
         if self.get_parameter('use_sim_time').value:
             values['clock'] = 'sim'
             if self.get_clock().now().nanoseconds == 0:  # sim time stands at 0 until /clock
@@ -544,7 +604,7 @@ class MetaFusionNode(LifecycleNode):
         if self.state_name == 'configure_failed':
             level, message = DiagnosticStatus.ERROR, 'configure failed'
         elif notes:
-            level, message = DiagnosticStatus.WARN, ', '.join([self.state_name, *notes])
+            level, message = DiagnosticStatus.WARN, '; '.join([self.state_name, *notes])
         status = DiagnosticStatus(
             level=level, name=f'{self.get_fully_qualified_name()}: fusion', message=message,
             hardware_id=self.p('model_path') or 'none',
@@ -575,6 +635,16 @@ def segment_report(header: Header, processed: Processed, engine: FusionEngine
             for cid, box, size, score, keep in zip(
                 candidates.ids, boxes, areas, result.scores, result.keep)],
     }
+
+
+def _ignore_further_signals() -> None:
+    """Ignore SIGINT / SIGTERM while shutting down (``ros2 launch`` signals a group twice).
+
+    Without this a second SIGINT interrupts ``destroy_node`` or the worker's join with a
+    traceback and a non-zero exit; the first signal already decided that the node stops.
+    """
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
 
 
 def main(args: list[str] | None = None) -> int:
@@ -615,6 +685,7 @@ def main(args: list[str] | None = None) -> int:
         # A signal shut the context down while the executor was taking a message; rclpy then
         # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
+        _ignore_further_signals()
         if node is not None:
             node._stop_worker()
             node.destroy_node()

@@ -22,7 +22,7 @@ from std_msgs.msg import String
 
 from ..core.evaluation import added_tp_share, delta, segment_counts, SegmentCounts
 from .bag import (BagError, cdr_problem, deserialize, DriveBag, GT_TOPIC, header_stamp,
-                  IMAGE_TOPIC, publishers, replay)
+                  IMAGE_TOPIC, publishers, replay, unknown_topics)
 from .conversions import check_image, image_to_mask, ImageError
 
 __all__ = ['Score', 'score_bag', 'image_problem', 'RULES']
@@ -175,6 +175,7 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
             ros.create_subscription(kind, f'{node}/output/{output}', callback, 50)
         kinds = bag.topics()
         pubs = publishers(ros, bag, [t for t in kinds if t != GT_TOPIC])
+        score.skipped.update(unknown_topics(bag, [t for t in kinds if t != GT_TOPIC]))
         if not _wait(executor, lambda: pubs[image_topic].get_subscription_count() > 0 and all(
                 ros.count_publishers(f'{node}/output/{o}') > 0 for o in outputs), timeout, alive):
             raise BagError(f'no {node} is subscribed to {image_topic} and publishing its '

@@ -1,0 +1,47 @@
+"""The overlay and the class table without ROS: blend arithmetic, scaling, merged classes."""
+import numpy as np
+
+from metafusion_ros.core.classes import cityscapes_table
+from metafusion_ros.ros import fixtures
+from metafusion_ros.ros.views import class_report, colour_labels, overlay
+
+TABLE = cityscapes_table()
+
+
+def test_overlay_blends_class_colours_at_the_opacity():
+    """Opacity 0 gives the frame, 1 the colours, 0.5 their mean (to within rounding)."""
+    rgb = np.random.default_rng(0).integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    labels = np.arange(48, dtype=np.uint8).reshape(6, 8) % TABLE.num_classes
+    colours = colour_labels(labels, TABLE)
+    np.testing.assert_array_equal(overlay(rgb, labels, TABLE, 0.0), rgb)
+    np.testing.assert_array_equal(overlay(rgb, labels, TABLE, 1.0), colours)
+    half = overlay(rgb, labels, TABLE, 0.5).astype(int)
+    assert np.abs(half - (rgb.astype(int) + colours) / 2).max() <= 1
+
+
+def test_overlay_scales_a_smaller_label_map_to_the_frame():
+    """A 2x2 label map over a 4x6 frame colours each quarter with its label (nearest)."""
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    labels = np.array([[0, 1], [2, 11]], np.uint8)
+    out = overlay(rgb, labels, TABLE, 1.0)
+    assert tuple(out[0, 0]) == TABLE.palette[0] and tuple(out[0, 5]) == TABLE.palette[1]
+    assert tuple(out[3, 0]) == TABLE.palette[2] and tuple(out[3, 5]) == TABLE.palette[11]
+
+
+def test_class_report_says_rider_never_appears_in_the_mask():
+    """Cityscapes: 19 classes with colours and categories; rider merged into person."""
+    report = class_report(TABLE)
+    classes = {c['name']: c for c in report['classes']}
+    assert len(classes) == 19 and report['target']['name'] == 'person'
+    assert classes['rider']['in_mask'] is False
+    assert classes['rider']['merged_into'] == {'id': TABLE.index('person'), 'name': 'person'}
+    assert classes['person']['in_mask'] and classes['person']['category'] == 'human'
+    assert classes['road']['colour'] == list(TABLE.palette[0])
+    assert 'rider -> person' in report['note']
+
+
+def test_class_report_of_a_table_without_merges():
+    """The fixture table has no merged class: every class may appear."""
+    report = class_report(fixtures.tiny_table())
+    assert all(c['in_mask'] and c['merged_into'] is None for c in report['classes'])
+    assert report['note'] == 'no merged classes'
