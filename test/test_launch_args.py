@@ -27,7 +27,10 @@ def test_defaults_use_the_package_files_and_camera_topics():
         'priors_path': f'{SHARE}/models/synthetic_priors.npz',
         'meta_model_path': f'{SHARE}/models/synthetic_meta.json'}
     assert settings.remappings == [('~/input/image', '/camera/image_raw'),
+                                   ('~/input/image/compressed', '/camera/image_raw/compressed'),
                                    ('~/input/camera_info', '/camera/camera_info')]
+    assert settings.env['FASTDDS_DEFAULT_PROFILES_FILE'].endswith(
+        'config/fastdds_large_frames.xml')
 
 
 def test_overrides_qos_and_sim_time():
@@ -47,10 +50,12 @@ def test_each_camera_gets_its_own_camera_info():
     """camera_info follows the input topic per camera unless given; a trailing / is dropped."""
     front = node_settings({'namespace': 'front', 'input_topic': '/front/image_raw'}, SHARE)
     rear = node_settings({'namespace': '/rear/', 'input_topic': '/rear/image_raw'}, SHARE)
-    assert front.remappings[1] == ('~/input/camera_info', '/front/camera_info')
-    assert (rear.namespace, rear.remappings[1][1]) == ('/rear', '/rear/camera_info')
+    assert front.remappings[2] == ('~/input/camera_info', '/front/camera_info')
+    assert (rear.namespace, rear.remappings[2][1]) == ('/rear', '/rear/camera_info')
     given = node_settings({'input_topic': 'image', 'camera_info_topic': '/cal/info'}, SHARE)
-    assert given.remappings == [('~/input/image', 'image'), ('~/input/camera_info', '/cal/info')]
+    assert given.remappings == [('~/input/image', 'image'),
+                                ('~/input/image/compressed', 'image/compressed'),
+                                ('~/input/camera_info', '/cal/info')]
     assert sibling_topic('image_raw', 'camera_info') == 'camera_info'
 
 

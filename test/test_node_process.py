@@ -87,7 +87,7 @@ def diagnostics(setup, condition=lambda values: True):
     tester = setup['tester']
     messages = tester.received['/diagnostics']
     assert tester.spin_until(lambda: condition(diagnostics_values(messages, f'/{NAME}')),
-                             timeout=20.0), diagnostics_values(messages, f'/{NAME}')
+                             timeout=20.0), json.dumps(diagnostics_values(messages, f"/{NAME}"))
     return diagnostics_values(messages, f'/{NAME}')
 
 

@@ -54,7 +54,7 @@ def test_diagnostics_warn_without_clock_and_follow_bag_play_clock(tmp_path):
                                  timeout=90.0), node_output(proc)[-3000:]
         stamp, level, message, values = status_of(arrays)
         assert (stamp, level) == (0, DiagnosticStatus.WARN)
-        assert message == 'active, use_sim_time is true and no /clock has arrived'
+        assert message == 'active; use_sim_time is true and no /clock has arrived'
         assert values['clock'] == 'sim, no /clock yet'
         play = subprocess.Popen(
             [sys.executable, '-m', 'metafusion_ros.cli', 'bag', 'play', str(bag_path),
