@@ -198,4 +198,3 @@ class ESPNet(nn.Module):
         up2 = self.up_l2(self.combine_l2_l3(torch.cat([self.level3_C(cat2), up3], 1)))
         skip = conv1 if self.decoder_skip == 16 else cat1
         return self.classifier(self.conv(torch.cat([up2, skip], 1)))
-
