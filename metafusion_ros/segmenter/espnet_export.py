@@ -128,6 +128,18 @@ def max_abs_difference(model: Deployed, onnx_path: str | Path, x: np.ndarray) ->
     return float(np.abs(ours - theirs).max())
 
 
+def _statistics(stats: str, camvid_root: str | Path | None) -> tuple[Any, Any, str]:
+    """Return BGR ``(mean, std, where they come from)`` for ``cityscapes`` or ``camvid``."""
+    if stats == 'cityscapes':
+        return (*CITYSCAPES_STATS, 'the authors\' Cityscapes values')
+    if stats != 'camvid':
+        raise ValueError(f"stats must be 'cityscapes' or 'camvid', got {stats!r}")
+    if camvid_root is None:
+        raise ValueError('CamVid statistics need the CamVid root (its train split)')
+    mean, std = authors_statistics(camvid_root)
+    return mean, std, f'CamVid train under {camvid_root}, computed as the authors do'
+
+
 def export_pretrained(which: PretrainedESPNet, weights: str | Path, output: str | Path,
                       size: tuple[int, int] | None = None, stats: str | None = None,
                       camvid_root: str | Path | None = None,
@@ -144,17 +156,9 @@ def export_pretrained(which: PretrainedESPNet, weights: str | Path, output: str 
     if size[0] % 8 or size[1] % 8:
         raise ValueError(f'ESPNet input size {size[0]}x{size[1]}: both sides must be '
                          f'multiples of 8')
-    if stats == 'camvid':
-        if camvid_root is None:
-            raise ValueError('CamVid statistics need the CamVid root (its train split)')
-        mean, std = authors_statistics(camvid_root)
-        where = f'CamVid train under {camvid_root}, computed as the authors do'
-    elif stats == 'cityscapes':
-        (mean, std), where = CITYSCAPES_STATS, 'the authors\' Cityscapes values'
-    else:
-        raise ValueError(f"stats must be 'cityscapes' or 'camvid', got {stats!r}")
     table = table_by_name(which.table)
     model = Deployed(load_pretrained(weights, which), table.num_classes).eval()
+    mean, std, where = _statistics(stats, camvid_root)
     output = Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(model, (torch.zeros(1, 3, size[1], size[0]),), str(output),
