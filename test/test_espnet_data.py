@@ -256,3 +256,15 @@ def test_metafusion_head_appends_to_a_shipped_espnet(tmp_path, mode):
     assert np.mean(out.pred_bayes == expected) > 0.999  # float ties aside
     human = (out.pred_ml == 9) | (out.pred_ml == 10)
     assert human.sum() >= ((expected == 9) | (expected == 10)).sum()  # ML adds humans
+
+
+@pytest.mark.parametrize('name,floor', [('camvid_espnet', 0.45), ('cityscapes_espnet', 0.2)])
+def test_shipped_espnets_segment_real_camvid_frames(shared_dir, tmp_path, name, floor):
+    """On three CamVid test frames both networks segment far above chance (one drive)."""
+    out = tmp_path / 'scores.json'
+    assert main(['miou', '--dataset', 'camvid', '--root', str(shared_dir / 'data' / 'camvid'),
+                 '--split', 'test', '--limit', '3', '--model', str(MODELS / f'{name}.onnx'),
+                 '--out', str(out)]) == 0
+    scores = json.loads(out.read_text())['test']
+    assert scores['images'] == 3 and scores['miou'] > floor
+    assert scores['iou']['Road'] > 0.6
