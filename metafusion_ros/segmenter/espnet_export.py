@@ -107,8 +107,15 @@ class Deployed(torch.nn.Module):
         self.classes = classes
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return ``softmax(logits[:, :classes])`` (N, classes, H, W)."""
-        return torch.softmax(self.net(x)[:, :self.classes], dim=1)
+        """Return ``softmax(logits[:, :classes])`` (N, classes, H, W).
+
+        Written out as ``exp(z - max z) / Σ exp(z - max z)``: ONNX Runtime's ``Softmax`` over the
+        NCHW class axis took 764 ms for 19 classes at 1024x512 on one CPU thread, this 40 ms
+        (same values to 5e-7).
+        """
+        logits = self.net(x)[:, :self.classes]
+        e = torch.exp(logits - logits.amax(1, keepdim=True))
+        return e / e.sum(1, keepdim=True)
 
 
 def preprocess_for(size: tuple[int, int], bgr_mean, bgr_std) -> Preprocess:
