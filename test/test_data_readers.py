@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from metafusion_ros.core.classes import camvid_table, cityscapes_labelid_lut, cityscapes_table
+from metafusion_ros.core.classes import camvid_table, ClassTable, cityscapes_labelid_lut
 from metafusion_ros.data.camvid import iter_camvid
 from metafusion_ros.data.cityscapes import (cityscapes_paths, iter_cityscapes,
                                             iter_cityscapes_sequence)
@@ -191,8 +191,9 @@ def test_bad_names_and_tables_are_rejected(synth_root, tmp_path):
         iter_cityscapes(root, 'train')
     with pytest.raises(ValueError, match='19 trainIds'):
         iter_cityscapes(synth_root, 'train', camvid_table())
-    with pytest.raises(ValueError, match='CamVid annotations'):
-        iter_camvid(synth_root, 'train', cityscapes_table())
+    three = ClassTable('three', ('a', 'b', 'c'), 255, 0, ((0, 0, 0),) * 3)
+    with pytest.raises(ValueError, match="no label mapping from the classes of table 'camvid'"):
+        iter_camvid(synth_root, 'train', three)
 
 
 def _camvid(tmp_path: Path, labels: np.ndarray) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.classes import table_by_name
+from ..core.mapping import mapping_between
 from ..core.priors import Priors, estimate_priors
 from ..data.datasets import DATASETS, open_dataset, parse_size
 
@@ -29,6 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              'instead of the classes')
     parser.add_argument('--size', help='resize the priors to WxH (default: label resolution)')
     parser.add_argument('--target', help='target class c (default: the table\'s, e.g. person)')
+    parser.add_argument('--table', choices=('cityscapes', 'camvid'),
+                        help='count the labels in this class table, read through the documented '
+                             'label mapping (e.g. CamVid labels as Cityscapes trainIds for a '
+                             'Cityscapes network; default: the dataset\'s own table)')
     parser.add_argument('--png', help='also draw the target-class prior into this PNG')
     parser.add_argument('--smoothing', type=float, default=0.0, metavar='LAMBDA',
                         help='pseudo-images spread as the overall class frequency, so no prior '
@@ -41,13 +46,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Estimate, save and optionally draw the priors."""
-    table = table_by_name(args.dataset, args.target)
+    table = table_by_name(args.table or args.dataset, args.target)
     size = None if args.size is None else parse_size(args.size)[::-1]
     source = open_dataset(args.dataset, args.root, args.split, table, images=False,
                           skip_bad=args.skip_bad)
+    mapping = mapping_between(table_by_name(args.dataset), table)
+    provenance = {'dataset': args.dataset, 'split': args.split, 'root': str(args.root),
+                  'labels_read_as': None if mapping is None else mapping.name,
+                  'label_files': len(source), 'labels_sha256': source.labels_sha256()}
     priors = estimate_priors(source.label_maps(), table, categories=args.categories, size=size,
                              progress=True, dataset=f'{args.dataset}:{args.split}',
-                             smoothing=args.smoothing)
+                             smoothing=args.smoothing, provenance=provenance)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     priors.save(out)

@@ -183,6 +183,8 @@ _CAMVID_NAMES = (
     'Sky', 'Building', 'Pole', 'Road', 'Pavement', 'Tree', 'SignSymbol', 'Fence', 'Car',
     'Pedestrian', 'Bicyclist',
 )
+# Sky, Building, Pole, Road, Pavement, Tree, SignSymbol, Fence, Car, Pedestrian, Bicyclist
+_CAMVID_CATEGORY_OF_CLASS = (5, 2, 3, 1, 1, 4, 3, 2, 7, 6, 6)
 _CAMVID_PALETTE = (
     (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (60, 40, 222),
     (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
@@ -208,9 +210,17 @@ def cityscapes_table(target: str = 'person', merge_rider: bool = True) -> ClassT
 
 
 def camvid_table(target: str = 'Pedestrian') -> ClassTable:
-    """Return the 11 CamVid classes (SegNet version); void = 11 is ignore, Bicyclist its own."""
+    """Return the 11 CamVid classes (SegNet version); void = 11 is ignore, Bicyclist its own.
+
+    The categories are Cityscapes' 8 (§6 of the paper), each CamVid class in the category of the
+    Cityscapes class ``core.mapping.CAMVID_TO_CITYSCAPES`` reads it as: human = Pedestrian +
+    Bicyclist, flat = Road + Pavement, construction = Building + Fence, object = Pole +
+    SignSymbol, nature = Tree, sky = Sky, vehicle = Car (no CamVid class is "void").
+    """
     table = ClassTable(name='camvid', class_names=_CAMVID_NAMES, ignore_label=11,
-                       target=_CAMVID_NAMES.index('Pedestrian'), palette=_CAMVID_PALETTE)
+                       target=_CAMVID_NAMES.index('Pedestrian'), palette=_CAMVID_PALETTE,
+                       category_names=_CITYSCAPES_CATEGORIES,
+                       category_of_class=_CAMVID_CATEGORY_OF_CLASS)
     return table.with_target(target)
 
 

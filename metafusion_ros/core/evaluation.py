@@ -16,7 +16,7 @@ from .classes import ClassTable
 from .segments import check_label_map
 
 __all__ = ['SegmentCounts', 'segment_counts', 'delta', 'added_tp_share', 'confusion',
-           'iou_per_class', 'mean_iou']
+           'iou_per_class', 'group_iou', 'mean_iou']
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -120,6 +120,15 @@ def iou_per_class(conf: np.ndarray) -> np.ndarray:
     union = conf.sum(axis=0) + conf.sum(axis=1) - tp
     with np.errstate(invalid='ignore', divide='ignore'):
         return np.where(union > 0, tp / union, np.nan)
+
+
+def group_iou(conf: np.ndarray, group: list[int]) -> float:
+    """Return the IoU of a group of classes read as one (person + rider = human)."""
+    inside = np.zeros(conf.shape[0], bool)
+    inside[group] = True
+    tp = conf[np.ix_(inside, inside)].sum()
+    union = conf[:, inside].sum() + conf[inside, :].sum() - tp
+    return float(tp / union) if union else float('nan')
 
 
 def mean_iou(conf: np.ndarray) -> float:

@@ -11,16 +11,19 @@ File format (``.npz``, loaded with ``allow_pickle=False``):
 - ``counts``: int32 ``(H, W)``, the number of non-ignore labels seen per pixel;
 - ``meta``: a 0-d unicode array holding JSON: ``format`` (``metafusion-priors/1``), ``names``
   (the K names), ``level`` (``class`` or ``category``), ``table`` (the class table),
-  ``num_images``, ``dataset``, ``resolution`` ``[H, W]``.
+  ``num_images``, ``dataset``, ``resolution`` ``[H, W]`` and ``provenance``: where the priors
+  came from, e.g. ``split``, ``root``, ``smoothing`` (λ), ``labels_read_as`` (a label mapping) and
+  ``labels_sha256`` (:meth:`~metafusion_ros.data.frame.FrameSource.labels_sha256` of the label
+  files counted); files written before it have none.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 import hashlib
 import json
 import zipfile
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
 
@@ -43,6 +46,7 @@ class Priors:
     num_images: int = 0
     dataset: str = ''
     counts: np.ndarray | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.level not in ('class', 'category'):
@@ -98,13 +102,15 @@ class Priors:
             return self
         out = _resize_bilinear(self.probs, size)
         out /= np.maximum(out.sum(axis=2, keepdims=True), np.float32(1e-12))
-        return Priors(out, self.table, self.level, self.num_images, self.dataset, None)
+        return Priors(out, self.table, self.level, self.num_images, self.dataset, None,
+                      self.provenance)
 
     def save(self, path: str | Path) -> None:
         """Write the documented ``.npz`` format (see module docstring)."""
         meta = {'format': FORMAT, 'names': list(self.names), 'level': self.level,
                 'table': self.table.to_dict(), 'num_images': int(self.num_images),
-                'dataset': self.dataset, 'resolution': list(self.resolution)}
+                'dataset': self.dataset, 'resolution': list(self.resolution),
+                'provenance': self.provenance}
         arrays = {'probs': self.probs, 'meta': np.array(json.dumps(meta))}
         if self.counts is not None:
             arrays['counts'] = self.counts.astype(np.int32)
@@ -132,7 +138,8 @@ class Priors:
             raise ValueError(f'priors file {path}: unknown format {meta.get("format")!r}')
         try:
             priors = cls(probs, ClassTable.from_dict(meta['table']), meta['level'],
-                         int(meta['num_images']), str(meta.get('dataset', '')), counts)
+                         int(meta['num_images']), str(meta.get('dataset', '')), counts,
+                         dict(meta.get('provenance') or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f'priors file {path}: {exc}') from exc
         if list(priors.names) != list(meta['names']):
@@ -170,7 +177,8 @@ def _channel_labels(labels: np.ndarray, table: ClassTable, categories: bool) -> 
 
 def estimate_priors(label_maps: Iterable[np.ndarray], table: ClassTable,
                     categories: bool = False, size: tuple[int, int] | None = None,
-                    progress: bool = False, dataset: str = '', smoothing: float = 0.0) -> Priors:
+                    progress: bool = False, dataset: str = '', smoothing: float = 0.0,
+                    provenance: dict[str, Any] | None = None) -> Priors:
     """Estimate ``p_z(y)`` = share of images labelled ``y`` at pixel ``z`` (eq. 5).
 
     ``label_maps`` are uint8 ``(H, W)`` maps in ``table``'s ids (ignore = ``table.ignore_label``,
@@ -182,6 +190,9 @@ def estimate_priors(label_maps: Iterable[np.ndarray], table: ClassTable,
     frequency: ``p_z(y) = (n_z(y) + λ f(y)) / (n_z + λ)``. λ = 0 (the default) is eq. 5 exactly,
     as in the reference; with a few hundred images many pixels then have a prior of 0 for some
     class, and the ML rule's ``1 / (p + 1e-5)`` lets that class win on its tiny probability.
+
+    ``provenance`` (JSON data: split, root, label digest, ...) is stored with the priors, with
+    ``smoothing`` added.
     """
     if not (smoothing >= 0 and np.isfinite(smoothing)):
         raise ValueError(f'smoothing must be a finite number >= 0, got {smoothing}')
@@ -216,7 +227,8 @@ def estimate_priors(label_maps: Iterable[np.ndarray], table: ClassTable,
     total = counts[:, :, None] + smoothing
     probs = np.where(total > 0, pseudo / np.maximum(total, 1e-12), 1.0 / k)
     priors = Priors(probs.astype(np.float32), table, 'category' if categories else 'class',
-                    num, dataset, counts.astype(np.int32))
+                    num, dataset, counts.astype(np.int32),
+                    {**(provenance or {}), 'smoothing': float(smoothing)})
     return priors if size is None else priors.resized(size)
 
 

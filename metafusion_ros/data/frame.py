@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+import hashlib
 import logging
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -121,6 +122,19 @@ class FrameSource:
             ignore = labels == self.table.ignore_label
         return Frame(image, labels, ignore, item.sequence, item.index, item.image.name,
                      item.image, item.labels)
+
+    def labels_sha256(self) -> str:
+        """Return the SHA-256 of the label files: one ``name NUL sha256`` line each, drive order.
+
+        File names, not paths, so the digest does not depend on where the folder lies; frames
+        without a label file are left out.
+        """
+        digest = hashlib.sha256()
+        for item in self.files:
+            if item.labels is not None:
+                content = hashlib.sha256(item.labels.read_bytes()).hexdigest()
+                digest.update(f'{item.labels.name}\0{content}\n'.encode())
+        return digest.hexdigest()
 
     def label_maps(self) -> 'LabelMaps':
         """Return a sized iterable over the label maps only (for priors with a progress bar)."""

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from metafusion_ros.core.classes import ClassTable, table_by_name
-from metafusion_ros.core.evaluation import confusion, iou_per_class
+from metafusion_ros.core.evaluation import confusion, group_iou, iou_per_class
 from metafusion_ros.data.camvid import iter_camvid
 from metafusion_ros.data.cityscapes import iter_cityscapes
 from metafusion_ros.data.frame import FrameSource
@@ -310,12 +310,3 @@ def evaluate_onnx(path: Path, source: FrameSource, table: ClassTable,
             'target_group_iou': group_iou(conf, group),
             'iou': {n: (None if math.isnan(v) else float(v))
                     for n, v in zip(table.class_names, iou)}}
-
-
-def group_iou(conf: np.ndarray, group: list[int]) -> float:
-    """Return the IoU of a group of classes read as one (person + rider = human)."""
-    inside = np.zeros(conf.shape[0], bool)
-    inside[group] = True
-    tp = conf[np.ix_(inside, inside)].sum()
-    union = conf[:, inside].sum() + conf[inside, :].sum() - tp
-    return float(tp / union) if union else float('nan')
