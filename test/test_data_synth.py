@@ -110,3 +110,20 @@ def test_synth_command_writes_the_cityscapes_layout(tmp_path, capsys):
     assert names[0] == 'synth_000000_000000_gtFine_labelIds.png'
     assert main(['synth', '--out', str(out), '--size', '64by32']) == 2
     assert 'WIDTHxHEIGHT' in capsys.readouterr().err
+
+
+def test_shipped_synthetic_priors_come_from_the_committed_generator(tmp_path):
+    """The first frame of every train drive, generated now as `make results` does (seed 0,
+    1024x512), has the label file the shipped priors recorded (else: run `make results`)."""
+    from metafusion_ros.core.classes import cityscapes_table
+    from metafusion_ros.core.priors import Priors
+    from metafusion_ros.data.datasets import open_dataset
+
+    shipped = Priors.load(Path(__file__).resolve().parents[1] / 'models' / 'synthetic_priors.npz')
+    recorded = shipped.provenance['label_file_sha256']
+    drives = {name.split('_')[1] for name in recorded}
+    assert shipped.provenance['label_files'] == len(recorded) == 30 * len(drives)
+    generate_drives(tmp_path, {'train': len(drives)}, frames=1, size=(1024, 512), seed=0)
+    fresh = open_dataset('synthetic', tmp_path, 'train', cityscapes_table()).label_digests()
+    assert len(fresh) == len(drives)
+    assert {name: recorded.get(name) for name in fresh} == fresh

@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     command = 'metafusion ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv[1:2] == ['evaluate'] else 'metafusion evaluate ...'
     md = write_report(evaluation, folder, setup.table, setup.feature_names, args.out, args.name,
-                      command, f'Frames: {describe(args)}; priors `{args.priors}`.',
+                      command, f'Frames: {describe(args, setup)}; priors `{args.priors}`.',
                       args.tau[0], bundle)
     print(md.read_text())
     print(f'wrote {md} and its CSV, JSON and figures')

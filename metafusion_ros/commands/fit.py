@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     folder = collect(setup.source, setup.priors, setup.table, args.alphas, setup.cache,
                      progress=True)
     bundle, _ = fit_bundle(folder, setup.context(1.0), args.alphas, setup.params, setup.folds,
-                           describe(args), progress=True)
+                           describe(args, setup), progress=True)
     first = candidate_set(folder, args.alphas[0], setup.feature_names).summary()
     print(f'{first["frames"]} frames of {len(first["drives"])} drives')
     for alpha in sorted(set(args.alphas)):

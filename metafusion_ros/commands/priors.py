@@ -53,7 +53,8 @@ def run(args: argparse.Namespace) -> int:
     mapping = mapping_between(table_by_name(args.dataset), table)
     provenance = {'dataset': args.dataset, 'split': args.split, 'root': str(args.root),
                   'labels_read_as': None if mapping is None else mapping.name,
-                  'label_files': len(source), 'labels_sha256': source.labels_sha256()}
+                  'label_files': len(source), 'labels_sha256': source.labels_sha256(),
+                  'label_file_sha256': source.label_digests()}
     priors = estimate_priors(source.label_maps(), table, categories=args.categories, size=size,
                              progress=True, dataset=f'{args.dataset}:{args.split}',
                              smoothing=args.smoothing, provenance=provenance)

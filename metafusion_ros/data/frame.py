@@ -123,18 +123,23 @@ class FrameSource:
         return Frame(image, labels, ignore, item.sequence, item.index, item.image.name,
                      item.image, item.labels)
 
+    def label_digests(self) -> dict[str, str]:
+        """Return the SHA-256 of each label file by file name, in drive order."""
+        return {item.labels.name: _file_sha256(item.labels)
+                for item in self.files if item.labels is not None}
+
     def labels_sha256(self) -> str:
         """Return the SHA-256 of the label files: one ``name NUL sha256`` line each, drive order.
 
         File names, not paths, so the digest does not depend on where the folder lies; frames
         without a label file are left out.
         """
-        digest = hashlib.sha256()
-        for item in self.files:
-            if item.labels is not None:
-                content = hashlib.sha256(item.labels.read_bytes()).hexdigest()
-                digest.update(f'{item.labels.name}\0{content}\n'.encode())
-        return digest.hexdigest()
+        return _digest_lines(self.label_digests())
+
+    def data_sha256(self) -> str:
+        """Return the SHA-256 over every image and label file (name and content), drive order."""
+        files = [path for item in self.files for path in (item.image, item.labels) if path]
+        return _digest_lines({path.name: _file_sha256(path) for path in files})
 
     def label_maps(self) -> 'LabelMaps':
         """Return a sized iterable over the label maps only (for priors with a progress bar)."""
@@ -238,3 +243,16 @@ def build_source(found: Iterable[Path], parse: Callable[[Path], FrameFile], tabl
         raise DatasetError(f'{what}: no usable frames')
     source.files = sorted(files, key=lambda f: (f.sequence, f.index, f.image.name))
     return source
+
+
+def _file_sha256(path: Path) -> str:
+    """Return the hex SHA-256 of a file's bytes."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _digest_lines(digests: dict[str, str]) -> str:
+    """Return the SHA-256 of ``name NUL sha256`` lines, one per file, in the given order."""
+    digest = hashlib.sha256()
+    for name, content in digests.items():
+        digest.update(f'{name}\0{content}\n'.encode())
+    return digest.hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+import hashlib
 from pathlib import Path
 
 from ..core.classes import ClassTable
@@ -70,6 +71,7 @@ class Setup:
     folds: int
     cache: Path
     network_digest: str = ''
+    data_digest: str = ''  # SHA-256 of the frames' image and label files (--dataset)
 
     def context(self, alpha: float) -> ModelContext:
         """Return the meta model context at ``alpha`` (schema, table, priors, network)."""
@@ -82,8 +84,12 @@ def _splits(values: list[str] | None) -> list[str]:
     return [s for value in values or [] for s in value.split(',') if s]
 
 
-def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source, str]:
-    """Build a :class:`SegmenterSource` for ``--dataset``; return it and the network's SHA-256."""
+def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source, str, str]:
+    """Build a :class:`SegmenterSource` for ``--dataset``; return it and two SHA-256s.
+
+    The network's and the data's (image and label files); the data's is part of the cache key,
+    so regenerated frames of the same names are run anew.
+    """
     from ..segmenter import load_segmenter
     from ..segmenter.base import file_sha256
 
@@ -96,7 +102,9 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
     splits = _splits(args.split)
     parts = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
     segmenter = load_segmenter(args.model, threads=args.threads)
-    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{network}'
+    data = hashlib.sha256('|'.join(part.data_sha256() for part in parts.values()).encode())
+    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{network}|' \
+          f'{data.hexdigest()}'
 
     def segment(image):
         probs = segmenter.infer(image).probs
@@ -105,7 +113,7 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
                              f'softmax; fit and evaluate need the plain model')
         return probs
     return SegmenterSource(parts, segment, tag, drives_per_split=args.dataset == 'synthetic'), \
-        network
+        network, data.hexdigest()
 
 
 def build_setup(args: argparse.Namespace) -> Setup:
@@ -114,7 +122,7 @@ def build_setup(args: argparse.Namespace) -> Setup:
         raise ValueError('give exactly one frame source: --softmax DIR or --dataset NAME')
     priors = Priors.load(args.priors)
     table = priors.table if args.target is None else priors.table.with_target(args.target)
-    source, network = (NpzSource(args.softmax), '') if args.softmax else \
+    source, network, data = (NpzSource(args.softmax), '', '') if args.softmax else \
         _dataset_source(args, table)
     if args.folds < 2:
         raise ValueError(f'--folds must be at least 2, got {args.folds}')
@@ -122,12 +130,12 @@ def build_setup(args: argparse.Namespace) -> Setup:
                         features_per_split=args.features_per_split, balance=not args.no_balance,
                         standardize=args.standardize, threads=max(1, args.threads))
     return Setup(source, priors, table, feature_names(table), params, args.folds, args.cache,
-                 network)
+                 network, data)
 
 
-def describe(args: argparse.Namespace) -> str:
-    """Return the frames' description for reports (source, splits, model)."""
+def describe(args: argparse.Namespace, setup: Setup) -> str:
+    """Return the frames' description for reports and bundles (source, splits, model, data)."""
     if args.softmax:
         return f'saved softmax files in `{args.softmax}`'
     return (f'{args.dataset} split(s) {", ".join(_splits(args.split))} under `{args.root}`, '
-            f'network `{args.model}`')
+            f'network `{args.model}`, data SHA-256 {setup.data_digest}')
