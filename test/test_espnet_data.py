@@ -223,7 +223,7 @@ def test_shipped_espnets_load_and_carry_their_provenance(name, classes, size):
 
 
 @pytest.mark.parametrize('model,priors', [('cityscapes_espnet', 'cityscapes_espnet_priors'),
-                                          ('camvid_espnet', 'camvid_espnet_priors'),
+                                          ('camvid_espnet', 'camvid_category_priors'),
                                           ('camvid', 'camvid_category_priors')])
 def test_shipped_category_priors_fit_their_network(shared_dir, model, priors):
     """Each network's category priors come from the CamVid train labels in ../shared (λ = 60)."""
@@ -246,7 +246,7 @@ def test_metafusion_head_appends_to_a_shipped_espnet(tmp_path, mode):
     """`add-head` takes the shipped network with its category priors; Bayes = the plain argmax."""
     from metafusion_ros.segmenter.head import add_head_file
     model = MODELS / 'camvid_espnet.onnx'
-    priors = Priors.load(MODELS / 'camvid_espnet_priors.npz')
+    priors = Priors.load(MODELS / 'camvid_category_priors.npz')
     plain = load_segmenter(model)
     add_head_file(model, tmp_path / 'head.onnx', plain.spec, priors, mode=mode)
     headed = load_segmenter(tmp_path / 'head.onnx', priors=priors)
