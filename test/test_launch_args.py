@@ -62,7 +62,7 @@ def test_each_camera_gets_its_own_camera_info():
 @pytest.mark.parametrize('name,value,problem', [
     ('alpha', 'abc', 'not a number'), ('alpha', '1.5', 'outside [0, 1]'),
     ('tau', 'nan', 'outside [0, 1]'), ('tau', '0,5', 'not a number'),
-    ('backend', 'cuda', 'not one of onnxruntime, tensorrt'),
+    ('backend', 'cuda', 'not one of onnxruntime, onnxruntime-cpu, onnxruntime-cuda, tensorrt'),
     ('qos', 'fast', 'not one of best_effort, reliable'),
     ('use_sim_time', 'maybe', 'not true or false'),
     ('model', '/no/such/model.onnx', 'no such file'), ('priors', 'gone.npz', 'no such file'),

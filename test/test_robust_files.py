@@ -217,7 +217,8 @@ CASES = {
                             ['{file}', "'outputs.makers' (did you mean 'outputs.markers'?)"]),
     'yaml_out_of_range': ({}, 'yaml_out_of_range', 2, ['{file}', 'alpha out of range']),
     'yaml_bad_choice': ({}, 'yaml_bad_choice', 2,
-                        ['{file}', "backend: 'cuda' is not one of onnxruntime, tensorrt"]),
+                        ['{file}', "backend: 'cuda' is not one of onnxruntime, "
+                                   "onnxruntime-cpu, onnxruntime-cuda, tensorrt"]),
     'yaml_text_number': ({}, 'yaml_text_number', 2,  # after the package YAML: rcl drops it
                          ["alpha: '0.5' (set by --params-file {file}) is text, not a number"]),
     'param_text_number': ({'alpha': '0,5'}, None, 2,
@@ -228,9 +229,13 @@ CASES = {
     'alpha_out_of_range': ({'alpha': 2.0}, None, 2, ['alpha out of range', '(set by']),
     'tensorrt_not_installed': ({'backend': 'tensorrt'}, None, 1,
                                ['{model}', 'optional packages tensorrt and pycuda']),
+    'cuda_provider_missing': ({'backend': 'onnxruntime-cuda'}, None, 1,
+                              ['{model}', 'needs onnxruntime-gpu']),
 }
 if HAS_TENSORRT:  # there the engine is built: not a start-up failure
     del CASES['tensorrt_not_installed']
+if 'CUDAExecutionProvider' in importlib.import_module('onnxruntime').get_available_providers():
+    del CASES['cuda_provider_missing']  # onnxruntime-gpu: the CUDA provider starts
 # Cases run as node processes (one per loader and parameter path: the node turns every loader
 # error into its one line the same way); the others load the files as the node's configure does.
 PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',

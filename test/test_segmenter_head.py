@@ -6,6 +6,7 @@ import onnx
 from onnx import helper, numpy_helper, TensorProto
 import onnxruntime as ort
 import pytest
+from tiny_onnx import tiny_model
 
 from metafusion_ros.core import classes, heatmaps, rules
 from metafusion_ros.core.priors import interpolate, Priors
@@ -25,7 +26,7 @@ def identity_model(shape: list[int]) -> onnx.ModelProto:
         [helper.make_tensor_value_info('x', TensorProto.FLOAT, shape)],
         [helper.make_tensor_value_info('probs', TensorProto.FLOAT, shape)])
     return onnx.shape_inference.infer_shapes(
-        helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]))
+        tiny_model(graph))
 
 
 def conv_model(num_classes: int, size: tuple[int, int], layout: str, kind: str,
@@ -48,7 +49,7 @@ def conv_model(num_classes: int, size: tuple[int, int], layout: str, kind: str,
     graph = helper.make_graph(
         nodes, 'conv', [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, h, w])],
         [helper.make_tensor_value_info('out', TensorProto.FLOAT, out_shape)], [weight])
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)])
+    return tiny_model(graph)
 
 
 def io_of(model: onnx.ModelProto) -> GraphIO:

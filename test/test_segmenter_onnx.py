@@ -5,6 +5,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper, TensorProto
 import pytest
+from tiny_onnx import tiny_model
 
 from metafusion_ros.core import classes
 from metafusion_ros.core.pipeline import HeadOutputs
@@ -40,7 +41,7 @@ def write_model(path, out_rank: int = 4, classes_out: int = C, layout: str = 'NC
     graph = helper.make_graph(
         nodes, 'tiny', [helper.make_tensor_value_info('image', TensorProto.FLOAT, in_shape)],
         [helper.make_tensor_value_info('probs', TensorProto.FLOAT, shape)], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    onnx.save(tiny_model(graph), str(path))
 
 
 def spec_for(layout='NCHW', kind='softmax', table=TABLE, **pre) -> ModelSpec:
@@ -308,3 +309,24 @@ def test_resize_image_is_pils_reducing_resize(size):
     expected = PILImage.fromarray(rgb).resize((512, 256), PILImage.BILINEAR,
                                               reducing_gap=REDUCING_GAP)
     np.testing.assert_array_equal(resize_image(rgb, (512, 256)), np.asarray(expected))
+
+
+def test_cuda_backend_refuses_to_fall_back_to_the_cpu(tmp_path, monkeypatch):
+    """``onnxruntime-cuda`` runs on the CUDA provider or fails with one line saying why."""
+    import onnxruntime as ort
+    write_model(tmp_path / 'm.onnx')
+    if 'CUDAExecutionProvider' in ort.get_available_providers():  # onnxruntime-gpu on a GPU
+        segmenter = load_segmenter(tmp_path / 'm.onnx', backend='onnxruntime-cuda',
+                                   spec=spec_for())
+        assert segmenter.providers[0] == 'CUDAExecutionProvider'
+        return
+    with pytest.raises(ValueError, match='needs onnxruntime-gpu; this ONNX Runtime .* offers .*'
+                                         'CPUExecutionProvider'):
+        load_segmenter(tmp_path / 'm.onnx', backend='onnxruntime-cuda', spec=spec_for())
+    # A CUDA provider listed but not started (libraries missing): ONNX Runtime runs on the CPU.
+    available = ['CUDAExecutionProvider', *ort.get_available_providers()]
+    monkeypatch.setattr(ort, 'get_available_providers', lambda: available)
+    with pytest.raises(ValueError, match='could not start its CUDA provider'):
+        load_segmenter(tmp_path / 'm.onnx', backend='onnxruntime-cuda', spec=spec_for())
+    assert load_segmenter(tmp_path / 'm.onnx', spec=spec_for()).providers[0] == (
+        'CPUExecutionProvider')

@@ -23,7 +23,8 @@ __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node
 PARAMETER = {'model': 'model_path', 'priors': 'priors_path', 'meta_model': 'meta_model_path',
              'backend': 'backend', 'alpha': 'alpha', 'tau': 'tau', 'qos': 'qos.reliability'}
 # Values of the choice arguments (test_launch_examples.py checks them against the node's).
-CHOICES = {'backend': ('onnxruntime', 'tensorrt'), 'qos': ('best_effort', 'reliable')}
+CHOICES = {'backend': ('onnxruntime', 'onnxruntime-cpu', 'onnxruntime-cuda', 'tensorrt'),
+           'qos': ('best_effort', 'reliable')}
 # Empty file arguments fall back to these files in the package's models/.
 DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
                  'meta_model': 'synthetic_meta.json'}
@@ -60,7 +61,7 @@ def arguments(share: str) -> list[Argument]:
         ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
         ('meta_model', '',
          'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
-        ('backend', '', 'onnxruntime | tensorrt; empty: from the config file'),
+        ('backend', '', 'onnxruntime[-cpu|-cuda] | tensorrt; empty: from the config file'),
         ('alpha', '', 'prior interpolation alpha in [0, 1]; empty: from the config file'),
         ('tau', '', 'meta classifier threshold in [0, 1]; empty: from the config file'),
         ('qos', '', 'input QoS reliability: best_effort | reliable; empty: from the config file'),

@@ -41,6 +41,7 @@ from .conversions import (check_compressed, check_image, check_size, compressed_
                           float_to_image, ImageError, image_to_rgb, mask_to_image, rgb_to_image)
 from .engine import (BadNetworkOutput, ConfigurationError, EngineConfig, FusionEngine,
                      Processed, ResolutionMismatch)
+from ..segmenter import BACKENDS
 from ..segmenter.preprocess import resize_maps
 from .memory import map_large_buffers
 from .params import (mistyped_parameter, override_source, params_file_problem,
@@ -52,7 +53,7 @@ __all__ = ['MetaFusionNode', 'LatestFrame', 'main']
 
 NODE_NAME = 'metafusion_node'
 CHOICES = {
-    'backend': ('onnxruntime', 'tensorrt'),
+    'backend': BACKENDS,
     'precision': ('fp32', 'fp16', 'int8'),
     'resize_mode': ('resize', 'refuse'),
     'output_resolution': ('camera', 'network'),
@@ -83,7 +84,9 @@ def _descriptor(text: str, low: float | None = None, high: float | None = None,
 
 PARAMETERS: dict[str, tuple[Any, ParameterDescriptor]] = {
     'model_path': ('', _descriptor('ONNX network (TensorRT builds its engine from it)')),
-    'backend': ('onnxruntime', _descriptor('inference backend: onnxruntime | tensorrt')),
+    'backend': ('onnxruntime', _descriptor(
+        'inference backend: onnxruntime (CUDA where present, else CPU) | onnxruntime-cpu | '
+        'onnxruntime-cuda (CUDA or refuse) | tensorrt')),
     'precision': ('fp32', _descriptor('inference precision: fp32 | fp16 | int8')),
     'priors_path': ('', _descriptor('position-specific priors .npz (eq. 5)')),
     'meta_model_path': ('', _descriptor('meta classifier bundle (manifest .json, one XGBoost '

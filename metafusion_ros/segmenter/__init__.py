@@ -16,7 +16,7 @@ from metafusion_ros.segmenter.spec import ModelSpec, sidecar_path
 __all__ = ['load_segmenter', 'resolve_spec', 'Segmenter', 'SegmenterOutput', 'ModelSpec',
            'BACKENDS']
 
-BACKENDS = ('onnxruntime', 'tensorrt')
+BACKENDS = ('onnxruntime', 'onnxruntime-cpu', 'onnxruntime-cuda', 'tensorrt')
 
 
 def resolve_spec(model_path: str | Path, spec: ModelSpec | dict | str | Path | None) -> ModelSpec:
@@ -44,7 +44,9 @@ def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
                    **backend_options: Any) -> Segmenter:
     """Load and check a segmentation model; every mismatch is a ``ValueError`` here.
 
-    ``backend`` is ``onnxruntime`` (CPU, CUDA where present) or ``tensorrt``; ``priors`` (a
+    ``backend`` is ``onnxruntime`` (CUDA where present, else CPU), ``onnxruntime-cpu`` (the CPU
+    even where CUDA is present), ``onnxruntime-cuda`` (ONNX Runtime's CUDA provider or a
+    ``ValueError``) or ``tensorrt``; ``priors`` (a
     :class:`Priors` or a ``.npz`` path) are checked against the model's classes and feed graphs
     whose head takes them as input; ``alpha`` sets α where the graph takes it as input.
     """
@@ -54,8 +56,11 @@ def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
     spec = resolve_spec(model_path, spec)
     if priors is not None and not isinstance(priors, Priors):
         priors = Priors.load(priors)
-    if backend == 'onnxruntime':
+    if backend.startswith('onnxruntime'):
         from metafusion_ros.segmenter.onnx_backend import OnnxSegmenter
-        return OnnxSegmenter(model_path, spec, priors, alpha, **backend_options)
+        if backend == 'onnxruntime-cpu':
+            backend_options['providers'] = ['CPUExecutionProvider']
+        return OnnxSegmenter(model_path, spec, priors, alpha,
+                             require_cuda=backend == 'onnxruntime-cuda', **backend_options)
     from metafusion_ros.segmenter.tensorrt_backend import TensorRTSegmenter
     return TensorRTSegmenter(model_path, spec, priors, alpha, **backend_options)
