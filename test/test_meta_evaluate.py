@@ -7,6 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
+from tiny_onnx import tiny_model
 import yaml
 
 from metafusion_ros.cli import build_parser, main
@@ -22,6 +23,7 @@ from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_row
 from metafusion_ros.meta.report import JSON_FIELDS, write_report
 from metafusion_ros.meta.sources import build_setup
 from metafusion_ros.meta.toy import toy_drives
+from metafusion_ros.segmenter.preprocess import Nearest
 
 ALPHAS = (0.0, 0.9, 1.0)
 
@@ -172,17 +174,22 @@ def test_write_config_keeps_other_parameters(tmp_path):
         write_config(path, OperatingPoint(1.0, 0.5, 1, 2, 'MetaFusion'))
 
 
-def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
-    """The CLI writes the report and a YAML the node reads; bad results files are named."""
-    table, priors, items, _, _ = toy
+def evaluate_softmax(items, priors, tmp_path, name, *options) -> int:
+    """Save ``items`` as a --softmax folder and run `metafusion evaluate` at τ 0.5, 0.2."""
     frames = tmp_path / 'frames'
     frames.mkdir()
     for key, group, probs, gt in items:
         np.savez(frames / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
     priors.save(tmp_path / 'priors.npz')
-    code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
-                 '--cache', str(tmp_path / 'cache'), '--alphas', '0', '1', '--tau', '0.5',
-                 '0.2', '--out', str(tmp_path / 'out'), '--name', 'toy'])
+    return main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
+                 '--cache', str(tmp_path / 'cache'), *options, '--tau', '0.5', '0.2',
+                 '--out', str(tmp_path / 'out'), '--name', name])
+
+
+def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
+    """The CLI writes the report and a YAML the node reads; bad results files are named."""
+    table, priors, items, _, _ = toy
+    code = evaluate_softmax(items, priors, tmp_path, 'toy', '--alphas', '0', '1')
     assert code == 0 and '| Bayes |  | 0 |' in capsys.readouterr().out
     results = tmp_path / 'out' / 'toy.csv'
     assert len(read_rows(results)) == 1 + 2 * (1 + 2 * 2)
@@ -214,7 +221,7 @@ def tiny_network(path, classes: int, size: tuple[int, int]) -> None:
         nodes, 'tiny', [helper.make_tensor_value_info('image', TensorProto.FLOAT, [1, 3, h, w])],
         [helper.make_tensor_value_info('probs', TensorProto.FLOAT, [1, classes, h, w])],
         [weight])
-    save(helper.make_model(graph, opset_imports=[helper.make_opsetid('', 17)]), str(path))
+    save(tiny_model(graph), str(path))
     ModelSpec(Preprocess(w, h), OutputSpec('probs', 'softmax', 'NCHW'),
               toy_drives()[0]).save(path.with_suffix('.json'))
 
@@ -320,14 +327,7 @@ def test_evaluate_command_with_a_fixed_bundle(toy, fixed, tmp_path, capsys):
     """--meta-model: one drive is enough; N.json holds the documented rows."""
     table, priors, _, _, _ = toy
     _, path, new = fixed
-    frames = tmp_path / 'frames'
-    frames.mkdir()
-    for key, group, probs, gt in new:
-        np.savez(frames / f'{key}.npz', probs=probs, gt=gt, sequence=np.array(group))
-    priors.save(tmp_path / 'priors.npz')
-    code = main(['evaluate', '--softmax', str(frames), '--priors', str(tmp_path / 'priors.npz'),
-                 '--cache', str(tmp_path / 'cache'), '--meta-model', str(path), '--tau', '0.5',
-                 '0.2', '--out', str(tmp_path / 'out'), '--name', 'fixed'])
+    code = evaluate_softmax(new, priors, tmp_path, 'fixed', '--meta-model', str(path))
     text = capsys.readouterr().out
     assert code == 0 and 'The fixed meta model on these frames' in text
     rows = json.loads((tmp_path / 'out' / 'fixed.json').read_text())
@@ -402,3 +402,41 @@ def test_evaluate_command_refuses_a_bad_bundle(toy, fixed, tmp_path, capsys, cas
     assert '\n' not in err and str(bundle) in err and message in err, err
     assert not list((tmp_path / 'cache').rglob('*.npz')), 'refused before any frame ran'
     assert not (tmp_path / 'out').exists()
+
+
+def test_evaluate_scores_what_the_node_publishes(tmp_path):
+    """`evaluate --meta-model` counts the masks the node publishes, at the labels' size.
+
+    Generated frames at 1024x512 go through the shipped 512x256 network both ways: the
+    offline tools (MetaFusion at the network's size, masks enlarged to the labels) and the
+    node's engine (the same, then ``to_camera``); every Bayes, ML and MetaFusion count agrees.
+    """
+    from metafusion_ros.data.datasets import open_dataset
+    from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+
+    models = Path(__file__).resolve().parents[1] / 'models'
+    files = [str(models / name) for name in ('synthetic.onnx', 'synthetic_priors.npz',
+                                             'synthetic_meta.json')]
+    root = tmp_path / 'synth'
+    assert main(['synth', '--out', str(root), '--drives', 'test=1', '--frames', '3',
+                 '--size', '1024x512', '--seed', '2']) == 0
+    assert main(['evaluate', '--dataset', 'synthetic', '--root', str(root), '--split', 'test',
+                 '--model', files[0], '--priors', files[1], '--meta-model', files[2],
+                 '--alphas', '1', '--tau', '0.5', '--fusion', 'reference', '--cache',
+                 str(tmp_path / 'cache'), '--out', str(tmp_path / 'out'), '--name', 'n']) == 0
+    rows = {r['rule']: r for r in json.loads((tmp_path / 'out' / 'n.json').read_text())}
+    engine = FusionEngine.load(EngineConfig(*files, alpha=1.0, tau=0.5, fusion='reference'))
+    totals = {rule: SegmentCounts() for rule in rows}
+    frames = open_dataset('synthetic', root, 'test', engine.table)
+    for frame in map(frames.read, frames.files):
+        processed = engine.process(frame.image)
+        assert processed.result.fused.shape == (256, 512) and frame.labels.shape == (512, 1024)
+        to_camera = Nearest.between(processed.result.fused.shape, frame.labels.shape)
+        for rule, pred in (('bayes', processed.result.pred_bayes),
+                           ('ml', processed.result.pred_ml),
+                           ('metafusion', processed.result.fused)):
+            totals[rule] += segment_counts(to_camera.labels(pred), frame.labels, engine.table)
+    assert totals['ml'].tp > totals['bayes'].tp or totals['ml'].fp > totals['bayes'].fp
+    for rule, counts in totals.items():
+        assert (rows[rule]['tp'], rows[rule]['fp'], rows[rule]['fn']) == (
+            counts.tp, counts.fp, counts.fn), rule

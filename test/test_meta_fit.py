@@ -11,8 +11,8 @@ from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.segments import disagreeing_candidates
 from metafusion_ros.meta.classifier import MetaBundle, ModelContext
-from metafusion_ros.meta.collect import (ArraySource, candidate_labels, candidate_set, collect,
-                                         NpzSource)
+from metafusion_ros.meta.collect import (ArraySource, at_labels, candidate_labels, candidate_set,
+                                         collect, NpzSource)
 from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_bundle
 from metafusion_ros.meta.toy import toy_drives
 
@@ -228,3 +228,19 @@ def test_segmenter_source_keys_and_drives_per_split(toy):
         assert [(r.key, r.group) for r in source.frames()] == [
             ('val_synth_000000_000001_leftImg8bit', groups[0]),
             ('test_synth_000000_000001_leftImg8bit', groups[1])]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(4, 12), st.integers(4, 12), st.integers(3, 30), st.integers(3, 30),
+       st.integers(0, 2**31))
+def test_candidate_labels_at_the_labels_size(h, w, big_h, big_w, seed):
+    """With labels of another size, a candidate is a TP iff its enlarged mask meets GT c."""
+    rng = np.random.default_rng(seed)
+    ml = np.where(rng.random((h, w)) < 0.4, 2, 0).astype(np.uint8)
+    cand = disagreeing_candidates(ml, np.zeros_like(ml), 2)
+    gt = np.where(rng.random((big_h, big_w)) < 0.1, 2, 0).astype(np.uint8)
+    ids = np.zeros(h * w, np.int64)
+    ids[cand.pixels] = cand.pixel_ids
+    enlarged = at_labels(ids.reshape(h, w).astype(np.uint8), gt)  # < 256 candidates here
+    expected = [bool((gt[enlarged == k] == 2).any()) for k in range(1, cand.count + 1)]
+    np.testing.assert_array_equal(candidate_labels(cand, gt, small_table()), expected)

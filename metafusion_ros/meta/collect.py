@@ -9,10 +9,16 @@ each candidate (eq. 13: 1 iff at least one of its pixels has ground truth c) and
 of ``fit`` after ``evaluate`` needs no network and no segment stage. The cache folder is keyed by
 the source, the priors and the class table.
 
+MetaFusion runs where the node runs it, at the network's output resolution (a dataset's frames
+through :meth:`~metafusion_ros.segmenter.base.Segmenter.infer_network`), so the features a meta
+classifier is fitted on are the node's; ground truth stays at the labels' resolution, and every
+count (eq. 13 labels, FP/FN, IoU) scores the masks as the node publishes them, enlarged to it
+(nearest, :func:`at_labels`).
+
 Per frame (``<key>.base.npz``): ``pred_bayes``, ``gt``. Per frame and α (``<key>.a<α>.npz``):
 ``pred_ml``, ``pixels`` and ``pixel_ids`` (the sparse candidate map), ``boxes``, ``sizes``,
 ``dropped``, ``agreeing`` (pixels of the agreeing ML class-c segments, spec §5), ``features``,
-``labels`` (eq. 13).
+``labels`` (eq. 13). Masks and candidates are at the softmax's size, ``gt`` at the labels'.
 """
 from __future__ import annotations
 
@@ -31,12 +37,14 @@ from ..core.pipeline import MetaFusion
 from ..core.priors import Priors
 from ..core.segments import Candidates
 from ..data.frame import FrameSource
+from ..segmenter.preprocess import Nearest
 
 __all__ = ['FrameRef', 'Source', 'ArraySource', 'NpzSource', 'SegmenterSource', 'CachedFrame',
-           'CandidateSet', 'collect', 'candidate_labels', 'load_frames', 'candidate_set']
+           'CandidateSet', 'collect', 'candidate_labels', 'load_frames', 'candidate_set',
+           'at_labels']
 
 _SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
-CACHE_FORMAT = 2  # part of the cache key: 2 added ``agreeing``
+CACHE_FORMAT = 3  # part of the cache key: 2 added ``agreeing``, 3 the network's resolution
 
 
 @dataclass(frozen=True)
@@ -141,7 +149,7 @@ class SegmenterSource:
     frame's key is ``<split>_<image stem>``; its drive is the reader's sequence, prefixed with the
     split when ``drives_per_split`` (the synthetic generator numbers its drives per split, so
     ``val`` and ``test`` both have a drive 0). ``segment`` maps an RGB image to a softmax at the
-    image's resolution; ``tag`` names the network and data (cache key).
+    network's output resolution (the node's); ``tag`` names the network and data (cache key).
     """
 
     splits: dict[str, FrameSource]
@@ -215,11 +223,27 @@ class CandidateSet:
                 'frames_with_candidates': int(np.unique(self.frame).size), 'drives': drives}
 
 
+def at_labels(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Return the label map ``pred`` at ``gt``'s size, enlarged as the node publishes it."""
+    return Nearest.between(tuple(pred.shape), tuple(gt.shape)).labels(pred)
+
+
 def candidate_labels(candidates: Candidates, gt: np.ndarray, table: ClassTable) -> np.ndarray:
-    """Return eq. 13 labels: 1 iff at least one pixel of the candidate has ground truth c."""
-    gt = table.merge_labels(gt).ravel()[candidates.pixels]
+    """Return eq. 13 labels: 1 iff at least one pixel of the candidate has ground truth c.
+
+    With ``gt`` of another size than the candidates' map, a candidate's pixels are those it
+    covers in the mask enlarged to ``gt``'s size (:func:`at_labels`).
+    """
+    target = table.merge_labels(gt) == table.target
+    height, width = candidates.shape
+    if target.shape == (height, width):
+        hit_pixels = target.ravel()
+    else:  # each label pixel samples one network pixel: mark the sampled ones with c
+        nearest = Nearest.between((height, width), target.shape)
+        hit_pixels = np.zeros(height * width, dtype=bool)
+        hit_pixels[(nearest.rows[:, None] * width + nearest.cols[None, :])[target]] = True
     hit = np.zeros(candidates.count + 1, dtype=bool)
-    hit[candidates.pixel_ids[gt == table.target]] = True
+    hit[candidates.pixel_ids[hit_pixels[candidates.pixels]]] = True
     return hit[1:]
 
 
@@ -240,9 +264,9 @@ def _process(fusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: FrameRe
              alphas: list[float], folder: Path) -> None:
     """Run MetaFusion on one frame for each α and write the cache files."""
     table = fusion.table
-    if gt.shape != probs.shape[:2]:
-        raise ValueError(f'frame {ref.key}: ground truth {gt.shape} and softmax '
-                         f'{probs.shape[:2]} differ in size')
+    if gt.ndim != 2 or probs.ndim != 3:
+        raise ValueError(f'frame {ref.key}: ground truth {gt.shape} is not (H, W) or softmax '
+                         f'{probs.shape} not (h, w, C)')
     table.check_labels(gt, f'ground truth of frame {ref.key}')
     base = folder / f'{ref.key}.base.npz'
     for alpha in alphas:

@@ -23,7 +23,7 @@ from ..core.evaluation import (added_tp_share, confusion, delta, iou_per_class, 
                                SegmentCounts, segment_counts)
 from ..core.fusion import FUSION_MODES, fuse
 from .classifier import check_training_set, MetaBundle, MetaParams, ModelContext
-from .collect import candidate_set, load_frames
+from .collect import at_labels, candidate_set, load_frames
 from .fit import cross_validate, CrossValidation
 
 __all__ = ['DEFAULT_ALPHAS', 'RuleResult', 'Scores', 'Evaluation', 'out_of_fold', 'evaluate',
@@ -202,7 +202,8 @@ class _Tally:
     kept_tp: int = 0
 
     def add(self, pred: np.ndarray, gt: np.ndarray, table: ClassTable) -> None:
-        """Add one frame."""
+        """Add one frame (``pred`` enlarged to ``gt``'s size as the node publishes it)."""
+        pred = at_labels(pred, gt)
         self.counts = self.counts + segment_counts(pred, gt, table)
         frame_conf = confusion(pred, gt, table)
         self.conf = frame_conf if self.conf is None else self.conf + frame_conf

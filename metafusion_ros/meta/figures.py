@@ -8,7 +8,7 @@ import numpy as np
 
 from ..core.classes import ClassTable
 from ..core.fusion import fuse
-from .collect import CachedFrame
+from .collect import at_labels, CachedFrame
 
 __all__ = ['fp_fn_figure', 'importance_figure', 'collage_figure']
 
@@ -95,7 +95,7 @@ def collage_figure(frames: list[tuple[CachedFrame, np.ndarray]], table: ClassTab
                   (f'MetaFusion, reference ({int(keep.sum())}/{keep.size} kept)', fused),
                   ('ground truth', frame.gt))
         for ax, (name, labels) in zip(row, panels):
-            ax.imshow(_colour(labels, table), interpolation='nearest')
+            ax.imshow(_colour(at_labels(labels, frame.gt), table), interpolation='nearest')
             ax.set_title(f'{frame.ref.key}: {name}', fontsize=8)
             ax.axis('off')
     fig.suptitle(title, fontsize=10)

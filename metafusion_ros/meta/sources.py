@@ -107,7 +107,7 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
           f'{data.hexdigest()}'
 
     def segment(image):
-        probs = segmenter.infer(image).probs
+        probs = segmenter.infer_network(image).probs
         if probs is None:
             raise ValueError(f'model {args.model} carries the MetaFusion head and gives no '
                              f'softmax; fit and evaluate need the plain model')
