@@ -113,8 +113,11 @@ def test_synth_command_writes_the_cityscapes_layout(tmp_path, capsys):
 
 
 def test_shipped_synthetic_priors_come_from_the_committed_generator(tmp_path):
-    """The first frame of every train drive, generated now as `make results` does (seed 0,
-    1024x512), has the label file the shipped priors recorded (else: run `make results`)."""
+    """The shipped synthetic priors record the label files the committed generator writes.
+
+    The first frame of every train drive, generated now as `make results` does (seed 0,
+    1024x512), has the label file the shipped priors recorded (else: run `make results`).
+    """
     from metafusion_ros.core.classes import cityscapes_table
     from metafusion_ros.core.priors import Priors
     from metafusion_ros.data.datasets import open_dataset
