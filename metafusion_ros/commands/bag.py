@@ -37,6 +37,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     play.add_argument('--clock', action='store_true',
                       help='publish the bag time on /clock (rosgraph_msgs/Clock), for nodes '
                            'run with use_sim_time')
+    play.add_argument('--wait', type=float, default=3.0,
+                      help='seconds to wait for a subscriber on every played topic before the '
+                           'first message (DDS discovery; 0: start at once) (3)')
     play.set_defaults(func=_play)
 
     score = sub.add_parser('score', help='replay a bag to a running node and score its masks')
@@ -81,7 +84,7 @@ def _play(args: argparse.Namespace) -> int:
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
     from ..ros.bag import (BagError, clock_publisher, DriveBag, GT_TOPIC, publishers, replay,
-                           unknown_topics)
+                           unknown_topics, wait_for_subscribers)
     from ..ros.dds import use_large_frames_profile
 
     bag = DriveBag(args.bag)
@@ -96,9 +99,14 @@ def _play(args: argparse.Namespace) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        count = replay(executor, bag, publishers(node, bag, topics), rate=args.rate,
-                       loop=args.loop, should_stop=lambda: not rclpy.ok(), skipped=skipped,
-                       clock=clock_publisher(node) if args.clock else None)
+        pubs = publishers(node, bag, topics)
+        clock = clock_publisher(node) if args.clock else None
+        alone = wait_for_subscribers(executor, node, [*pubs, '/clock'], args.wait)
+        if alone:
+            print(f'metafusion bag play: no subscriber on {", ".join(alone)} after '
+                  f'{args.wait:g} s; playing anyway', file=sys.stderr)
+        count = replay(executor, bag, pubs, rate=args.rate, loop=args.loop,
+                       should_stop=lambda: not rclpy.ok(), skipped=skipped, clock=clock)
         print(f'published {count} messages from {args.bag}' + (
             f'; skipped {sum(skipped.values())} ({_reasons(skipped)})' if skipped else ''))
     except (KeyboardInterrupt, ExternalShutdownException):

@@ -25,7 +25,8 @@ from rosbags.typesys import get_typestore, Stores
 from ..core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
-           'replay', 'publishers', 'clock_publisher', 'header_stamp', 'message_class',
+           'replay', 'publishers', 'clock_publisher', 'wait_for_subscribers', 'header_stamp',
+           'message_class',
            'deserialize', 'cdr_problem', 'KNOWN_TYPES', 'unknown_topics']
 
 IMAGE_TOPIC = '/camera/image_raw'
@@ -265,6 +266,24 @@ def clock_publisher(node: Any) -> Callable[[int], None]:
         msg.clock.sec, msg.clock.nanosec = divmod(ns, 10**9)
         pub.publish(msg)
     return publish
+
+
+def wait_for_subscribers(executor: Any, node: Any, topics: Iterable[str],
+                         timeout: float) -> list[str]:
+    """Spin until each of ``node``'s publishers on ``topics`` has matched a subscriber.
+
+    DDS discovery takes a moment; what is published before it completes is lost (volatile
+    durability). Return the topics still without a subscriber after ``timeout`` seconds.
+    """
+    topics = set(topics)
+    deadline = time.monotonic() + timeout
+
+    def unmatched() -> list[str]:
+        return sorted(p.topic_name for p in node.publishers
+                      if p.topic_name in topics and p.get_subscription_count() == 0)
+    while unmatched() and time.monotonic() < deadline:
+        executor.spin_once(timeout_sec=0.05)
+    return unmatched()
 
 
 def header_stamp(data: bytes) -> tuple[int, int]:
