@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 from tiny_onnx import tiny_model
+from toy_data import toy_drives
 import yaml
 
 from metafusion_ros.cli import build_parser, main
@@ -22,7 +23,6 @@ from metafusion_ros.meta.fit import fit_bundle
 from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
 from metafusion_ros.meta.report import JSON_FIELDS, write_report
 from metafusion_ros.meta.sources import build_setup
-from metafusion_ros.meta.toy import toy_drives
 from metafusion_ros.segmenter.preprocess import Nearest
 
 ALPHAS = (0.0, 0.9, 1.0)

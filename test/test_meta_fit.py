@@ -5,6 +5,7 @@ from hypothesis import given, settings, strategies as st
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from toy_data import toy_drives
 
 from metafusion_ros.cli import main
 from metafusion_ros.core.classes import ClassTable
@@ -14,7 +15,6 @@ from metafusion_ros.meta.classifier import MetaBundle, ModelContext
 from metafusion_ros.meta.collect import (ArraySource, at_labels, candidate_labels, candidate_set,
                                          collect, NpzSource)
 from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_bundle
-from metafusion_ros.meta.toy import toy_drives
 
 
 @pytest.fixture(scope='module')

@@ -54,16 +54,6 @@ class FrameResult:
     keep: np.ndarray
     fused: np.ndarray
 
-    @property
-    def kept_ids(self) -> np.ndarray:
-        """Return the ids of the candidates fused into the mask (false negatives recovered)."""
-        return self.candidates.ids[self.keep]
-
-    @property
-    def dropped_ids(self) -> np.ndarray:
-        """Return the ids of the candidates the meta classifier dropped (false positives)."""
-        return self.candidates.ids[~self.keep]
-
 
 class MetaFusion:
     """MetaFusion with fixed priors, class table, α, τ and fusion reading (§5).

@@ -475,8 +475,8 @@ class MetaFusionNode(LifecycleNode):
             return
         result = processed.result
         self.stats.add(candidates=result.candidates.count,
-                       fn_recovered=int(result.keep.sum()),
-                       fp_dropped=int((~result.keep).sum()))
+                       candidates_kept=int(result.keep.sum()),
+                       candidates_dropped=int((~result.keep).sum()))
         self.stats.frame_done(latency, result.candidates.count, {
             'conversion': (converted - start) * 1e3, **processed.stages_ms,
             'publish': (time.perf_counter() - done) * 1e3})

@@ -1,4 +1,4 @@
-"""A toy street-scene softmax generator for the meta tools' tests and the docs' quick start.
+"""A toy street-scene softmax generator for the meta tools' tests.
 
 Frames are tiny (default 48x64) CamVid-class label maps (sky, building band, pavement, road) with
 pedestrians in the building/pavement band, and a softmax a weak network might produce: true
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.classes import camvid_table, ClassTable
-from ..core.priors import estimate_priors, Priors
+from metafusion_ros.core.classes import camvid_table, ClassTable
+from metafusion_ros.core.priors import estimate_priors, Priors
 
 __all__ = ['toy_frame', 'toy_drives']
 
