@@ -26,8 +26,7 @@ from ..core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
            'replay', 'publishers', 'clock_publisher', 'wait_for_subscribers', 'header_stamp',
-           'message_class',
-           'deserialize', 'cdr_problem', 'KNOWN_TYPES', 'unknown_topics']
+           'message_class', 'deserialize', 'cdr_problem', 'KNOWN_TYPES', 'unknown_topics']
 
 IMAGE_TOPIC = '/camera/image_raw'
 INFO_TOPIC = '/camera/camera_info'

@@ -46,9 +46,9 @@ def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
 
     ``backend`` is ``onnxruntime`` (CUDA where present, else CPU), ``onnxruntime-cpu`` (the CPU
     even where CUDA is present), ``onnxruntime-cuda`` (ONNX Runtime's CUDA provider or a
-    ``ValueError``) or ``tensorrt``; ``priors`` (a
-    :class:`Priors` or a ``.npz`` path) are checked against the model's classes and feed graphs
-    whose head takes them as input; ``alpha`` sets α where the graph takes it as input.
+    ``ValueError``) or ``tensorrt``; ``priors`` (a :class:`Priors` or a ``.npz`` path) are
+    checked against the model's classes and feed graphs whose head takes them as input;
+    ``alpha`` sets α where the graph takes it as input.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown segmenter backend {backend!r}; known: {", ".join(BACKENDS)}')
