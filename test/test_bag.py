@@ -152,3 +152,27 @@ def test_cli_make_from_camvid(tmp_path):
     assert bag.table().name == 'camvid'
     truth = list(bag.ground_truth().values())
     assert len(truth) == 2 and truth[0].shape == (360, 480) and truth[0].max() <= 11
+
+
+def test_play_waits_for_subscribers_and_names_the_lonely_topics(tmp_path):
+    """With nobody subscribed, ``bag play`` waits ``--wait`` s, names the topics, then plays."""
+    import subprocess
+    import sys
+
+    from test_node_harness import REPO, ros_env
+
+    out = tmp_path / 'drive'
+    write_drive(drive_frames(2), out, fixtures.tiny_table(), rate=20.0)
+    env = ros_env(domain_for(75), tmp_path / 'log')
+    for wait, lonely in (('0.5', True), ('0', False)):
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, '-m', 'metafusion_ros.cli', 'bag', 'play',
+                               str(out), '--wait', wait], env=env, cwd=REPO, text=True,
+                              capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        assert f'published 4 messages from {out}' in proc.stdout
+        warning = (f'no subscriber on {INFO_TOPIC}, {IMAGE_TOPIC} after {wait} s; '
+                   f'playing anyway')
+        assert (warning in proc.stderr) == lonely, proc.stderr
+        if lonely:
+            assert time.monotonic() - start >= 0.5

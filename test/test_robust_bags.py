@@ -157,7 +157,7 @@ CLI_CASES = {
                       [f'{IMAGE_TOPIC} holds std_msgs/msg/String messages']),
     'mistyped_score': (['bag', 'score', 'mistyped', '--timeout', '1'], 2,
                        [f'{IMAGE_TOPIC} holds std_msgs/msg/String messages']),
-    'corrupt_play': (['bag', 'play', 'corrupt', '--rate', '50'], 0,
+    'corrupt_play': (['bag', 'play', 'corrupt', '--rate', '50', '--wait', '0'], 0,
                      ['published 2 messages', f'skipped 1 ({IMAGE_TOPIC}: corrupt_cdr x1)']),
     'empty_play': (['bag', 'play', 'empty'], 2, ['holds no messages']),
     'empty_score': (['bag', 'score', 'empty', '--timeout', '1'], 2,
@@ -169,7 +169,7 @@ CLI_CASES = {
     'corrupt_truth_score': (['bag', 'score', 'corrupt_truth', '--timeout', '1'], 2,
                             ['corrupt ground truth message']),
     'missing_play': (['bag', 'play', 'missing'], 2, ['does not exist']),
-    'foreign_play': (['bag', 'play', 'foreign', '--rate', '50'], 0, [
+    'foreign_play': (['bag', 'play', 'foreign', '--rate', '50', '--wait', '0'], 0, [
         'published 2 messages', 'skipped 4 (/foo: unknown type this/msg/Foo x2, '
         '/tf: unknown type tf2_msgs/msg/TFMessage x2)']),
 }

@@ -101,7 +101,8 @@ def _play(args: argparse.Namespace) -> int:
     try:
         pubs = publishers(node, bag, topics)
         clock = clock_publisher(node) if args.clock else None
-        alone = wait_for_subscribers(executor, node, [*pubs, '/clock'], args.wait)
+        alone = wait_for_subscribers(executor, node, [*pubs, '/clock'], args.wait) \
+            if args.wait > 0 else []
         if alone:
             print(f'metafusion bag play: no subscriber on {", ".join(alone)} after '
                   f'{args.wait:g} s; playing anyway', file=sys.stderr)
