@@ -195,6 +195,9 @@ def test_fit_command_bad_input(toy, tmp_path, capsys):
     np.savez(bad / 'd0_000.npz', probs=items[0][2])
     assert main(args + ['--softmax', str(bad)]) == 2
     assert 'needs arrays probs and gt' in capsys.readouterr().err
+    np.savez(bad / 'd0_000.npz', probs=items[0][2], gt=items[0][3][None])
+    assert main(args + ['--softmax', str(bad), '--cache', str(tmp_path / 'cache3d')]) == 2
+    assert 'frame d0_000: ground truth (1, 48, 64) is not (H, W)' in capsys.readouterr().err
     frames = write_npz_folder(items[:4], tmp_path / 'one_drive')
     assert main(args + ['--softmax', str(frames), '--alphas', '0']) == 2
     assert 'no candidate segments' in capsys.readouterr().err
