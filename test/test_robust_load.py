@@ -10,9 +10,9 @@ import time
 import numpy as np
 import pytest
 from sensor_msgs.msg import Image
-from test_node_harness import (accounted, domain_for, image_msg, MALFORMED, node_output,
-                               NodeUnderTest, Peer, ros_env, skipped, start_node, stop_node,
-                               with_stamp, write_files)
+from test_node_harness import (accounted, BURST_SCENE, domain_for, image_msg, MALFORMED,
+                               node_output, NodeUnderTest, Peer, ros_env, skipped, start_node,
+                               stop_node, with_stamp, write_files)
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
@@ -100,12 +100,14 @@ def test_camera_that_disappears_and_comes_back_is_picked_up(node, reference):
 
 def test_valid_burst_is_thinned_and_fully_accounted(node, reference):
     """Frames faster than the node: older ones dropped (counted), the newest processed."""
-    big = image_msg(np.repeat(np.repeat(SCENE, 8, axis=0), 8, axis=1), 50)
+    big = image_msg(BURST_SCENE, 50)
     for _ in range(30):
         node.pub.publish(big)
     assert node.tester.spin_until(
         lambda: accounted(node.values()) and with_stamp(node.masks, 50), timeout=30.0,
-        every=lambda: node.pub.publish(big), period=2.0)
+        every=lambda: node.pub.publish(big), period=2.0), \
+        f'masks of stamp 50: {len(with_stamp(node.masks, 50))}; {node.values()}; ' \
+        f'alive: {node.proc.poll() is None}; {node_output(node.proc)[-2000:]}'
     alive_and_correct(node, reference, 5)
 
 
@@ -118,7 +120,7 @@ def test_signal_while_processing_exits_cleanly(tmp_path, sig):
                       {'model_path': files['model'], 'priors_path': files['priors']}, name=NAME)
     tester = Peer(domain)
     masks = tester.subscribe(MASK, Image)
-    big = image_msg(np.repeat(np.repeat(SCENE, 8, axis=0), 8, axis=1), 60)
+    big = image_msg(BURST_SCENE, 60)
     try:
         assert tester.spin_until(lambda: len(masks) > 0,
                                  every=lambda: tester.publisher(INPUT).publish(big))
