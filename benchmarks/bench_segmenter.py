@@ -1,10 +1,13 @@
-"""ONNX Runtime latency of the default model with and without the in-graph MetaFusion head.
+"""ONNX Runtime latency of the default model, and of the per-pixel MetaFusion work after it.
 
 Prints one JSON line per case (median of >= 5 runs after a warm-up, single-threaded unless
-``--threads``): ``network`` (the plain model at its input size, softmax out), ``network_head``
-(the same graph with the head appended, masks and heatmaps out) and ``head_extra`` (the
-difference, the head's cost). Uses ``models/synthetic.onnx`` when present, else
-``models/camvid.onnx``; priors are uniform-ish (the head's cost does not depend on their values).
+``--threads``): ``network`` (the model at its input size, softmax out) and ``kernels`` (on that
+softmax, at the network's output size: ``rules_ms`` the Bayes and ML masks of
+:func:`~metafusion_ros.core.kernels.decision_rules`, ``heatmaps_full_ms`` the full-frame E, M, V
+the node computes on demand, ``share_of_network`` both together over the network's time). Uses
+``models/synthetic.onnx`` when present, else ``models/camvid.onnx`` (``--model`` for another, e.g.
+``models/cityscapes_espnet.onnx``); priors are the model's ``*_priors.npz`` when there, else
+uniform-ish (the kernels' cost does not depend on their values).
 """
 from __future__ import annotations
 
@@ -12,23 +15,34 @@ import argparse
 import json
 from pathlib import Path
 import sys
-import tempfile
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from metafusion_ros.core import kernels  # noqa: E402
+from metafusion_ros.core.pipeline import MetaFusion, priors_channel_map  # noqa: E402
 from metafusion_ros.core.priors import Priors  # noqa: E402
 from metafusion_ros.segmenter import load_segmenter, resolve_spec  # noqa: E402
-from metafusion_ros.segmenter.head import add_head_file  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 DEFAULT_MODELS = (ROOT / 'models' / 'synthetic.onnx', ROOT / 'models' / 'camvid.onnx')
 
 
+def model_priors(model: Path, table) -> Priors:
+    """Return the model's shipped priors, or random ones of its class table."""
+    shipped = model.with_name(f'{model.stem}_priors.npz')
+    if shipped.is_file():
+        return Priors.load(shipped)
+    rng = np.random.default_rng(1)
+    level = 'class' if table.category_names is None else 'category'
+    k = table.num_classes if level == 'class' else len(table.category_names)
+    return Priors(rng.dirichlet(np.ones(k), (64, 128)).astype(np.float32), table, level)
+
+
 def main() -> int:
-    """Run the three cases and print their JSON lines."""
+    """Run the two cases and print their JSON lines."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--model', type=Path, default=None)
     parser.add_argument('--runs', type=int, default=7)
@@ -39,27 +53,27 @@ def main() -> int:
         print(json.dumps({'case': 'segmenter', 'skipped': 'no model in models/'}))
         return 0
     spec = resolve_spec(model, None)
-    plain = load_segmenter(model, spec=spec, threads=args.threads)
-    x = plain.preprocess(np.random.default_rng(0).integers(
-        0, 256, (plain.preprocess.height, plain.preprocess.width, 3), dtype=np.uint8))
-    rng = np.random.default_rng(1)
-    table = spec.table
-    level = 'class' if table.category_names is None else 'category'
-    k = table.num_classes if level == 'class' else len(table.category_names)
-    priors = Priors(rng.dirichlet(np.ones(k), (64, 128)).astype(np.float32), table, level)
-    base = {'model': model.name, 'input': [plain.preprocess.width, plain.preprocess.height],
-            'classes': table.num_classes, 'threads': args.threads, 'runs': args.runs,
-            'providers': plain.providers}
-    net_ms = median_ms(lambda: plain.run_network(x), args.runs, warmup=1)
+    segmenter = load_segmenter(model, spec=spec, threads=args.threads)
+    image = np.random.default_rng(0).integers(
+        0, 256, (segmenter.preprocess.height, segmenter.preprocess.width, 3), dtype=np.uint8)
+    x = segmenter.preprocess(image)
+    base = {'model': model.name, 'input': [segmenter.preprocess.width,
+                                           segmenter.preprocess.height],
+            'classes': spec.table.num_classes, 'threads': args.threads, 'runs': args.runs,
+            'providers': segmenter.providers}
+    net_ms = median_ms(lambda: segmenter.run_network(x), args.runs, warmup=1)
     print(json.dumps({'case': 'network', **base, 'median_ms': round(net_ms, 2)}))
-    with tempfile.TemporaryDirectory() as tmp:
-        headed_path = Path(tmp) / 'head.onnx'
-        add_head_file(model, headed_path, spec, priors, alpha=1.0)
-        headed = load_segmenter(headed_path, threads=args.threads)
-        head_ms = median_ms(lambda: headed.run_network(x), args.runs, warmup=1)
-    print(json.dumps({'case': 'network_head', **base, 'median_ms': round(head_ms, 2)}))
-    print(json.dumps({'case': 'head_extra', **base, 'median_ms': round(head_ms - net_ms, 2),
-                      'share_of_network': round((head_ms - net_ms) / net_ms, 3)}))
+    probs = segmenter.infer_network(image).probs
+    metafusion = MetaFusion(model_priors(model, spec.table), spec.table, alpha=1.0)
+    shape = probs.shape[:2]
+    inverse = metafusion.inverse_prior_alpha(shape)
+    channels = priors_channel_map(metafusion.priors_at(shape))
+    rules_ms = median_ms(lambda: kernels.decision_rules(
+        probs, inverse, channels, spec.table.merged_away), args.runs, warmup=1)
+    heat_ms = median_ms(lambda: metafusion.heatmaps_at(probs), args.runs, warmup=1)
+    print(json.dumps({'case': 'kernels', **base, 'size': list(probs.shape),
+                      'rules_ms': round(rules_ms, 2), 'heatmaps_full_ms': round(heat_ms, 2),
+                      'share_of_network': round((rules_ms + heat_ms) / net_ms, 3)}))
     return 0
 
 

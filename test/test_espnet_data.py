@@ -242,23 +242,6 @@ def test_shipped_category_priors_fit_their_network(shared_dir, model, priors):
     assert 0.05 < loaded.probs[..., human].max() < 0.5
 
 
-@pytest.mark.parametrize('mode', ['input', 'constant'])
-def test_metafusion_head_appends_to_a_shipped_espnet(tmp_path, mode):
-    """`add-head` takes the shipped network with its category priors; Bayes = the plain argmax."""
-    from metafusion_ros.segmenter.head import add_head_file
-    model = MODELS / 'camvid_espnet.onnx'
-    priors = Priors.load(MODELS / 'camvid_category_priors.npz')
-    plain = load_segmenter(model)
-    add_head_file(model, tmp_path / 'head.onnx', plain.spec, priors, mode=mode)
-    headed = load_segmenter(tmp_path / 'head.onnx', priors=priors)
-    image = np.random.default_rng(3).integers(0, 256, (360, 480, 3), dtype=np.uint8)
-    out = headed.infer(image).head
-    expected = plain.infer(image).probs.argmax(-1)
-    assert np.mean(out.pred_bayes == expected) > 0.999  # float ties aside
-    human = (out.pred_ml == 9) | (out.pred_ml == 10)
-    assert human.sum() >= ((expected == 9) | (expected == 10)).sum()  # ML adds humans
-
-
 @pytest.mark.parametrize('name,floor', [('camvid_espnet', 0.45), ('cityscapes_espnet', 0.2)])
 def test_shipped_espnets_segment_real_camvid_frames(shared_dir, tmp_path, name, floor):
     """On three CamVid test frames both networks segment far above chance (one drive)."""

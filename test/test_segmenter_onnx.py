@@ -8,10 +8,8 @@ import pytest
 from tiny_onnx import tiny_model
 
 from metafusion_ros.core import classes
-from metafusion_ros.core.pipeline import HeadOutputs
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.head import add_head_file
 from metafusion_ros.segmenter.preprocess import Preprocess, resize_labels, resize_maps
 from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
 
@@ -60,9 +58,9 @@ def test_probs_at_camera_resolution(tmp_path, layout, kind):
     """A plain model yields a softmax (H, W, C) at the camera resolution, any layout/kind."""
     write_model(tmp_path / 'm.onnx', layout=layout, kind=kind)
     seg = load_segmenter(tmp_path / 'm.onnx', spec=spec_for(layout, kind))
-    assert seg.input_size == (IN_W, IN_H) and seg.num_classes == C and not seg.has_head
+    assert seg.input_size == (IN_W, IN_H) and seg.num_classes == C
     out = seg.infer(image())
-    assert out.head is None and out.probs.shape == (36, 48, C)
+    assert out.probs.shape == (36, 48, C)
     assert out.probs.dtype == np.float32
     np.testing.assert_allclose(out.probs.sum(-1), 1, atol=1e-5)
     assert out.probs.min() >= 0
@@ -127,45 +125,6 @@ def test_resize_maps_is_pils_bilinear_at_any_size(shape, size):
         np.testing.assert_allclose(got.sum(axis=2), 1, atol=1e-5)
 
 
-def test_head_model_yields_head_outputs(tmp_path):
-    """A headed graph yields HeadOutputs (uint8 masks, float heatmaps) at camera resolution."""
-    write_model(tmp_path / 'm.onnx')
-    priors = Priors(np.full((6, 8, C), 1.0 / C, np.float32), TABLE)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'h.onnx', spec_for(), priors,
-                  mode='alpha-input', probs_ml=True)
-    seg = load_segmenter(tmp_path / 'h.onnx', priors=priors)  # spec read from h.json
-    out = seg.infer(image())
-    assert isinstance(out.head, HeadOutputs) and seg.has_head
-    assert out.head.pred_ml.shape == (36, 48) and out.head.pred_ml.dtype == np.uint8
-    assert out.head.entropy.dtype == np.float32 and out.probs_ml.shape == (36, 48, C)
-    plain = load_segmenter(tmp_path / 'm.onnx', spec=spec_for()).infer(image()).probs
-    # uniform priors: ML equals Bayes; the ML probabilities equal the softmax
-    np.testing.assert_array_equal(out.head.pred_ml, out.head.pred_bayes)
-    np.testing.assert_allclose(out.probs_ml, plain, atol=1e-5)
-    seg.alpha = 0.5
-    assert seg.alpha == 0.5
-    with pytest.raises(ValueError, match='alpha'):
-        seg.alpha = 2.0
-
-
-def test_priors_input_and_constant_alpha(tmp_path):
-    """A priors-input graph needs priors; a constant-α graph refuses another α."""
-    write_model(tmp_path / 'm.onnx')
-    priors = Priors(np.full((6, 8, C), 1.0 / C, np.float32), TABLE)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'in.onnx', spec_for(), None, mode='input')
-    with pytest.raises(ValueError, match='pass priors'):
-        load_segmenter(tmp_path / 'in.onnx')
-    seg = load_segmenter(tmp_path / 'in.onnx', priors=priors, alpha=0.9)
-    assert seg.infer(image()).head.pred_bayes.shape == (36, 48)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'c.onnx', spec_for(), priors, alpha=0.9)
-    with pytest.raises(ValueError, match='baked into the graph'):
-        load_segmenter(tmp_path / 'c.onnx', alpha=1.0)
-    other = Priors(np.random.default_rng(0).dirichlet(np.ones(C), (6, 8)).astype(np.float32),
-                   TABLE)
-    with pytest.raises(ValueError, match='other priors'):
-        load_segmenter(tmp_path / 'c.onnx', priors=other)
-
-
 def test_bad_models_fail_at_load_time(tmp_path):
     """Missing, corrupt, wrong-rank, wrong-class-count and wrong-input models: clear errors."""
     with pytest.raises(FileNotFoundError, match='does not exist'):
@@ -217,21 +176,10 @@ def test_priors_class_mismatch_and_bad_spec_files(tmp_path):
         {'preprocess': {'width': IN_W, 'height': IN_H}, 'output': {'kind': 'argmax'}}))
     with pytest.raises(ValueError, match="'softmax' or 'logits'"):
         load_segmenter(tmp_path / 'm.onnx')
-
-
-def test_int32_label_head_is_read_as_uint8(tmp_path):
-    """A head built with int32 label maps (for TensorRT) still yields uint8 masks."""
-    write_model(tmp_path / 'm.onnx')
-    priors = Priors(np.random.default_rng(2).dirichlet(np.ones(C), (6, 8)).astype(np.float32),
-                    TABLE)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'u8.onnx', spec_for(), priors)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'i32.onnx', spec_for(), priors,
-                  label_dtype='int32')
-    a = load_segmenter(tmp_path / 'u8.onnx').infer(image()).head
-    b = load_segmenter(tmp_path / 'i32.onnx').infer(image()).head
-    assert b.pred_ml.dtype == np.uint8
-    np.testing.assert_array_equal(a.pred_ml, b.pred_ml)
-    np.testing.assert_array_equal(a.pred_bayes, b.pred_bayes)
+    (tmp_path / 'm.json').write_text(json.dumps(
+        {'preprocess': {'width': IN_W, 'height': IN_H}, 'head': {'priors': 'constant'}}))
+    with pytest.raises(ValueError, match='head is no longer supported'):
+        load_segmenter(tmp_path / 'm.onnx')
 
 
 @pytest.mark.parametrize('source,target', [((12, 16), (36, 48)), ((256, 512), (1080, 1920)),

@@ -15,8 +15,6 @@ import pytest
 
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.head import add_head_file
-from metafusion_ros.segmenter.spec import HeadSpec
 from metafusion_ros.segmenter.tensorrt_backend import (
     Binding, check_bindings, EngineError, EngineKey, load_or_build_engine, read_engine,
     write_engine)
@@ -347,9 +345,6 @@ def test_binding_shape_checks():
     for bindings, message in cases:
         with pytest.raises(ValueError, match=message):
             check_bindings(bindings, spec, 'engine')
-    head_spec = replace(spec, head=HeadSpec(resolution=(12, 16)))
-    with pytest.raises(ValueError, match="head output 'pred_bayes' missing"):
-        check_bindings(good, head_spec, 'engine')
 
 
 def test_segmenter_with_fakes_matches_onnxruntime(tmp_path, fakes, caplog):
@@ -375,21 +370,15 @@ def test_segmenter_with_fakes_matches_onnxruntime(tmp_path, fakes, caplog):
                        precision='fp32', **fakes)
 
 
-def test_segmenter_with_fakes_head_and_errors(tmp_path, fakes):
-    """Head graphs run through the fake engine; missing packages and bad blobs are clear."""
+def test_segmenter_with_fakes_errors(tmp_path, fakes):
+    """Missing packages and bad engine blobs are clear errors."""
     write_model(tmp_path / 'm.onnx')
     priors = Priors(np.full((6, 8, C), 1.0 / C, np.float32), TABLE)
-    add_head_file(tmp_path / 'm.onnx', tmp_path / 'h.onnx', spec_for(), priors,
-                  mode='alpha-input')
-    seg = load_segmenter(tmp_path / 'h.onnx', 'tensorrt', priors=priors, alpha=0.9, **fakes)
-    ref = load_segmenter(tmp_path / 'h.onnx', priors=priors, alpha=0.9).infer(image())
-    out = seg.infer(image())
-    np.testing.assert_array_equal(out.head.pred_ml, ref.head.pred_ml)
-    np.testing.assert_allclose(out.head.entropy, ref.head.entropy, atol=1e-6)
+    seg = load_segmenter(tmp_path / 'm.onnx', 'tensorrt', spec_for(), priors=priors, **fakes)
     with pytest.raises(ValueError, match='optional packages tensorrt and pycuda'):
         load_segmenter(tmp_path / 'm.onnx', 'tensorrt', spec_for())
     engine = tmp_path / 'junk.engine'
     write_engine(engine, seg.key, b'not an engine')
     with pytest.raises(EngineError, match='cannot deserialize'):
-        load_segmenter(tmp_path / 'h.onnx', 'tensorrt', priors=priors, engine_path=engine,
-                       **fakes)
+        load_segmenter(tmp_path / 'm.onnx', 'tensorrt', spec_for(), priors=priors,
+                       engine_path=engine, **fakes)

@@ -45,8 +45,6 @@ def run(args: argparse.Namespace) -> int:
     splits = [s for value in args.split for s in value.split(',') if s]
     sources = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
     seg = load_segmenter(args.model, threads=args.threads)
-    if seg.has_head:
-        raise ValueError(f'model {args.model} carries the MetaFusion head; score the plain model')
     mapping = mapping_between(seg.spec.table, table) if seg.spec.table is not None else None
 
     def predict(image: np.ndarray) -> np.ndarray:

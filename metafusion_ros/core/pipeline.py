@@ -1,4 +1,4 @@
-"""MetaFusion for one frame: softmax (or the in-graph head's outputs) -> :class:`FrameResult`.
+"""MetaFusion for one frame: softmax -> :class:`FrameResult`.
 
 The steps follow the paper: Bayes and ML masks (eq. 1, 16), disagreeing candidates of class c with
 ``S_in > 0`` (eq. 11), their features (eq. 6-10) on the ML probabilities, the meta classifier's
@@ -20,25 +20,14 @@ from .features import feature_names, features_at
 from .fusion import check_fusion, fuse
 from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
 from .rules import check_probs
-from .segments import Candidates, check_label_map, disagreeing_candidates
+from .segments import Candidates, disagreeing_candidates
 
-__all__ = ['HeadOutputs', 'FrameResult', 'MetaFusion', 'ScoreFn']
+__all__ = ['FrameResult', 'MetaFusion', 'ScoreFn']
 
 # Resized priors kept by MetaFusion.priors_at (least recently used sizes evicted).
 PRIORS_CACHE = 4
 # Maps candidate features (n, F) to P(true positive) (n,).
 ScoreFn = Callable[[np.ndarray], np.ndarray]
-
-
-@dataclass(frozen=True, eq=False)
-class HeadOutputs:
-    """Per-pixel outputs of a network carrying the MetaFusion head: masks and ML heatmaps."""
-
-    pred_bayes: np.ndarray
-    pred_ml: np.ndarray
-    entropy: np.ndarray
-    margin: np.ndarray
-    variation: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -170,21 +159,6 @@ class MetaFusion:
         priors = self.priors_at(probs.shape[:2])
         return kernels.ml_heatmaps(probs, priors.probs, priors_channel_map(priors),
                                    self.table.merged_away, self.alpha, pixels)
-
-    def process_head(self, head: HeadOutputs, score_fn: ScoreFn | None = None) -> FrameResult:
-        """Run the segment stage on the in-graph head's masks and ML heatmaps."""
-        self._start_laps()
-        check_label_map(head.pred_bayes, 'Bayes mask')
-        check_label_map(head.pred_ml, 'ML mask')
-        candidates = disagreeing_candidates(head.pred_ml, head.pred_bayes, self.table.target)
-        self._lap('segments')
-        maps = (head.entropy, head.margin, head.variation)
-        for name, array in zip(('entropy', 'margin', 'variation'), maps):
-            if array.shape != head.pred_ml.shape:
-                raise ValueError(f'{name} heatmap {array.shape} and masks '
-                                 f'{head.pred_ml.shape} differ in size')
-        heat = tuple(h.ravel()[candidates.pixels] for h in maps)
-        return self._decide(head.pred_bayes, head.pred_ml, candidates, heat, score_fn)
 
     def _decide(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, candidates: Candidates,
                 heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:

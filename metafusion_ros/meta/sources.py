@@ -107,11 +107,7 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
           f'{data.hexdigest()}'
 
     def segment(image):
-        probs = segmenter.infer_network(image).probs
-        if probs is None:
-            raise ValueError(f'model {args.model} carries the MetaFusion head and gives no '
-                             f'softmax; fit and evaluate need the plain model')
-        return probs
+        return segmenter.infer_network(image).probs
     return SegmenterSource(parts, segment, tag, drives_per_split=args.dataset == 'synthetic'), \
         network, data.hexdigest()
 

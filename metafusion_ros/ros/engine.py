@@ -111,8 +111,7 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
                                      f'not {config.backend}')
         options['precision'] = config.precision
     try:
-        return load_segmenter(str(file), backend=config.backend, priors=priors,
-                              alpha=config.alpha, **options)
+        return load_segmenter(str(file), backend=config.backend, priors=priors, **options)
     except PriorsMismatch as exc:  # names the model; the priors object has no file name
         raise ConfigurationError(f'{exc} (priors file {config.priors_path})') from exc
     except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
@@ -189,17 +188,11 @@ class FusionEngine:
         """Return the class table in use (the priors' table with the configured target)."""
         return self.fusion.table
 
-    @property
-    def has_head(self) -> bool:
-        """Return whether the network carries the MetaFusion head (masks computed in-graph)."""
-        return bool(getattr(self.segmenter, 'has_head', False))
-
     def set_params(self, **values: float) -> None:
         """Queue new ``alpha`` / ``tau`` / ``fusion`` values; they apply from the next frame on.
 
-        Raise ``ValueError`` for values outside [0, 1], an unknown fusion reading, an α no
-        member of the meta bundle serves, or when the network's head has α baked in and α would
-        change.
+        Raise ``ValueError`` for values outside [0, 1], an unknown fusion reading or an α no
+        member of the meta bundle serves.
         """
         if 'fusion' in values:
             check_fusion(values['fusion'])
@@ -208,10 +201,6 @@ class FusionEngine:
             self.choice_for(values['alpha'])
         if 'tau' in values and not 0.0 <= float(values['tau']) <= 1.0:
             raise ValueError(f'tau must lie in [0, 1], got {values["tau"]}')
-        head = getattr(getattr(self.segmenter, 'spec', None), 'head', None)
-        if 'alpha' in values and self.has_head and head.priors == 'constant' and \
-                float(values['alpha']) != head.alpha:
-            raise ValueError(f'the network has alpha = {head.alpha} baked into its head')
         with self._lock:
             self._pending.update(values)
 
@@ -227,8 +216,6 @@ class FusionEngine:
             setattr(self.fusion, name, value)
             if name == 'alpha':
                 self.meta_choice = self.choice_for(value)
-            if name == 'alpha' and self.has_head:
-                self.segmenter.alpha = value
 
     def score_fn(self):
         """Return the current α's meta classifier ``P(true positive)``, or None (keep all)."""
@@ -251,10 +238,7 @@ class FusionEngine:
         try:
             output = self.segmenter.infer_network(rgb)
             middle = time.perf_counter()
-            if output.head is not None:
-                result = self.fusion.process_head(output.head, self.score_fn())
-            else:
-                result = self.fusion.process(output.probs, self.score_fn())
+            result = self.fusion.process(output.probs, self.score_fn())
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
         end = time.perf_counter()
@@ -266,9 +250,6 @@ class FusionEngine:
         """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.
 
         Computed on demand by the kernel that gives the candidates' heatmaps, one pixel at a
-        time (no full-frame ML probabilities); the head's maps as they come.
+        time (no full-frame ML probabilities).
         """
-        output = processed.output
-        if output.head is not None:
-            return output.head.entropy, output.head.margin, output.head.variation
-        return self.fusion.heatmaps_at(output.probs)
+        return self.fusion.heatmaps_at(processed.output.probs)

@@ -1,4 +1,4 @@
-"""Segmentation networks: ONNX Runtime and TensorRT backends and the in-graph MetaFusion head.
+"""Segmentation networks: ONNX Runtime and TensorRT backends, the softmax out.
 
 :func:`load_segmenter` is the one entry point: it reads the model's spec (the JSON/YAML file
 beside it, or the one given), checks the model, the spec and the priors against each other and
@@ -40,15 +40,13 @@ def resolve_spec(model_path: str | Path, spec: ModelSpec | dict | str | Path | N
 
 def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
                    spec: ModelSpec | dict | str | Path | None = None,
-                   priors: Priors | str | Path | None = None, alpha: float | None = None,
-                   **backend_options: Any) -> Segmenter:
+                   priors: Priors | str | Path | None = None, **backend_options: Any) -> Segmenter:
     """Load and check a segmentation model; every mismatch is a ``ValueError`` here.
 
     ``backend`` is ``onnxruntime`` (CUDA where present, else CPU), ``onnxruntime-cpu`` (the CPU
     even where CUDA is present), ``onnxruntime-cuda`` (ONNX Runtime's CUDA provider or a
     ``ValueError``) or ``tensorrt``; ``priors`` (a :class:`Priors` or a ``.npz`` path) are
-    checked against the model's classes and feed graphs whose head takes them as input;
-    ``alpha`` sets α where the graph takes it as input.
+    checked against the model's classes.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown segmenter backend {backend!r}; known: {", ".join(BACKENDS)}')
@@ -60,7 +58,7 @@ def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
         from metafusion_ros.segmenter.onnx_backend import OnnxSegmenter
         if backend == 'onnxruntime-cpu':
             backend_options['providers'] = ['CPUExecutionProvider']
-        return OnnxSegmenter(model_path, spec, priors, alpha,
-                             require_cuda=backend == 'onnxruntime-cuda', **backend_options)
+        return OnnxSegmenter(model_path, spec, priors, require_cuda=backend == 'onnxruntime-cuda',
+                             **backend_options)
     from metafusion_ros.segmenter.tensorrt_backend import TensorRTSegmenter
-    return TensorRTSegmenter(model_path, spec, priors, alpha, **backend_options)
+    return TensorRTSegmenter(model_path, spec, priors, **backend_options)

@@ -4,9 +4,8 @@
 :meth:`Segmenter.infer` resizes to the image's resolution (the offline tools' path).
 
 A segmenter runs one ONNX model (ONNX Runtime or TensorRT backend) described by a
-:class:`~metafusion_ros.segmenter.spec.ModelSpec`. Plain models yield the softmax ``probs``
-(H, W, C) float32; models carrying the MetaFusion head (:mod:`metafusion_ros.segmenter.head`)
-yield :class:`~metafusion_ros.core.pipeline.HeadOutputs` (Bayes and ML masks, E/M/V heatmaps).
+:class:`~metafusion_ros.segmenter.spec.ModelSpec` and yields the softmax ``probs`` (H, W, C)
+float32; the decision rules and heatmaps run on it in the core's kernels, for every backend.
 Everything that can be checked is checked when the model is loaded: the file, the graph's input
 and output ranks and sizes, the class count against the class table and the priors, and one
 warm-up run on a blank image. A bad model never fails at the first camera frame.
@@ -23,9 +22,8 @@ import numpy as np
 import onnx
 from scipy.special import softmax
 
-from metafusion_ros.core.pipeline import HeadOutputs
-from metafusion_ros.core.priors import interpolate, Priors
-from metafusion_ros.segmenter.preprocess import resize_labels, resize_maps
+from metafusion_ros.core.priors import Priors
+from metafusion_ros.segmenter.preprocess import resize_maps
 from metafusion_ros.segmenter.spec import ModelSpec
 
 __all__ = ['Segmenter', 'SegmenterOutput', 'GraphIO', 'graph_io', 'inspect_onnx', 'file_sha256',
@@ -38,15 +36,9 @@ ENGINE_MAGIC = b'MFTRTENG'
 
 @dataclass(frozen=True, eq=False)
 class SegmenterOutput:
-    """One frame's network outputs (at the network's or the camera's resolution).
+    """One frame's softmax ``probs`` (H, W, C) float32 (network's or camera's resolution)."""
 
-    ``probs`` (H, W, C) float32 for plain models; ``head`` (masks uint8, heatmaps float32) and
-    optionally ``probs_ml`` (H, W, C) for models with the MetaFusion head.
-    """
-
-    probs: np.ndarray | None = None
-    head: HeadOutputs | None = None
-    probs_ml: np.ndarray | None = None
+    probs: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -136,12 +128,6 @@ def check_priors(priors: Priors, spec: ModelSpec, source: str) -> None:
     if spec.table is not None and table.class_names != spec.table.class_names:
         raise PriorsMismatch(f'priors classes {list(table.class_names)} do not match the '
                              f'classes of {source} {list(spec.table.class_names)}')
-    head = spec.head
-    if head is not None and head.priors != 'input' and head.priors_digest and (
-            priors.resized(head.resolution).digest != head.priors_digest):
-        raise PriorsMismatch(f'{source} carries other priors in its graph (digest '
-                             f'{head.priors_digest}) than the priors given '
-                             f'({priors.resized(head.resolution).digest})')
 
 
 class Segmenter(ABC):
@@ -149,8 +135,8 @@ class Segmenter(ABC):
 
     backend = 'abstract'
 
-    def __init__(self, model_path: str | Path, spec: ModelSpec, priors: Priors | None = None,
-                 alpha: float | None = None) -> None:
+    def __init__(self, model_path: str | Path, spec: ModelSpec,
+                 priors: Priors | None = None) -> None:
         self.model_path = Path(model_path)
         self.spec = spec
         self.preprocess = spec.preprocess
@@ -159,12 +145,6 @@ class Segmenter(ABC):
         if priors is not None:
             check_priors(priors, spec, str(self.model_path))
         self.priors = priors
-        self._alpha = spec.head.alpha if spec.head is not None else 1.0
-        self._extra_inputs: dict[str, np.ndarray] = {}
-        if alpha is not None:
-            self.alpha = alpha
-        else:
-            self._update_extra_inputs()
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -177,37 +157,12 @@ class Segmenter(ABC):
         """Return the number of classes ``C`` (None when neither spec nor graph tells)."""
         return self.spec.num_classes
 
-    @property
-    def has_head(self) -> bool:
-        """Return whether the graph carries the MetaFusion head."""
-        return self.spec.head is not None
-
-    @property
-    def alpha(self) -> float:
-        """Return α of the in-graph head (eq. 15); fixed unless the graph takes it as input."""
-        return self._alpha
-
-    @alpha.setter
-    def alpha(self, value: float) -> None:
-        head = self.spec.head
-        if head is None or head.priors == 'constant':
-            if head is not None and float(value) != head.alpha:
-                raise ValueError(f'{self.model_path}: α = {head.alpha} is baked into the graph; '
-                                 f'add the head with --priors alpha-input to change it')
-            self._alpha = float(value)
-            return
-        interpolate(np.zeros((1, 1, 1), np.float32), value)  # validates α
-        self._alpha = float(value)
-        self._update_extra_inputs()
-
     # -- checks -------------------------------------------------------------------------------
     def _check_graph(self) -> None:
         """Check the graph's input and outputs against the spec (static shapes)."""
         source = f'ONNX model {self.model_path}'
-        expected_inputs = {'constant': 1, 'alpha-input': 2, 'input': 2}
-        want = expected_inputs[self.spec.head.priors] if self.has_head else 1
-        if len(self.io.inputs) != want:
-            raise ValueError(f'{source}: expected {want} graph input(s), found '
+        if len(self.io.inputs) != 1:
+            raise ValueError(f'{source}: expected 1 graph input, found '
                              f'{len(self.io.inputs)} ({", ".join(self.io.inputs)})')
         name, dims = next(iter(self.io.inputs.items()))
         shape = self.preprocess.input_shape
@@ -215,38 +170,19 @@ class Segmenter(ABC):
             raise ValueError(f'{source}: input {name!r} has shape {list(dims)}, the preprocess '
                              f'config declares {list(shape)} ({self.preprocess.layout})')
         self.input_name = name
-        if not self.has_head:
-            self.output_name, _ = output_dims(self.spec, self.io, source)
-            return
-        missing = [o for o in self.spec.head.outputs if o not in self.io.outputs]
-        if missing:
-            raise ValueError(f'{source}: the spec declares the MetaFusion head but outputs '
-                             f'{missing} are missing')
-        for out in self.spec.head.outputs:
-            rank = 4 if out == 'probs_ml' else 3
-            if len(self.io.outputs[out]) != rank:
-                raise ValueError(f'{source}: head output {out!r} has rank '
-                                 f'{len(self.io.outputs[out])}, expected {rank}')
+        self.output_name, _ = output_dims(self.spec, self.io, source)
 
     def _check_raw(self, raw: dict[str, np.ndarray]) -> None:
         """Check the shapes of one run's outputs (at load time and on every frame)."""
         source = f'ONNX model {self.model_path}'
-        if not self.has_head:
-            out = raw[self.output_name]
-            if out.ndim != 4 or out.shape[0] != 1:
-                raise ValueError(f'{source}: output {self.output_name!r} has shape '
-                                 f'{out.shape}, expected (1, ...) of rank 4')
-            classes = out.shape[self.spec.output.class_axis]
-            if self.spec.num_classes is not None and classes != self.spec.num_classes:
-                raise ValueError(f'{source}: output has {classes} classes, the class table '
-                                 f'{self.spec.num_classes}')
-            return
-        ref = raw['pred_ml'].shape
-        for out in self.spec.head.outputs:
-            shape = raw[out].shape
-            if shape[:3] != ref or shape[0] != 1:
-                raise ValueError(f'{source}: head output {out!r} has shape {shape}, '
-                                 f'pred_ml {ref}')
+        out = raw[self.output_name]
+        if out.ndim != 4 or out.shape[0] != 1:
+            raise ValueError(f'{source}: output {self.output_name!r} has shape '
+                             f'{out.shape}, expected (1, ...) of rank 4')
+        classes = out.shape[self.spec.output.class_axis]
+        if self.spec.num_classes is not None and classes != self.spec.num_classes:
+            raise ValueError(f'{source}: output has {classes} classes, the class table '
+                             f'{self.spec.num_classes}')
 
     def warm_up(self) -> None:
         """Run once on a blank image and check the outputs (done by the loader)."""
@@ -255,21 +191,6 @@ class Segmenter(ABC):
         self._check_raw(raw)
 
     # -- inference ----------------------------------------------------------------------------
-    def _update_extra_inputs(self) -> None:
-        """Prepare the head's run-time inputs (α, or p_α at the output resolution)."""
-        head = self.spec.head
-        if head is None or head.priors == 'constant':
-            return
-        if head.priors == 'alpha-input':
-            self._extra_inputs = {'alpha': np.array([self._alpha], np.float32)}
-            return
-        if self.priors is None:
-            raise ValueError(f'{self.model_path}: the graph takes the priors as input; '
-                             f'pass priors when loading it')
-        class_priors = self.priors.resized(head.resolution).class_priors()
-        prior_alpha = interpolate(class_priors, self._alpha).transpose(2, 0, 1)[None]
-        self._extra_inputs = {'prior_alpha': np.ascontiguousarray(prior_alpha)}
-
     @abstractmethod
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run the network on a preprocessed input; return every output by name."""
@@ -286,18 +207,12 @@ class Segmenter(ABC):
         """
         raw = self._run(self.preprocess(image_rgb))
         self._check_raw(raw)  # a model with dynamic shapes may change them at run time
-        if not self.has_head:
-            out = raw[self.output_name][0]
-            if self.spec.output.layout == 'NCHW':
-                out = out.transpose(1, 2, 0)
-            if self.spec.output.kind == 'logits':
-                out = softmax(out, axis=-1)
-            return SegmenterOutput(probs=np.ascontiguousarray(out, np.float32))
-        labels = {k: raw[k][0].astype(np.uint8, copy=False) for k in ('pred_bayes', 'pred_ml')}
-        maps = {k: raw[k][0].astype(np.float32, copy=False)
-                for k in ('entropy', 'margin', 'variation')}
-        probs_ml = raw['probs_ml'][0] if self.spec.head.probs_ml else None
-        return SegmenterOutput(head=HeadOutputs(**labels, **maps), probs_ml=probs_ml)
+        out = raw[self.output_name][0]
+        if self.spec.output.layout == 'NCHW':
+            out = out.transpose(1, 2, 0)
+        if self.spec.output.kind == 'logits':
+            out = softmax(out, axis=-1)
+        return SegmenterOutput(probs=np.ascontiguousarray(out, np.float32))
 
     def infer(self, image_rgb: np.ndarray) -> SegmenterOutput:
         """Segment an RGB uint8 image; outputs are resized to the image's resolution.
@@ -305,11 +220,4 @@ class Segmenter(ABC):
         For the offline tools, which score against labels at the image's resolution.
         """
         out = self.infer_network(image_rgb)
-        size = image_rgb.shape[:2]
-        if out.head is None:
-            return SegmenterOutput(probs=resize_maps(out.probs, size))
-        head = out.head
-        labels = {k: resize_labels(getattr(head, k), size) for k in ('pred_bayes', 'pred_ml')}
-        maps = {k: resize_maps(getattr(head, k), size) for k in ('entropy', 'margin', 'variation')}
-        probs_ml = None if out.probs_ml is None else resize_maps(out.probs_ml, size)
-        return SegmenterOutput(head=HeadOutputs(**labels, **maps), probs_ml=probs_ml)
+        return SegmenterOutput(probs=resize_maps(out.probs, image_rgb.shape[:2]))

@@ -42,9 +42,9 @@ class OnnxSegmenter(Segmenter):
     backend = 'onnxruntime'
 
     def __init__(self, model_path: str | Path, spec: ModelSpec, priors: Priors | None = None,
-                 alpha: float | None = None, providers: Sequence[str] | None = None,
+                 providers: Sequence[str] | None = None,
                  threads: int = 0, require_cuda: bool = False) -> None:
-        super().__init__(model_path, spec, priors, alpha)
+        super().__init__(model_path, spec, priors)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(threads)
         options.log_severity_level = 3
@@ -69,5 +69,5 @@ class OnnxSegmenter(Segmenter):
 
     def _run(self, x: np.ndarray) -> dict[str, np.ndarray]:
         """Run the session; return every output by name."""
-        feeds = {self.input_name: x, **self._extra_inputs}
+        feeds = {self.input_name: x}
         return dict(zip(self._output_names, self.session.run(self._output_names, feeds)))

@@ -3,7 +3,7 @@
 A :class:`ModelSpec` travels with every model as a JSON (or YAML) file beside it
 (``model.onnx`` -> ``model.json``), or is given explicitly for a user's own export (for example a
 DeepLabV3+ ONNX file): the preprocessing, the output tensor (name, softmax or logits, NCHW or
-NHWC), the class table and, for graphs carrying the MetaFusion head, the head's description.
+NHWC) and the class table.
 
 Example YAML for a user's Cityscapes DeepLabV3+ export::
 
@@ -24,16 +24,14 @@ import yaml
 from metafusion_ros.core.classes import ClassTable, table_by_name
 from metafusion_ros.segmenter.preprocess import Preprocess
 
-__all__ = ['OutputSpec', 'HeadSpec', 'ModelSpec', 'HEAD_OUTPUTS', 'sidecar_path', 'yaml_error']
+__all__ = ['OutputSpec', 'ModelSpec', 'sidecar_path', 'yaml_error']
 
 FORMAT = 'metafusion-segmenter/1'
-# Outputs of the in-graph MetaFusion head, in order (``probs_ml`` optional, see head.py).
-HEAD_OUTPUTS = ('pred_bayes', 'pred_ml', 'entropy', 'margin', 'variation')
 
 
 @dataclass(frozen=True)
 class OutputSpec:
-    """The network output the head or the segmenter reads: name, softmax/logits, layout."""
+    """The network output the segmenter reads: name, softmax/logits, layout."""
 
     name: str | None = None  # None: the graph's first output
     kind: str = 'softmax'
@@ -52,37 +50,6 @@ class OutputSpec:
 
 
 @dataclass(frozen=True)
-class HeadSpec:
-    """The MetaFusion head appended to the graph (see :mod:`metafusion_ros.segmenter.head`).
-
-    ``priors`` is ``'constant'`` (p_α baked in with ``alpha``), ``'alpha-input'`` (priors baked
-    in, α a graph input ``alpha`` of shape (1,)) or ``'input'`` (p_α a graph input ``prior_alpha``
-    of shape (1, C, h, w), fed by the segmenter).
-    """
-
-    priors: str = 'constant'
-    alpha: float = 1.0
-    resolution: tuple[int, int] = (0, 0)  # (h, w) of the network output
-    priors_digest: str = ''
-    probs_ml: bool = False
-    label_dtype: str = 'uint8'
-
-    def __post_init__(self) -> None:
-        if self.priors not in ('constant', 'alpha-input', 'input'):
-            raise ValueError(f"head priors must be 'constant', 'alpha-input' or 'input', "
-                             f'got {self.priors!r}')
-        if self.label_dtype not in ('uint8', 'int32'):
-            raise ValueError(f"head label_dtype must be 'uint8' or 'int32', "
-                             f'got {self.label_dtype!r}')
-        object.__setattr__(self, 'resolution', tuple(int(v) for v in self.resolution))
-
-    @property
-    def outputs(self) -> tuple[str, ...]:
-        """Return the graph outputs the head produces."""
-        return HEAD_OUTPUTS + (('probs_ml',) if self.probs_ml else ())
-
-
-@dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to run a segmentation ONNX model and read its outputs."""
 
@@ -90,7 +57,6 @@ class ModelSpec:
     output: OutputSpec = field(default_factory=OutputSpec)
     table: ClassTable | None = None
     num_classes: int | None = None
-    head: HeadSpec | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -109,11 +75,6 @@ class ModelSpec:
                        'layout': self.output.layout},
             'table': None if self.table is None else self.table.to_dict(),
             'num_classes': self.num_classes,
-            'head': None if self.head is None else {
-                'priors': self.head.priors, 'alpha': self.head.alpha,
-                'resolution': list(self.head.resolution),
-                'priors_digest': self.head.priors_digest, 'probs_ml': self.head.probs_ml,
-                'label_dtype': self.head.label_dtype},
         })
         return data
 
@@ -130,12 +91,13 @@ class ModelSpec:
                 table = table_by_name(table)
             elif table is not None:
                 table = ClassTable.from_dict(table)
-            head = data.get('head')
+            if data.get('head') is not None:  # written by the removed in-graph head
+                raise ValueError('the in-graph MetaFusion head is no longer supported; use the '
+                                 'plain model (softmax or logits out)')
             known = {'format', 'preprocess', 'output', 'table', 'num_classes', 'head'}
             return cls(preprocess=Preprocess.from_dict(data['preprocess']),
                        output=OutputSpec(**(data.get('output') or {})), table=table,
                        num_classes=data.get('num_classes'),
-                       head=None if head is None else HeadSpec(**head),
                        extra={k: v for k, v in data.items() if k not in known})
         except (TypeError, ValueError) as exc:
             raise ValueError(f'{source}: {exc}') from exc

@@ -177,22 +177,15 @@ def check_bindings(bindings: list[Binding], spec: ModelSpec, source: str) -> Non
         raise ValueError(f'{source}: engine input {inputs[0].name if inputs else None!r} has '
                          f'shape {list(inputs[0].shape) if inputs else None}, the preprocess '
                          f'config declares {list(image)}')
-    if spec.head is None:
-        name = spec.output.name or next(b.name for b in bindings if not b.is_input)
-        out = by_name.get(name)
-        if out is None or out.is_input or len(out.shape) != 4:
-            raise ValueError(f'{source}: engine output {name!r} missing or not of rank 4 '
-                             f'({None if out is None else list(out.shape)})')
-        classes = out.shape[spec.output.class_axis]
-        if spec.num_classes is not None and classes != spec.num_classes:
-            raise ValueError(f'{source}: engine output has {classes} classes, the class table '
-                             f'{spec.num_classes}')
-        return
-    for name in spec.head.outputs:
-        out = by_name.get(name)
-        rank = 4 if name == 'probs_ml' else 3
-        if out is None or out.is_input or len(out.shape) != rank:
-            raise ValueError(f'{source}: head output {name!r} missing or not of rank {rank}')
+    name = spec.output.name or next(b.name for b in bindings if not b.is_input)
+    out = by_name.get(name)
+    if out is None or out.is_input or len(out.shape) != 4:
+        raise ValueError(f'{source}: engine output {name!r} missing or not of rank 4 '
+                         f'({None if out is None else list(out.shape)})')
+    classes = out.shape[spec.output.class_axis]
+    if spec.num_classes is not None and classes != spec.num_classes:
+        raise ValueError(f'{source}: engine output has {classes} classes, the class table '
+                         f'{spec.num_classes}')
 
 
 def _progress_monitor(trt: ModuleType) -> Any:
@@ -264,11 +257,11 @@ class TensorRTSegmenter(Segmenter):
     backend = 'tensorrt'
 
     def __init__(self, model_path: str | Path, spec: ModelSpec, priors: Priors | None = None,
-                 alpha: float | None = None, precision: str = 'fp16', workspace_mb: int = 1024,
+                 precision: str = 'fp16', workspace_mb: int = 1024,
                  cache_dir: str | Path | None = None, engine_path: str | Path | None = None,
                  rebuild: bool = False, device: int = 0, trt_module: ModuleType | None = None,
                  cuda_module: ModuleType | None = None) -> None:
-        super().__init__(model_path, spec, priors, alpha)
+        super().__init__(model_path, spec, priors)
         trt = trt_module or _trt
         cuda = cuda_module or _cuda
         if trt is None or cuda is None:
@@ -307,16 +300,12 @@ class TensorRTSegmenter(Segmenter):
         self.context = self.engine.create_execution_context()
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         is_input = {n: self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT for n in names}
-        shapes = {self.input_name: self.preprocess.input_shape,
-                  **{k: v.shape for k, v in self._extra_inputs.items()}}
         for name in names:
-            if is_input[name] and name in shapes:
-                self.context.set_input_shape(name, shapes[name])
+            if name == self.input_name:
+                self.context.set_input_shape(name, self.preprocess.input_shape)
         bindings = [Binding(n, is_input[n], tuple(self.context.get_tensor_shape(n)),
                             trt.nptype(self.engine.get_tensor_dtype(n))) for n in names]
-        inputs = sorted((b for b in bindings if b.is_input),
-                        key=lambda b: b.name != self.input_name)  # the image first
-        check_bindings(inputs + [b for b in bindings if not b.is_input], self.spec,
+        check_bindings(bindings, self.spec,
                        f'TensorRT engine for {self.model_path}')
         self.bindings = bindings
         self._host, self._device = {}, {}
@@ -331,10 +320,9 @@ class TensorRTSegmenter(Segmenter):
         cuda = self._cuda
         self._ctx.push()
         try:
-            feeds = {self.input_name: x, **self._extra_inputs}
             for b in self.bindings:
                 if b.is_input:
-                    np.copyto(self._host[b.name], feeds[b.name], casting='same_kind')
+                    np.copyto(self._host[b.name], x, casting='same_kind')
                     cuda.memcpy_htod_async(self._device[b.name], self._host[b.name],
                                            self._stream)
             if not self.context.execute_async_v3(self._stream.handle):
