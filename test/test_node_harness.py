@@ -19,6 +19,7 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
+from toy_data import write_meta_model
 
 from metafusion_ros.ros import fixtures, process
 from metafusion_ros.ros.conversions import array_to_image, image_to_mask, rgb_to_image
@@ -54,7 +55,7 @@ def write_files(folder: Path) -> dict[str, Path]:
     """Write the tiny model, priors and meta model into ``folder``; return their paths."""
     files = {'model': fixtures.write_model(folder / 'tiny model.onnx'),
              'priors': fixtures.write_priors(folder / 'tiny_priors.npz')}
-    files['meta'] = fixtures.write_meta_model(folder / 'tiny_meta.json', files['priors'])
+    files['meta'] = write_meta_model(folder / 'tiny_meta.json', files['priors'])
     return files
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
+from ros_images import image_to_float
 from sensor_msgs.msg import Image
 from std_msgs.msg import Float32, String
 from test_node_harness import (accounted, BURST_SCENE, diagnostics_values, domain_for,
@@ -21,7 +22,7 @@ from test_node_harness import (accounted, BURST_SCENE, diagnostics_values, domai
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.ros import fixtures
-from metafusion_ros.ros.conversions import image_to_float, image_to_mask
+from metafusion_ros.ros.conversions import image_to_mask
 from metafusion_ros.ros.engine import EngineConfig, FusionEngine
 
 DOMAIN = domain_for(71)

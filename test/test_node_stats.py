@@ -1,5 +1,6 @@
 """Diagnostics bookkeeping without ROS: windowed rates, loss shares, bad headers, stage times."""
 import numpy as np
+from toy_data import write_meta_model
 
 from metafusion_ros.ros import fixtures
 from metafusion_ros.ros.engine import EngineConfig, FusionEngine
@@ -104,8 +105,7 @@ def test_engine_times_every_stage_of_a_frame(tmp_path):
     priors = fixtures.write_priors(tmp_path / 'priors.npz')
     config = EngineConfig(model_path=str(fixtures.write_model(tmp_path / 'model.onnx')),
                           priors_path=str(priors),
-                          meta_model_path=str(fixtures.write_meta_model(tmp_path / 'meta.json',
-                                                                        priors)))
+                          meta_model_path=str(write_meta_model(tmp_path / 'meta.json', priors)))
     processed = FusionEngine.load(config).process(fixtures.scene())
     assert processed.result.candidates.count == 2
     timed = [stage for stage in STAGES if stage in processed.stages_ms]

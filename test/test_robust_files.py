@@ -19,6 +19,7 @@ import subprocess
 import numpy as np
 import pytest
 from test_node_harness import domain_for, node_output, ros_env, stop_node, write_files
+from toy_data import write_meta_model
 
 from metafusion_ros.core.classes import ClassTable, cityscapes_table
 from metafusion_ros.core.priors import Priors
@@ -139,10 +140,10 @@ def write_bad_files(bad: Path, files: dict) -> dict:
                                             priors_digest='0' * 16)
     out['meta_other_network'] = _bundle_copy(meta, bad / 'other network meta.json',
                                              network_digest='f' * 64)
-    out['meta_other_schema'] = fixtures.write_meta_model(bad / 'cityscapes meta.json',
-                                                         out['priors_other_dataset'])
+    out['meta_other_schema'] = write_meta_model(bad / 'cityscapes meta.json',
+                                                out['priors_other_dataset'])
     other = fixtures.write_priors(bad / 'other table priors.npz', table=OTHER_TABLE)
-    out['meta_other_table'] = fixtures.write_meta_model(bad / 'other table meta.json', other)
+    out['meta_other_table'] = write_meta_model(bad / 'other table meta.json', other)
     out['yaml_unknown_key'] = _params_yaml(bad / 'typo params.yaml', 'alhpa: 0.5')
     out['yaml_unknown_nested'] = _params_yaml(bad / 'nested typo.yaml',
                                               'outputs:\n  makers: false')

@@ -62,7 +62,7 @@ def test_tiny_training_run_exports_a_loadable_model(torch, tmp_path):
 
 def test_group_iou_reads_merged_classes_as_one(torch):
     """Score person + rider as human: confusions between them are not errors."""
-    from metafusion_ros.segmenter.train import group_iou
+    from metafusion_ros.core.evaluation import group_iou
 
     conf = np.array([[50, 0, 5], [0, 10, 2], [5, 3, 20]])  # rows: gt; classes 0, 1, 2
     assert group_iou(conf, [1, 2]) == pytest.approx((10 + 2 + 3 + 20) / (35 + 5 + 5))

@@ -9,12 +9,16 @@ logits, so the ML rule does not flip whole regions.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from metafusion_ros.core.classes import camvid_table, ClassTable
+from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.priors import estimate_priors, Priors
+from metafusion_ros.meta.classifier import MetaBundle, MetaClassifier, MetaParams, ModelContext
 
-__all__ = ['toy_frame', 'toy_drives']
+__all__ = ['toy_frame', 'toy_drives', 'write_meta_model']
 
 SKY, BUILDING, ROAD, PAVEMENT, PEDESTRIAN = 0, 1, 3, 4, 9
 
@@ -75,3 +79,19 @@ def toy_drives(seed: int = 0, drives: int = 3, frames: int = 4, size: tuple[int,
             probs, gt = toy_frame(rng, size)
             items.append((f'drive{d}_{f:03d}', f'drive{d}', probs, gt))
     return table, priors, items
+
+
+def write_meta_model(path: str | Path, priors_path: str | Path,
+                     alphas: tuple[float, ...] = (0.5, 0.9, 1.0), network_digest: str = ''
+                     ) -> Path:
+    """Fit a small meta bundle (one member per α) on random features of the priors' schema."""
+    priors = Priors.load(priors_path)
+    names = feature_names(priors.table)
+    rng = np.random.default_rng(0)
+    features = rng.random((200, len(names)))
+    members = {alpha: MetaClassifier.fit(  # thresholds differ, so members do too
+        features, features[:, 0] > 1.0 - alpha / 2,
+        ModelContext(names, priors.table, alpha, priors.digest, network_digest),
+        MetaParams(n_estimators=3)) for alpha in alphas}
+    MetaBundle(members, source='random features (plumbing tests)').save(path)
+    return Path(path)

@@ -18,7 +18,7 @@ from . import kernels
 from .classes import ClassTable
 from .heatmaps import HEATMAPS
 
-__all__ = ['feature_names', 'segment_features', 'features_at', 'HEATMAP_STATS']
+__all__ = ['feature_names', 'features_at', 'HEATMAP_STATS']
 
 HEATMAP_STATS = ('', '_in', '_bd', '_rel', '_rel_in',
                  '_var', '_var_in', '_var_bd', '_var_rel', '_var_rel_in')
@@ -57,20 +57,6 @@ def _heatmap_features(sums: np.ndarray, sizes: tuple[np.ndarray, np.ndarray, np.
     rel, rel_in = s / np.maximum(s_bd, 1), s_in / np.maximum(s_bd, 1)
     return [mean, mean_in, mean_bd, mean * rel, mean_in * rel_in,
             var, var_in, var_bd, var * rel, var_in * rel_in]
-
-
-def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
-                     heat: tuple[np.ndarray, np.ndarray, np.ndarray],
-                     table: ClassTable) -> np.ndarray:
-    """Return the ``(n, F)`` features of segments ``1..n`` of the map ``seg_labels`` (spec §3).
-
-    ``seg_labels`` holds the segments to describe (ids 1..n, 0 elsewhere); ``pred`` is the label
-    map they were formed on; ``heat`` is ``(E, M, V)`` as ``(H, W)`` maps. See
-    :func:`features_at` for the sparse form.
-    """
-    pixels = np.flatnonzero(seg_labels)
-    values = tuple(h.ravel()[pixels] for h in heat)
-    return features_at(pixels, seg_labels.ravel()[pixels], pred, values, table)
 
 
 def features_at(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,

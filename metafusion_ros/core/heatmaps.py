@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ['entropy', 'margin', 'variation_ratio', 'heatmaps', 'HEATMAPS', 'EPS']
+__all__ = ['entropy', 'heatmaps', 'HEATMAPS', 'EPS']
 
 # The reference's eps: float32 machine epsilon (spec §3).
 EPS = np.finfo(np.float32).eps
@@ -21,32 +21,12 @@ def entropy(p: np.ndarray) -> np.ndarray:
     return (-(p * np.log(p + EPS)).sum(axis=-1) / np.log(p.shape[-1])).astype(np.float32)
 
 
-def _top_two(p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Return the largest and second-largest probability along the last axis."""
-    part = np.partition(p, p.shape[-1] - 2, axis=-1)
-    return part[..., -1], part[..., -2]
-
-
-def margin(p: np.ndarray) -> np.ndarray:
-    """Return the probability margin ``M = 1 - p_(1) + p_(2)`` (eq. 7)."""
-    return _margin(*_top_two(np.asarray(p, dtype=np.float32)))
-
-
-def variation_ratio(p: np.ndarray) -> np.ndarray:
-    """Return the variation ratio ``V = 1 - p_(1)`` (eq. 8)."""
-    return _variation(np.asarray(p, dtype=np.float32).max(axis=-1))
-
-
-def _margin(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    return (1 - first + second).astype(np.float32)
-
-
-def _variation(first: np.ndarray) -> np.ndarray:
-    return (1 - first).astype(np.float32)
-
-
 def heatmaps(p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return ``(E, M, V)`` (eq. 6-8) of probabilities ``p`` (one partition for M and V)."""
+    """Return entropy, margin, variation ``(E, M, V)`` (eq. 6-8) of probabilities ``p``.
+
+    ``M = 1 - p_(1) + p_(2)``, ``V = 1 - p_(1)``, from one partition of ``p``.
+    """
     p = np.asarray(p, dtype=np.float32)
-    first, second = _top_two(p)
-    return entropy(p), _margin(first, second), _variation(first)
+    part = np.partition(p, p.shape[-1] - 2, axis=-1)
+    first, second = part[..., -1], part[..., -2]
+    return entropy(p), (1 - first + second).astype(np.float32), (1 - first).astype(np.float32)

@@ -1,7 +1,9 @@
-"""Decision rules (§2): Bayes (eq. 1), maximum likelihood (eq. 3) and its interpolation (eq. 16).
+"""Decision rules (§2) in plain numpy: Bayes (eq. 1), ML (eq. 3) and its interpolation (eq. 16).
 
 Class merges follow the reference: a merged class (rider) gets probability 0 and the softmax is
-renormalised, for Bayes and, after the prior division, for ML (spec §1).
+renormalised, for Bayes and, after the prior division, for ML (spec §1). The readable reference
+the tests hold the compiled kernel (:func:`metafusion_ros.core.kernels.decision_rules`) to; the
+§5 digits protocol uses it directly.
 """
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import numpy as np
 from .classes import ClassTable
 from .priors import REFERENCE_EPS
 
-__all__ = ['check_probs', 'merge_classes', 'bayes_rule', 'ml_probabilities', 'ml_rule']
+__all__ = ['check_probs', 'bayes_rule', 'ml_probabilities']
 
 
 def check_probs(probs: np.ndarray, num_classes: int | None = None) -> np.ndarray:
@@ -32,16 +34,6 @@ def check_probs(probs: np.ndarray, num_classes: int | None = None) -> np.ndarray
     return probs
 
 
-def merge_classes(probs: np.ndarray, table: ClassTable) -> np.ndarray:
-    """Set merged classes' probabilities to 0 and renormalise (reference rider -> person)."""
-    if not table.merge:
-        return probs
-    out = probs.astype(np.float32, copy=True)
-    out[..., list(table.merged_away)] = 0
-    out /= np.maximum(out.sum(axis=-1, keepdims=True), np.float32(1e-30))
-    return out
-
-
 def bayes_rule(probs: np.ndarray) -> np.ndarray:
     """Return ``argmax_y p_z(y|x)`` (eq. 1) as uint8 ``(H, W)``."""
     return np.argmax(probs, axis=-1).astype(np.uint8)
@@ -61,9 +53,3 @@ def ml_probabilities(probs: np.ndarray, prior_alpha: np.ndarray,
         ratio[..., list(table.merged_away)] = 0
     ratio /= np.maximum(ratio.sum(axis=-1, keepdims=True), np.float32(1e-30))
     return ratio.astype(np.float32, copy=False)
-
-
-def ml_rule(probs: np.ndarray, prior_alpha: np.ndarray,
-            table: ClassTable | None = None) -> np.ndarray:
-    """Return ``argmax_y p_z(y|x) / p_{z,α}(y)`` (eq. 3 for α = 1, eq. 16) as uint8."""
-    return bayes_rule(ml_probabilities(probs, prior_alpha, table))

@@ -26,7 +26,7 @@ from std_msgs.msg import Header
 __all__ = ['check_image', 'check_size', 'ImageError', 'UnsupportedEncoding', 'ZeroSizeImage',
            'BadStep', 'BadDataLength', 'BadEndianness', 'ImageTooLarge', 'SUPPORTED_ENCODINGS',
            'CHANNELS', 'image_to_array', 'image_to_rgb', 'array_to_image', 'rgb_to_image',
-           'mask_to_image', 'float_to_image', 'image_to_mask', 'image_to_float',
+           'mask_to_image', 'float_to_image', 'image_to_mask',
            'UnknownCompression', 'CorruptCompressed', 'check_compressed', 'compressed_to_rgb',
            'rgb_to_compressed']
 
@@ -224,23 +224,6 @@ def float_to_image(array: np.ndarray, header: Header | None = None) -> Image:
     height, width = array.shape
     return _new_image(header, height, width, '32FC1', width * 4,
                       np.ascontiguousarray(array, dtype=np.float32).tobytes())
-
-
-def image_to_float(msg: Image) -> np.ndarray:
-    """Return a 32FC1 Image as ``(H, W)`` float32 (either byte order)."""
-    if msg.encoding != '32FC1':
-        raise UnsupportedEncoding(f'expected 32FC1, got {msg.encoding!r}')
-    if msg.height == 0 or msg.width == 0:
-        raise ZeroSizeImage(f'zero-size image {msg.width}x{msg.height}')
-    if msg.step < msg.width * 4:
-        raise BadStep(f'step {msg.step} is shorter than a row of {msg.width} 32FC1 pixels')
-    if len(msg.data) != msg.height * msg.step:
-        raise BadDataLength(f'data has {len(msg.data)} bytes, height*step = '
-                            f'{msg.height * msg.step}')
-    dtype = np.dtype('>f4' if msg.is_bigendian else '<f4')
-    rows = np.frombuffer(msg.data, dtype=np.uint8).reshape(msg.height, msg.step)
-    return rows[:, :msg.width * 4].copy().view(dtype).reshape(msg.height, msg.width).astype(
-        np.float32)
 
 
 def check_compressed(msg: CompressedImage) -> str:

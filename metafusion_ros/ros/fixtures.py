@@ -1,4 +1,4 @@
-"""A tiny, deterministic network, priors and meta bundle for the node's tests and smoke runs.
+"""A tiny, deterministic network and priors for the node's tests, benchmark and smoke runs.
 
 The network is one 1x1 convolution and a softmax (ONNX, NCHW, built with ``onnx.helper``) over a
 three-class table (road, person, car): grey is road, red is person, blue is car, and *dim red*
@@ -17,7 +17,7 @@ from ..core.classes import ClassTable
 from ..core.priors import Priors
 
 __all__ = ['tiny_table', 'write_model', 'write_faulty_model', 'with_fault', 'write_priors',
-           'write_meta_model', 'scene', 'FAULTS', 'GREY', 'RED', 'DIM_RED', 'BLUE', 'SIZE']
+           'scene', 'FAULTS', 'GREY', 'RED', 'DIM_RED', 'BLUE', 'SIZE']
 
 SIZE = (48, 64)
 GREY, RED, DIM_RED, BLUE = (128, 128, 128), (255, 0, 0), (178, 102, 102), (0, 0, 255)
@@ -147,25 +147,6 @@ def write_priors(path: str | Path, size: tuple[int, int] = SIZE,
     probs = np.zeros(size + (table.num_classes,), dtype=np.float32)
     probs[:, :, _roles(table)] = (0.9, 0.05, 0.05)
     Priors(probs, table, 'class', num_images=1, dataset='tiny').save(path)
-    return Path(path)
-
-
-def write_meta_model(path: str | Path, priors_path: str | Path,
-                     alphas: tuple[float, ...] = (0.5, 0.9, 1.0), network_digest: str = ''
-                     ) -> Path:
-    """Fit a small meta bundle (one member per α) on random features of the priors' schema."""
-    from ..core.features import feature_names
-    from ..meta.classifier import MetaBundle, MetaClassifier, MetaParams, ModelContext
-
-    priors = Priors.load(priors_path)
-    names = feature_names(priors.table)
-    rng = np.random.default_rng(0)
-    features = rng.random((200, len(names)))
-    members = {alpha: MetaClassifier.fit(  # thresholds differ, so members do too
-        features, features[:, 0] > 1.0 - alpha / 2,
-        ModelContext(names, priors.table, alpha, priors.digest, network_digest),
-        MetaParams(n_estimators=3)) for alpha in alphas}
-    MetaBundle(members, source='random features (plumbing tests)').save(path)
     return Path(path)
 
 

@@ -37,7 +37,7 @@ from metafusion_ros.segmenter.preprocess import Preprocess
 from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
 
 __all__ = ['TrainConfig', 'frames', 'class_weights', 'train', 'export_onnx', 'evaluate_onnx',
-           'rescore', 'group_iou']
+           'rescore']
 
 LOG = logging.getLogger(__name__)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
