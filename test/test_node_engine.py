@@ -44,7 +44,7 @@ def test_alpha_and_tau_apply_from_the_next_frame(files):
     for bad in ({'alpha': 1.5}, {'tau': -0.1}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             engine.set_params(**bad)
-    assert engine.fusion.alpha == 0.5
+    assert engine.metafusion.alpha == 0.5
 
 
 def test_meta_member_follows_alpha(files):
@@ -68,7 +68,7 @@ def test_meta_member_follows_alpha(files):
     with pytest.raises(ValueError, match='no classifier for alpha 0.2: its grid is 0.5, 0.9, 1'):
         engine.set_params(alpha=0.2)
     engine.process(scene)
-    assert engine.fusion.alpha == 0.97 and engine.meta_choice.alpha == 1.0
+    assert engine.metafusion.alpha == 0.97 and engine.meta_choice.alpha == 1.0
 
 
 def test_launch_example_starts_with_the_shipped_models():

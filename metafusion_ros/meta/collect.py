@@ -260,17 +260,17 @@ def cache_folder(cache_root: str | Path, source: Source, priors: Priors,
     return Path(cache_root) / key.hexdigest()[:20]
 
 
-def _process(fusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: FrameRef,
+def _process(metafusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: FrameRef,
              alphas: list[float], folder: Path) -> None:
     """Run MetaFusion on one frame for each α and write the cache files."""
-    table = fusion.table
+    table = metafusion.table
     if gt.ndim != 2:  # the softmax's rank is the core's check (rules.check_probs)
         raise ValueError(f'frame {ref.key}: ground truth {gt.shape} is not (H, W)')
     table.check_labels(gt, f'ground truth of frame {ref.key}')
     base = folder / f'{ref.key}.base.npz'
     for alpha in alphas:
-        fusion.alpha = alpha
-        result = fusion.process(probs, None)
+        metafusion.alpha = alpha
+        result = metafusion.process(probs, None)
         cand = result.candidates
         _save(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz', pred_ml=result.pred_ml,
               pixels=cand.pixels, pixel_ids=cand.pixel_ids, boxes=cand.boxes, sizes=cand.sizes,
@@ -303,7 +303,7 @@ def collect(source: Source, priors: Priors, table: ClassTable, alphas: Iterable[
     folder.mkdir(parents=True, exist_ok=True)
     refs = source.frames()
     _check_refs(refs)
-    fusion = MetaFusion(priors, table)
+    metafusion = MetaFusion(priors, table)
     todo = [(r, _missing(folder, r, alphas)) for r in refs]
     todo = [item for item in todo if item[1]]
     if progress and todo:
@@ -311,7 +311,7 @@ def collect(source: Source, priors: Priors, table: ClassTable, alphas: Iterable[
         todo = tqdm(todo, desc='candidates', unit='frame')
     for ref, missing in todo:
         probs, gt = source.load(ref)
-        _process(fusion, probs, gt, ref, missing, folder)
+        _process(metafusion, probs, gt, ref, missing, folder)
     (folder / 'frames.json').write_text(json.dumps(
         [[r.key, r.group] for r in refs], indent=0) + '\n')
     return folder

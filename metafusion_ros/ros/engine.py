@@ -120,16 +120,16 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
                                  f'model {file}: {message}') from exc
 
 
-def _load_meta(config: EngineConfig, fusion: MetaFusion) -> Any:
-    """Load the meta bundle that fits ``fusion``'s schema, table, α, priors, network (or None)."""
+def _load_meta(config: EngineConfig, metafusion: MetaFusion) -> Any:
+    """Load the meta bundle fitting ``metafusion`` (schema, table, α, priors, network) or None."""
     if not config.meta_model_path:
         return None
     from ..meta.classifier import MetaBundle, ModelContext
     from ..segmenter.base import file_sha256
 
     file = _existing(config.meta_model_path, 'meta model')
-    runtime = ModelContext(fusion.feature_names, fusion.table, fusion.alpha,
-                           fusion.priors.digest, file_sha256(config.model_path))
+    runtime = ModelContext(metafusion.feature_names, metafusion.table, metafusion.alpha,
+                           metafusion.priors.digest, file_sha256(config.model_path))
     try:
         return MetaBundle.load(file, runtime)
     except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -143,12 +143,12 @@ class FusionEngine:
     current α (:attr:`meta_choice`) scores the candidates and follows α changes.
     """
 
-    def __init__(self, segmenter: Any, fusion: MetaFusion, meta: Any = None,
+    def __init__(self, segmenter: Any, metafusion: MetaFusion, meta: Any = None,
                  resize: bool = True) -> None:
         self.segmenter = segmenter
-        self.fusion = fusion
+        self.metafusion = metafusion
         self.meta = meta
-        self.meta_choice = None if meta is None else meta.select(fusion.alpha)
+        self.meta_choice = None if meta is None else meta.select(metafusion.alpha)
         self.resize = resize
         self._pending: dict[str, float] = {}
         self._lock = threading.Lock()
@@ -164,10 +164,10 @@ class FusionEngine:
         try:
             if config.target_class:
                 table = table.with_target(config.target_class)
-            fusion = MetaFusion(priors, table, config.alpha, config.tau, config.fusion)
+            metafusion = MetaFusion(priors, table, config.alpha, config.tau, config.fusion)
         except ValueError as exc:
             raise ConfigurationError(f'priors {config.priors_path}: {exc}') from exc
-        engine = cls(_load_segmenter(config, priors), fusion, _load_meta(config, fusion),
+        engine = cls(_load_segmenter(config, priors), metafusion, _load_meta(config, metafusion),
                      config.resize_mode == 'resize')
         engine.warm_up()
         return engine
@@ -177,7 +177,7 @@ class FusionEngine:
 
         Compiles the kernels and sizes the caches before the first real frame.
         """
-        height, width = size or self.fusion.priors.resolution
+        height, width = size or self.metafusion.priors.resolution
         try:
             self.process(np.zeros((height, width, 3), dtype=np.uint8))
         except BadNetworkOutput as exc:
@@ -186,7 +186,7 @@ class FusionEngine:
     @property
     def table(self):
         """Return the class table in use (the priors' table with the configured target)."""
-        return self.fusion.table
+        return self.metafusion.table
 
     def set_params(self, **values: float) -> None:
         """Queue new ``alpha`` / ``tau`` / ``fusion`` values; they apply from the next frame on.
@@ -213,7 +213,7 @@ class FusionEngine:
         with self._lock:
             pending, self._pending = self._pending, {}
         for name, value in pending.items():
-            setattr(self.fusion, name, value)
+            setattr(self.metafusion, name, value)
             if name == 'alpha':
                 self.meta_choice = self.choice_for(value)
 
@@ -229,22 +229,22 @@ class FusionEngine:
         MetaFusion runs at the network's output resolution; the priors are resized to it.
         """
         self._apply_pending()
-        if not self.resize and rgb.shape[:2] != self.fusion.priors.resolution:
+        if not self.resize and rgb.shape[:2] != self.metafusion.priors.resolution:
             raise ResolutionMismatch(
                 f'image {rgb.shape[1]}x{rgb.shape[0]} differs from the priors '
-                f'{self.fusion.priors.resolution[1]}x{self.fusion.priors.resolution[0]} '
+                f'{self.metafusion.priors.resolution[1]}x{self.metafusion.priors.resolution[0]} '
                 f"and resize_mode is 'refuse'")
         start = time.perf_counter()
         try:
             output = self.segmenter.infer_network(rgb)
             middle = time.perf_counter()
-            result = self.fusion.process(output.probs, self.score_fn())
+            result = self.metafusion.process(output.probs, self.score_fn())
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
         end = time.perf_counter()
         network_ms = (middle - start) * 1e3
         return Processed(result, output, network_ms, (end - middle) * 1e3, rgb.shape[:2],
-                         {'network': network_ms, **self.fusion.stage_ms})
+                         {'network': network_ms, **self.metafusion.stage_ms})
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.
@@ -252,4 +252,4 @@ class FusionEngine:
         Computed on demand by the kernel that gives the candidates' heatmaps, one pixel at a
         time (no full-frame ML probabilities).
         """
-        return self.fusion.heatmaps_at(processed.output.probs)
+        return self.metafusion.heatmaps_at(processed.output.probs)

@@ -229,7 +229,7 @@ class MetaFusionNode(LifecycleNode):
             return self._configure_failed(f'{type(exc).__name__}: {exc}')
         self._create_publishers()
         self._publish_class_table(self.engine)
-        self._warm_sizes = {self.engine.fusion.priors.resolution}
+        self._warm_sizes = {self.engine.metafusion.priors.resolution}
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             self.p('meta_model_path')
         self.get_logger().info(
@@ -589,8 +589,8 @@ class MetaFusionNode(LifecycleNode):
         values['model_state'] = self.state_name
         values['camera_info'] = 'yes' if self.camera_info is not None else 'no'
         if self.engine is not None:
-            values.update(alpha=self.engine.fusion.alpha, tau=self.engine.fusion.tau,
-                          fusion=self.engine.fusion.fusion,
+            values.update(alpha=self.engine.metafusion.alpha, tau=self.engine.metafusion.tau,
+                          fusion=self.engine.metafusion.fusion,
                           backend=self.p('backend'), target=self.engine.table.target_name,
                           meta_model='loaded' if self.engine.meta is not None else 'none')
             choice = self.engine.meta_choice
@@ -631,7 +631,7 @@ def segment_report(header: Header, processed: Processed, engine: FusionEngine
     return {
         'stamp': {'sec': header.stamp.sec, 'nanosec': header.stamp.nanosec},
         'frame_id': header.frame_id, 'target': engine.table.target_name,
-        'alpha': engine.fusion.alpha, 'tau': engine.fusion.tau,
+        'alpha': engine.metafusion.alpha, 'tau': engine.metafusion.tau,
         'segments': [
             {'id': int(cid), 'box': [int(v) for v in box], 'area': int(size),
              'score': float(score), 'verdict': 'keep' if keep else 'drop'}
