@@ -11,8 +11,7 @@ single-threaded runs):
 - ``stream_pass_ms``: one ``probs.sum()`` over the same array, the memory-bandwidth floor;
 - ``rules_ms``: the decision rules alone; ``rules_estimated_priors_ms`` the same with priors
   estimated (eq. 5, smoothed) from generated street label maps, whose zeros make ``1 / p``
-  span five decades: the kernel's cost must not depend on the priors;
-- ``numpy_post_network_ms``: the plain-numpy reference path, for comparison.
+  span five decades: the kernel's cost must not depend on the priors.
 
 Realistic rows (``--realistic``, on by default when ``models/synthetic.onnx`` and its estimated
 priors are there): the shipped network's softmax on generated street frames (the synthetic drive
@@ -121,15 +120,11 @@ def run_case(w: int, h: int, repeats: int) -> dict:
                     repeats)
     rules = rules_ms(mf, probs, repeats)
     rules_estimated = rules_ms(MetaFusion(street_priors(table), alpha=1.0), probs, repeats)
-    saved = kernels.HAVE_NUMBA
-    kernels.HAVE_NUMBA = False
-    numpy_post = median_ms(lambda: mf.process(probs, score_fn), max(1, repeats // 2))
-    kernels.HAVE_NUMBA = saved
     from scipy import ndimage
     _, n_segments = ndimage.label(np.ones_like(labels))
-    return {'case': f'{w}x{h}x19', 'repeats': repeats, 'numba': kernels.HAVE_NUMBA,
+    return {'case': f'{w}x{h}x19', 'repeats': repeats,
             'post_network_ms': round(post, 2), 'segment_stage_ms': round(seg, 2),
-            'stream_pass_ms': round(stream, 2), 'numpy_post_network_ms': round(numpy_post, 2),
+            'stream_pass_ms': round(stream, 2),
             'rules_ms': round(rules, 2), 'rules_estimated_priors_ms': round(rules_estimated, 2),
             'post_over_stream': round(post / stream, 2), 'candidates': result.candidates.count,
             'kept': int(result.keep.sum()),
@@ -175,7 +170,7 @@ def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, 
     record = {key: round(statistics.median(values), 2) for key, values in rows.items()}
     post, stream = record['post_network_ms'], record['stream_pass_ms']
     return {'case': f'real_network_{size[1]}x{size[0]}x19', 'repeats': repeats,
-            'frames': len(softmaxes), 'numba': kernels.HAVE_NUMBA, **record,
+            'frames': len(softmaxes), **record,
             'post_over_stream': round(post / stream, 2), 'candidates': candidates,
             'candidate_pixels': pixels, 'target_post_le_3x_stream': post <= 3 * stream,
             'goal_post_le_2x_stream': post <= 2 * stream}

@@ -3,17 +3,26 @@
 The production code computes these another way (the compiled kernels of
 :mod:`metafusion_ros.core.kernels`, the sparse :func:`~metafusion_ros.core.features.features_at`,
 the whole triple at once in :func:`~metafusion_ros.core.heatmaps.heatmaps`); the tests hold it
-to these readable forms and to the reference's golden outputs.
+to these readable forms and to the reference's golden outputs. The rules' reference is
+:mod:`metafusion_ros.core.rules` (the §5 digits protocol uses it too).
 """
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import features_at
+from metafusion_ros.core.heatmaps import heatmaps
+from metafusion_ros.core.kernels import SUM_COLUMNS
 from metafusion_ros.core.rules import bayes_rule, ml_probabilities
 
-__all__ = ['merge_classes', 'ml_rule', 'margin', 'variation', 'segment_features']
+__all__ = ['merge_classes', 'ml_rule', 'margin', 'variation', 'segment_features', 'components',
+           'ml_heatmaps', 'segment_sums']
+
+# The 8 neighbours of a pixel (row, column offsets), in the reference's order.
+OFFSETS = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)],
+                   dtype=np.int64)
 
 
 def merge_classes(probs: np.ndarray, table: ClassTable) -> np.ndarray:
@@ -54,3 +63,71 @@ def segment_features(seg_labels: np.ndarray, pred: np.ndarray,
     pixels = np.flatnonzero(seg_labels)
     values = tuple(h.ravel()[pixels] for h in heat)
     return features_at(pixels, seg_labels.ravel()[pixels], pred, values, table)
+
+
+def components(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int):
+    """Return what ``kernels._components_kernel`` returns, from scipy's labelling (eq. 11)."""
+    eight = np.ones((3, 3), dtype=bool)
+    mask = pred_ml == target
+    components, _ = ndimage.label(mask, structure=eight)
+    pixels = np.flatnonzero(mask)
+    comp = components.ravel()[pixels]
+    first = np.full(comp.max(initial=0) + 1, -1, dtype=np.int64)
+    first[comp[::-1]] = np.arange(pixels.size)[::-1]
+    roots = first[comp]
+    agree = np.zeros(pixels.size, dtype=bool)
+    agree[roots[pred_bayes.ravel()[pixels] == target]] = True
+    interior = ndimage.binary_erosion(mask, structure=eight, border_value=1).ravel()[pixels]
+    has_interior = np.zeros(pixels.size, dtype=bool)
+    has_interior[roots[interior]] = True
+    return pixels, roots, agree, has_interior
+
+
+def ml_heatmaps(probs: np.ndarray, prior: np.ndarray, channel_map: np.ndarray,
+                merged: tuple[int, ...], alpha: float, pixels: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return E, M, V (eq. 6-8) of the ML probabilities (eq. 3, 16) at flat ``pixels``.
+
+    ``probs`` (H, W, C), ``prior`` (H, W, K) the priors at the priors' level with ``channel_map``
+    (C,) class -> channel; ``merged`` classes are zeroed after the division (spec §1).
+    """
+    num_classes = probs.shape[2]
+    channels = prior.reshape(-1, prior.shape[2])[pixels]
+    class_prior = np.take(channels, np.asarray(channel_map), axis=1)
+    prior_alpha = (np.float32(1.0 - alpha) + np.float32(alpha) * class_prior).astype(np.float32)
+    ratio = probs.reshape(-1, num_classes)[pixels] / (prior_alpha + np.float32(1e-5))
+    ratio[:, list(merged)] = 0
+    ratio /= np.maximum(ratio.sum(axis=-1, keepdims=True), np.float32(1e-30))
+    return heatmaps(ratio)
+
+
+def segment_sums(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
+                 heat: tuple[np.ndarray, ...], n: int, num_classes: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Return the per-segment sums ``(n, SUM_COLUMNS)`` and events ``(n, C + 1)`` (eq. 6-10).
+
+    ``pixels`` flat indices into ``pred`` (the label map the segments were formed on), ``sid``
+    their segment ids 1..n, ``heat`` the (E, M, V) values there. An event is a valid neighbour
+    with another label than the pixel; its bin is the neighbour's class, the last bin taking
+    labels outside the table.
+    """
+    h, w = pred.shape
+    flat_pred = pred.ravel()
+    rows, cols = np.divmod(pixels, w)
+    r2, c2 = rows + OFFSETS[:, :1], cols + OFFSETS[:, 1:]
+    valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
+    other = flat_pred[np.where(valid, r2 * w + c2, pixels)]
+    differs = valid & (other != flat_pred[pixels])
+    bd = differs.any(axis=0)
+    width = num_classes + 1
+    other_class = np.where(other < 0, num_classes, np.minimum(other.astype(np.int64),
+                                                              num_classes))
+    events = np.bincount((sid * width + other_class)[differs],
+                         minlength=(n + 1) * width).reshape(n + 1, width).astype(np.float64)
+    masks = (np.ones(pixels.size), ~bd, bd)  # segment, interior, boundary
+    values = [np.asarray(v, np.float64) for v in heat]
+    columns = np.stack([power * m for v in values for power in (v, v * v) for m in masks]
+                       + list(masks) + [rows, cols], axis=1)
+    bins = (sid[:, None] * SUM_COLUMNS + np.arange(SUM_COLUMNS)).ravel()
+    sums = np.bincount(bins, columns.ravel(), minlength=(n + 1) * SUM_COLUMNS)
+    return sums.reshape(n + 1, SUM_COLUMNS)[1:], events[1:]

@@ -1,4 +1,4 @@
-"""Compiled kernels of the hot path, each with the plain-numpy reference it must agree with.
+"""Compiled (numba) kernels of the hot path.
 
 - :func:`decision_rules`: one pass over the softmax giving the Bayes and ML masks (eq. 1, 16) and
   the softmax sanity checks, without temporaries the size of the softmax. Each pixel's classes
@@ -17,20 +17,23 @@
   interior and boundary, the sizes and centre sums, and the neighbourhood events (eq. 6-10), in
   one pass over the segments' pixels (in pixel order: the float64 sums are the reference's).
 
-The numba versions are used when numba is importable (``METAFUSION_DISABLE_NUMBA=1`` turns them
-off); the numpy ones are the reference, and the tests check that both agree.
+numba is a requirement (``requirements.txt``, ``package.xml``), so there is no numpy twin of each
+kernel in production: the one numpy path is :func:`decision_rules_numpy`, for softmaxes of more
+than 64 classes (the SIMD kernel's limit). The tests hold every kernel to a plain-numpy reference
+(``test/oracle.py``, and :mod:`metafusion_ros.core.rules` for the rules).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-import os
 
+import numba
 import numpy as np
 
+from . import simd
+from .jit import CACHE
 
 __all__ = ['SoftmaxStats', 'decision_rules', 'decision_rules_numpy', 'disagreeing_pixels',
-           'ml_heatmaps', 'ml_heatmaps_numpy', 'segment_sums', 'segment_sums_numpy',
-           'SUM_COLUMNS', 'HAVE_NUMBA']
+           'ml_heatmaps', 'segment_sums', 'SUM_COLUMNS']
 
 # Columns of :func:`segment_sums`: per heatmap (E, M, V) the sums of h and h² over the segment,
 # its interior and its boundary (6 each), then the sizes S, S_in, S_bd and the row and column sums.
@@ -40,16 +43,6 @@ _OFFSETS = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, 
                     dtype=np.int64)
 # numpy's float32 machine epsilon (the heatmaps' eps, spec §3).
 _EPS = np.float32(np.finfo(np.float32).eps)
-
-try:  # numba is optional: the numpy reference is always available
-    if os.environ.get('METAFUSION_DISABLE_NUMBA'):
-        raise ImportError('disabled by METAFUSION_DISABLE_NUMBA')
-    from .jit import CACHE
-    import numba
-    from . import simd
-    HAVE_NUMBA = True
-except ImportError:  # pragma: no cover - exercised where numba is absent
-    HAVE_NUMBA = False
 
 
 @dataclass(frozen=True)
@@ -76,7 +69,7 @@ class SoftmaxStats:
 def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
                          channel_map: np.ndarray, merged: tuple[int, ...]
                          ) -> tuple[np.ndarray, np.ndarray, SoftmaxStats]:
-    """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy.
+    """Return Bayes and ML masks (eq. 1, 16) and softmax stats, in plain numpy (C > 64 classes).
 
     ``inv_prior`` (H, W, K) with ``channel_map`` (C,) class -> channel; None means α = 0: the
     ML mask is the Bayes mask.
@@ -94,98 +87,80 @@ def decision_rules_numpy(probs: np.ndarray, inv_prior: np.ndarray | None,
     return pred_bayes, np.argmax(scores, axis=2).astype(np.uint8), stats
 
 
-if HAVE_NUMBA:
-    @numba.njit(cache=CACHE, nogil=True)
-    def _find_root(parent, k):
-        while parent[k] != k:
-            parent[k] = parent[parent[k]]
-            k = parent[k]
-        return k
-
-    @numba.njit(cache=CACHE, nogil=True)
-    def _union(parent, k, q):
-        a, b = _find_root(parent, k), _find_root(parent, q)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
-    @numba.njit(cache=CACHE, nogil=True)
-    def _pixels_of(flat, target):
-        """Return the raster indices where ``flat == target``, eight pixels per word test."""
-        words = flat[:flat.size // 8 * 8].view(np.uint64)
-        found = np.empty(flat.size, dtype=np.int64)  # pages are touched only as filled
-        n = 0
-        ones = np.uint64(0x0101010101010101)
-        pattern = ones * np.uint64(target)
-        highs = ones * np.uint64(0x80)
-        for q in range(words.size):  # a word holding no target byte is skipped in one test
-            x = words[q] ^ pattern
-            if (x - ones) & ~x & highs:
-                for k in range(8 * q, 8 * q + 8):
-                    if flat[k] == target:
-                        found[n] = k
-                        n += 1
-        for k in range(8 * words.size, flat.size):
-            if flat[k] == target:
-                found[n] = k
-                n += 1
-        return found[:n].copy()
-
-    @numba.njit(cache=CACHE, nogil=True)
-    def _components_kernel(pred_ml, pred_bayes, target):
-        h, w = pred_ml.shape
-        pixels = _pixels_of(pred_ml.ravel(), target)
-        n = pixels.size
-        parent = np.arange(n)
-        interior = np.ones(n, dtype=np.bool_)
-        up = 0  # first pixel that may touch the row above (the pixels are in raster order)
-        for k in range(n):
-            p = pixels[k]
-            i, j = divmod(p, w)
-            for di in (-1, 0, 1):
-                for dj in (-1, 0, 1):
-                    ii, jj = i + di, j + dj
-                    if (0 <= ii < h and 0 <= jj < w) and pred_ml[ii, jj] != target:
-                        interior[k] = False
-            if j > 0 and k > 0 and pixels[k - 1] == p - 1:
-                _union(parent, k, k - 1)
-            while pixels[up] < p - w - 1:
-                up += 1
-            for q in range(up, k):  # the up to three 8-neighbours in the row above
-                if pixels[q] > p - w + 1:
-                    break
-                if pixels[q] >= (i - 1) * w and abs(pixels[q] % w - j) <= 1:  # not 2 rows up
-                    _union(parent, k, q)
-        roots = np.empty(n, dtype=np.int64)
-        for k in range(n):
-            roots[k] = _find_root(parent, k)
-        agree = np.zeros(n, dtype=np.bool_)
-        has_interior = np.zeros(n, dtype=np.bool_)
-        flat_bayes = pred_bayes.ravel()
-        for k in range(n):
-            if flat_bayes[pixels[k]] == target:
-                agree[roots[k]] = True
-            if interior[k]:
-                has_interior[roots[k]] = True
-        return pixels, roots, agree, has_interior
+@numba.njit(cache=CACHE, nogil=True)
+def _find_root(parent, k):
+    while parent[k] != k:
+        parent[k] = parent[parent[k]]
+        k = parent[k]
+    return k
 
 
-def _components_numpy(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int):
-    """Plain scipy/numpy twin of ``_components_kernel`` (same outputs)."""
-    from scipy import ndimage
+@numba.njit(cache=CACHE, nogil=True)
+def _union(parent, k, q):
+    a, b = _find_root(parent, k), _find_root(parent, q)
+    if a != b:
+        parent[max(a, b)] = min(a, b)
 
-    eight = np.ones((3, 3), dtype=bool)
-    mask = pred_ml == target
-    components, _ = ndimage.label(mask, structure=eight)
-    pixels = np.flatnonzero(mask)
-    comp = components.ravel()[pixels]
-    first = np.full(comp.max(initial=0) + 1, -1, dtype=np.int64)
-    first[comp[::-1]] = np.arange(pixels.size)[::-1]
-    roots = first[comp]
-    agree = np.zeros(pixels.size, dtype=bool)
-    agree[roots[pred_bayes.ravel()[pixels] == target]] = True
-    interior = ndimage.binary_erosion(mask, structure=eight, border_value=1).ravel()[pixels]
-    has_interior = np.zeros(pixels.size, dtype=bool)
-    has_interior[roots[interior]] = True
+
+@numba.njit(cache=CACHE, nogil=True)
+def _pixels_of(flat, target):
+    """Return the raster indices where ``flat == target``, eight pixels per word test."""
+    words = flat[:flat.size // 8 * 8].view(np.uint64)
+    found = np.empty(flat.size, dtype=np.int64)  # pages are touched only as filled
+    n = 0
+    ones = np.uint64(0x0101010101010101)
+    pattern = ones * np.uint64(target)
+    highs = ones * np.uint64(0x80)
+    for q in range(words.size):  # a word holding no target byte is skipped in one test
+        x = words[q] ^ pattern
+        if (x - ones) & ~x & highs:
+            for k in range(8 * q, 8 * q + 8):
+                if flat[k] == target:
+                    found[n] = k
+                    n += 1
+    for k in range(8 * words.size, flat.size):
+        if flat[k] == target:
+            found[n] = k
+            n += 1
+    return found[:n].copy()
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def _components_kernel(pred_ml, pred_bayes, target):
+    h, w = pred_ml.shape
+    pixels = _pixels_of(pred_ml.ravel(), target)
+    n = pixels.size
+    parent = np.arange(n)
+    interior = np.ones(n, dtype=np.bool_)
+    up = 0  # first pixel that may touch the row above (the pixels are in raster order)
+    for k in range(n):
+        p = pixels[k]
+        i, j = divmod(p, w)
+        for di in (-1, 0, 1):
+            for dj in (-1, 0, 1):
+                ii, jj = i + di, j + dj
+                if (0 <= ii < h and 0 <= jj < w) and pred_ml[ii, jj] != target:
+                    interior[k] = False
+        if j > 0 and k > 0 and pixels[k - 1] == p - 1:
+            _union(parent, k, k - 1)
+        while pixels[up] < p - w - 1:
+            up += 1
+        for q in range(up, k):  # the up to three 8-neighbours in the row above
+            if pixels[q] > p - w + 1:
+                break
+            if pixels[q] >= (i - 1) * w and abs(pixels[q] % w - j) <= 1:  # not 2 rows up
+                _union(parent, k, q)
+    roots = np.empty(n, dtype=np.int64)
+    for k in range(n):
+        roots[k] = _find_root(parent, k)
+    agree = np.zeros(n, dtype=np.bool_)
+    has_interior = np.zeros(n, dtype=np.bool_)
+    flat_bayes = pred_bayes.ravel()
+    for k in range(n):
+        if flat_bayes[pixels[k]] == target:
+            agree[roots[k]] = True
+        if interior[k]:
+            has_interior[roots[k]] = True
     return pixels, roots, agree, has_interior
 
 
@@ -198,8 +173,7 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     agreeing pixels are those of the ML class-c segments with ``S_in > 0`` that hold a Bayes-c
     pixel (spec §5).
     """
-    kernel = _components_kernel if HAVE_NUMBA else _components_numpy
-    pixels, roots, agree, has_interior = kernel(
+    pixels, roots, agree, has_interior = _components_kernel(
         np.ascontiguousarray(pred_ml, dtype=np.uint8), np.ascontiguousarray(pred_bayes),
         int(target))
     is_root = roots == np.arange(roots.size)
@@ -224,7 +198,7 @@ def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map:
         raise ValueError(f'priors {inv_prior.shape[:2]} and softmax {probs.shape[:2]} '
                          f'differ in size')
     h, w, c = probs.shape
-    if not HAVE_NUMBA or c > simd.MAX_CLASSES:
+    if c > simd.MAX_CLASSES:
         return decision_rules_numpy(probs, inv_prior, channel_map, merged)
     channels = c if inv_prior is None else inv_prior.shape[2]
     layout = simd.Layout.of(channels, channel_map, merged)
@@ -240,142 +214,91 @@ def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map:
     return pred_bayes, pred_ml, SoftmaxStats(int(bad), float(max_err))
 
 
-def ml_heatmaps_numpy(probs: np.ndarray, prior: np.ndarray, channel_map: np.ndarray,
-                      merged: tuple[int, ...], alpha: float, pixels: np.ndarray
-                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Return E, M, V (eq. 6-8) of the ML probabilities (eq. 3, 16) at flat ``pixels``.
-
-    ``probs`` (H, W, C), ``prior`` (H, W, K) the priors at the priors' level with ``channel_map``
-    (C,) class -> channel; ``merged`` classes are zeroed after the division (spec §1).
-    """
-    from .heatmaps import heatmaps
-
-    num_classes = probs.shape[2]
-    channels = prior.reshape(-1, prior.shape[2])[pixels]
-    class_prior = np.take(channels, np.asarray(channel_map), axis=1)
-    prior_alpha = (np.float32(1.0 - alpha) + np.float32(alpha) * class_prior).astype(np.float32)
-    ratio = probs.reshape(-1, num_classes)[pixels] / (prior_alpha + np.float32(1e-5))
-    ratio[:, list(merged)] = 0
-    ratio /= np.maximum(ratio.sum(axis=-1, keepdims=True), np.float32(1e-30))
-    return heatmaps(ratio)
-
-
-def segment_sums_numpy(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
-                       heat: tuple[np.ndarray, ...], n: int, num_classes: int
-                       ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the per-segment sums ``(n, SUM_COLUMNS)`` and events ``(n, C + 1)`` (eq. 6-10).
-
-    ``pixels`` flat indices into ``pred`` (the label map the segments were formed on), ``sid``
-    their segment ids 1..n, ``heat`` the (E, M, V) values there. An event is a valid neighbour
-    with another label than the pixel; its bin is the neighbour's class, the last bin taking
-    labels outside the table.
-    """
-    h, w = pred.shape
-    flat_pred = pred.ravel()
-    rows, cols = np.divmod(pixels, w)
-    r2, c2 = rows + _OFFSETS[:, :1], cols + _OFFSETS[:, 1:]
-    valid = (r2 >= 0) & (r2 < h) & (c2 >= 0) & (c2 < w)
-    other = flat_pred[np.where(valid, r2 * w + c2, pixels)]
-    differs = valid & (other != flat_pred[pixels])
-    bd = differs.any(axis=0)
-    width = num_classes + 1
-    other_class = np.where(other < 0, num_classes, np.minimum(other.astype(np.int64),
-                                                              num_classes))
-    events = np.bincount((sid * width + other_class)[differs],
-                         minlength=(n + 1) * width).reshape(n + 1, width).astype(np.float64)
-    masks = (np.ones(pixels.size), ~bd, bd)  # segment, interior, boundary
-    values = [np.asarray(v, np.float64) for v in heat]
-    columns = np.stack([power * m for v in values for power in (v, v * v) for m in masks]
-                       + list(masks) + [rows, cols], axis=1)
-    bins = (sid[:, None] * SUM_COLUMNS + np.arange(SUM_COLUMNS)).ravel()
-    sums = np.bincount(bins, columns.ravel(), minlength=(n + 1) * SUM_COLUMNS)
-    return sums.reshape(n + 1, SUM_COLUMNS)[1:], events[1:]
-
-
-if HAVE_NUMBA:
-    @numba.njit(cache=True, nogil=True)
-    def _pairwise_sum(a, n):
-        """Sum ``a[:n]`` (float32) as numpy's pairwise sum does for fewer than 128 values."""
-        if n < 8:
-            total = np.float32(0)
-            for i in range(n):
-                total += a[i]
-            return total
-        r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
-        i = 8
-        while i < n - n % 8:
-            r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
-            r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
-            i += 8
-        total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
-        while i < n:
+@numba.njit(cache=True, nogil=True)
+def _pairwise_sum(a, n):
+    """Sum ``a[:n]`` (float32) as numpy's pairwise sum does for fewer than 128 values."""
+    if n < 8:
+        total = np.float32(0)
+        for i in range(n):
             total += a[i]
-            i += 1
         return total
+    r0, r1, r2, r3, r4, r5, r6, r7 = a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7]
+    i = 8
+    while i < n - n % 8:
+        r0, r1, r2, r3 = r0 + a[i], r1 + a[i + 1], r2 + a[i + 2], r3 + a[i + 3]
+        r4, r5, r6, r7 = r4 + a[i + 4], r5 + a[i + 5], r6 + a[i + 6], r7 + a[i + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += a[i]
+        i += 1
+    return total
 
-    @numba.njit(cache=True, nogil=True)
-    def _ml_heatmaps_kernel(probs, prior, channel_map, merged, alpha, pixels, out):
-        num_classes = probs.shape[1]
-        one_minus = np.float32(1.0 - alpha)
-        weight = np.float32(alpha)
-        eps_prior = np.float32(1e-5)
-        log_c = np.log(np.float64(num_classes))
-        ratio = np.empty(num_classes, dtype=np.float32)
-        terms = np.empty(num_classes, dtype=np.float32)
-        for k in range(pixels.size):
-            p = pixels[k]
-            for y in range(num_classes):
-                if merged[y]:
-                    ratio[y] = np.float32(0)
-                else:
-                    pa = one_minus + weight * prior[p, channel_map[y]]
-                    ratio[y] = probs[p, y] / (pa + eps_prior)
-            total = max(_pairwise_sum(ratio, num_classes), np.float32(1e-30))
-            first = -np.inf
-            second = -np.inf
-            for y in range(num_classes):
-                q = ratio[y] / total
-                terms[y] = q * np.log(q + _EPS)
-                if q > first:
-                    second = first
-                    first = q
-                elif q > second:
-                    second = q
-            if num_classes == 1:
+
+@numba.njit(cache=True, nogil=True)
+def _ml_heatmaps_kernel(probs, prior, channel_map, merged, alpha, pixels, out):
+    num_classes = probs.shape[1]
+    one_minus = np.float32(1.0 - alpha)
+    weight = np.float32(alpha)
+    eps_prior = np.float32(1e-5)
+    log_c = np.log(np.float64(num_classes))
+    ratio = np.empty(num_classes, dtype=np.float32)
+    terms = np.empty(num_classes, dtype=np.float32)
+    for k in range(pixels.size):
+        p = pixels[k]
+        for y in range(num_classes):
+            if merged[y]:
+                ratio[y] = np.float32(0)
+            else:
+                pa = one_minus + weight * prior[p, channel_map[y]]
+                ratio[y] = probs[p, y] / (pa + eps_prior)
+        total = max(_pairwise_sum(ratio, num_classes), np.float32(1e-30))
+        first = -np.inf
+        second = -np.inf
+        for y in range(num_classes):
+            q = ratio[y] / total
+            terms[y] = q * np.log(q + _EPS)
+            if q > first:
                 second = first
-            out[0, k] = np.float32(np.float64(-_pairwise_sum(terms, num_classes)) / log_c)
-            out[1, k] = (np.float32(1) - np.float32(first)) + np.float32(second)
-            out[2, k] = np.float32(1) - np.float32(first)
+                first = q
+            elif q > second:
+                second = q
+        if num_classes == 1:
+            second = first
+        out[0, k] = np.float32(np.float64(-_pairwise_sum(terms, num_classes)) / log_c)
+        out[1, k] = (np.float32(1) - np.float32(first)) + np.float32(second)
+        out[2, k] = np.float32(1) - np.float32(first)
 
-    @numba.njit(cache=True, nogil=True)
-    def _segment_sums_kernel(pixels, sid, pred, heat, n, num_classes, offsets):
-        h, w = pred.shape
-        sums = np.zeros((n + 1, SUM_COLUMNS), dtype=np.float64)
-        events = np.zeros((n + 1, num_classes + 1), dtype=np.float64)
-        for k in range(pixels.size):
-            p = pixels[k]
-            s = sid[k]
-            i, j = divmod(p, w)
-            label = pred[i, j]
-            boundary = False
-            for o in range(8):
-                ii, jj = i + offsets[o, 0], j + offsets[o, 1]
-                if 0 <= ii < h and 0 <= jj < w and pred[ii, jj] != label:
-                    boundary = True
-                    other = np.int64(pred[ii, jj])
-                    events[s, num_classes if other < 0 or other > num_classes else other] += 1
-            part = 2 if boundary else 1
-            for m in range(3):
-                v = np.float64(heat[m, k])
-                sums[s, 6 * m] += v
-                sums[s, 6 * m + part] += v
-                sums[s, 6 * m + 3] += v * v
-                sums[s, 6 * m + 3 + part] += v * v
-            sums[s, 18] += 1.0
-            sums[s, 18 + part] += 1.0
-            sums[s, 21] += i
-            sums[s, 22] += j
-        return sums[1:], events[1:]
+
+@numba.njit(cache=True, nogil=True)
+def _segment_sums_kernel(pixels, sid, pred, heat, n, num_classes, offsets):
+    h, w = pred.shape
+    sums = np.zeros((n + 1, SUM_COLUMNS), dtype=np.float64)
+    events = np.zeros((n + 1, num_classes + 1), dtype=np.float64)
+    for k in range(pixels.size):
+        p = pixels[k]
+        s = sid[k]
+        i, j = divmod(p, w)
+        label = pred[i, j]
+        boundary = False
+        for o in range(8):
+            ii, jj = i + offsets[o, 0], j + offsets[o, 1]
+            if 0 <= ii < h and 0 <= jj < w and pred[ii, jj] != label:
+                boundary = True
+                other = np.int64(pred[ii, jj])
+                events[s, num_classes if other < 0 or other > num_classes else other] += 1
+        part = 2 if boundary else 1
+        for m in range(3):
+            v = np.float64(heat[m, k])
+            sums[s, 6 * m] += v
+            sums[s, 6 * m + part] += v
+            sums[s, 6 * m + 3] += v * v
+            sums[s, 6 * m + 3 + part] += v * v
+        sums[s, 18] += 1.0
+        sums[s, 18 + part] += 1.0
+        sums[s, 21] += i
+        sums[s, 22] += j
+    return sums[1:], events[1:]
 
 
 def ml_heatmaps(probs: np.ndarray, prior: np.ndarray, channel_map: np.ndarray,
@@ -392,26 +315,27 @@ def ml_heatmaps(probs: np.ndarray, prior: np.ndarray, channel_map: np.ndarray,
     if prior.shape[:2] != (h, w):
         raise ValueError(f'priors {prior.shape[:2]} and softmax {(h, w)} differ in size')
     flat = np.arange(h * w) if pixels is None else np.asarray(pixels, dtype=np.int64)
-    if HAVE_NUMBA:
-        out = np.empty((3, flat.size), dtype=np.float32)
-        merged_mask = np.zeros(num_classes, dtype=np.bool_)
-        merged_mask[list(merged)] = True
-        _ml_heatmaps_kernel(np.ascontiguousarray(probs, np.float32).reshape(-1, num_classes),
-                            np.ascontiguousarray(prior, np.float32).reshape(h * w, -1),
-                            np.asarray(channel_map, np.int64), merged_mask, float(alpha),
-                            flat, out)
-        heat = tuple(out)
-    else:
-        heat = ml_heatmaps_numpy(probs, prior, channel_map, merged, alpha, flat)
+    out = np.empty((3, flat.size), dtype=np.float32)
+    merged_mask = np.zeros(num_classes, dtype=np.bool_)
+    merged_mask[list(merged)] = True
+    _ml_heatmaps_kernel(np.ascontiguousarray(probs, np.float32).reshape(-1, num_classes),
+                        np.ascontiguousarray(prior, np.float32).reshape(h * w, -1),
+                        np.asarray(channel_map, np.int64), merged_mask, float(alpha),
+                        flat, out)
+    heat = tuple(out)
     return heat if pixels is not None else tuple(v.reshape(h, w) for v in heat)
 
 
 def segment_sums(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
                  heat: tuple[np.ndarray, ...], n: int, num_classes: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the per-segment sums and neighbourhood events (see :func:`segment_sums_numpy`)."""
-    if not HAVE_NUMBA:
-        return segment_sums_numpy(pixels, sid, pred, heat, n, num_classes)
+    """Return the per-segment sums ``(n, SUM_COLUMNS)`` and events ``(n, C + 1)`` (eq. 6-10).
+
+    ``pixels`` flat indices into ``pred`` (the label map the segments were formed on), ``sid``
+    their segment ids 1..n, ``heat`` the (E, M, V) values there. An event is a valid neighbour
+    with another label than the pixel; its bin is the neighbour's class, the last bin taking
+    labels outside the table.
+    """
     return _segment_sums_kernel(np.asarray(pixels, np.int64), np.asarray(sid, np.int64),
                                 np.ascontiguousarray(pred), np.stack(heat), n, num_classes,
                                 _OFFSETS)
