@@ -104,13 +104,7 @@ def ml_heatmaps(probs: np.ndarray, prior: np.ndarray, channel_map: np.ndarray,
 def segment_sums(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
                  heat: tuple[np.ndarray, ...], n: int, num_classes: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Return the per-segment sums ``(n, SUM_COLUMNS)`` and events ``(n, C + 1)`` (eq. 6-10).
-
-    ``pixels`` flat indices into ``pred`` (the label map the segments were formed on), ``sid``
-    their segment ids 1..n, ``heat`` the (E, M, V) values there. An event is a valid neighbour
-    with another label than the pixel; its bin is the neighbour's class, the last bin taking
-    labels outside the table.
-    """
+    """Return :func:`metafusion_ros.core.kernels.segment_sums`' sums and events, vectorised."""
     h, w = pred.shape
     flat_pred = pred.ravel()
     rows, cols = np.divmod(pixels, w)
