@@ -8,17 +8,23 @@ to these readable forms and to the reference's golden outputs. The rules' refere
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 from scipy import ndimage
+from skimage.measure import label
 
+from metafusion_ros.core import segments
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import features_at
 from metafusion_ros.core.heatmaps import heatmaps
 from metafusion_ros.core.kernels import SUM_COLUMNS
 from metafusion_ros.core.rules import bayes_rule, ml_probabilities
 
-__all__ = ['merge_classes', 'ml_rule', 'margin', 'variation', 'segment_features', 'components',
-           'ml_heatmaps', 'segment_sums']
+__all__ = ['merge_classes', 'ml_rule', 'margin', 'variation', 'Segments', 'boundary_mask',
+           'label_segments', 'segment_features', 'components', 'ml_heatmaps', 'segment_sums']
+
+_EIGHT = np.ones((3, 3), dtype=bool)
 
 # The 8 neighbours of a pixel (row, column offsets), in the reference's order.
 OFFSETS = np.array([(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1) if (dr, dc) != (0, 0)],
@@ -50,6 +56,40 @@ def margin(p: np.ndarray) -> np.ndarray:
 def variation(p: np.ndarray) -> np.ndarray:
     """Return the variation ratio ``V = 1 - p_(1)`` (eq. 8)."""
     return (1 - np.asarray(p, dtype=np.float32).max(axis=-1)).astype(np.float32)
+
+
+@dataclass(frozen=True, eq=False)
+class Segments:
+    """All segments of a label map: ``labels`` int32 (0 = none), ``boundary`` bool."""
+
+    labels: np.ndarray
+    boundary: np.ndarray
+
+    @property
+    def count(self) -> int:
+        """Return the number of segments ``n``."""
+        return int(self.labels.max(initial=0))
+
+    def signed(self) -> np.ndarray:
+        """Return the reference's encoding: ``+id`` interior, ``-id`` boundary pixels."""
+        return np.where(self.boundary, -self.labels, self.labels)
+
+
+def boundary_mask(pred: np.ndarray) -> np.ndarray:
+    """Return pixels whose clipped 3x3 window holds a different label (boundary pixels)."""
+    high = ndimage.maximum_filter(pred, footprint=_EIGHT, mode='nearest')
+    low = ndimage.minimum_filter(pred, footprint=_EIGHT, mode='nearest')
+    return (high != pred) | (low != pred)
+
+
+def label_segments(pred: np.ndarray, ignore_label: int | None = None) -> Segments:
+    """Label the 8-connected same-class components of ``pred`` (ignore pixels get id 0)."""
+    segments.check_label_map(pred, 'prediction')
+    values = pred.astype(np.int32) + 1
+    if ignore_label is not None:
+        values[pred == ignore_label] = 0
+    labels = label(values, background=0, connectivity=2).astype(np.int32)
+    return Segments(labels, boundary_mask(pred) & (labels > 0))
 
 
 def segment_features(seg_labels: np.ndarray, pred: np.ndarray,

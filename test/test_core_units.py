@@ -237,7 +237,7 @@ def test_one_pixel_segment_and_neighbourhood():
     """A lone pixel: S = 1, S_in = 0; every neighbour event counts once (eq. 10)."""
     pred = np.zeros((3, 3), np.uint8)
     pred[1, 1] = 1
-    seg = segments.label_segments(pred)
+    seg = oracle.label_segments(pred)
     assert seg.count == 2 and seg.labels[1, 1] == 2
     assert seg.boundary.sum() == 9
     t = table(2, target=1)
@@ -256,7 +256,7 @@ def test_border_alone_does_not_make_boundary_and_diagonals_connect():
     """A segment touching the border keeps interior border pixels; diagonals are 8-connected."""
     pred = np.zeros((5, 5), np.uint8)
     pred[2, 2] = pred[3, 3] = 1
-    seg = segments.label_segments(pred)
+    seg = oracle.label_segments(pred)
     assert seg.count == 2
     assert not seg.boundary[0, 0] and not seg.boundary[0, 4]
     assert seg.labels[2, 2] == seg.labels[3, 3]
@@ -265,7 +265,7 @@ def test_border_alone_does_not_make_boundary_and_diagonals_connect():
 def test_ignore_neighbours_count_only_in_denominator():
     """Ignore pixels are different labels: boundary, and in the ndist denominator only."""
     pred = np.array([[0, 0, 255]], np.uint8)
-    seg = segments.label_segments(pred, ignore_label=255)
+    seg = oracle.label_segments(pred, ignore_label=255)
     t = table(2, target=1)
     f = oracle.segment_features(seg.labels, pred, heatmaps.heatmaps(onehot(pred % 2, 2)), t)
     col = dict(zip(features.feature_names(t), f.T))
@@ -340,11 +340,11 @@ def whole_frame_counts(pred: np.ndarray, gt: np.ndarray, t) -> evaluation.Segmen
     """Count as spec §6 words it: ignore copied into the prediction, every segment labelled."""
     c, ignore = t.target, t.ignore_label
     pred = np.where(gt == ignore, ignore, pred).astype(pred.dtype)
-    seg = segments.label_segments(pred, ignore_label=ignore)
+    seg = oracle.label_segments(pred, ignore_label=ignore)
     ids = np.unique(seg.labels[pred == c])
     counted = [i for i in ids if (~seg.boundary[seg.labels == i]).any()]
     tp = sum(bool((gt[seg.labels == i] == c).any()) for i in counted)
-    gt_seg = segments.label_segments((gt == c).astype(np.uint8))
+    gt_seg = oracle.label_segments((gt == c).astype(np.uint8))
     found = {int(i) for i in np.unique(gt_seg.labels[(gt == c) & (pred == c)])}
     missed = {int(i) for i in np.unique(gt_seg.labels[gt == c])} - found
     return evaluation.SegmentCounts(tp=tp, fp=len(counted) - tp, fn=len(missed))
@@ -490,7 +490,7 @@ def test_candidate_kernel_agrees_with_scipy_labelling():
     pred_ml[rng.random((60, 80)) < 0.05] = 1
     pred_bayes = np.where(rng.random((60, 80)) < 0.004, 2, 0).astype(np.uint8)
     cand = segments.disagreeing_candidates(pred_ml, pred_bayes, 2)
-    full = segments.label_segments(pred_ml)
+    full = oracle.label_segments(pred_ml)
     expected_ids = []
     for sid in range(1, full.count + 1):
         region = full.labels == sid

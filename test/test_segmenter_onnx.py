@@ -10,7 +10,7 @@ from tiny_onnx import tiny_model
 from metafusion_ros.core import classes
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.preprocess import Preprocess, resize_labels, resize_maps
+from metafusion_ros.segmenter.preprocess import Nearest, Preprocess, resize_maps
 from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
 
 TABLE = classes.camvid_table()
@@ -98,7 +98,7 @@ def test_preprocess_declared_by_config():
 def test_resizing_labels_nearest_maps_bilinear():
     """Labels stay label values (nearest); maps are interpolated between their values."""
     labels = np.array([[0, 3], [7, 9]], np.uint8)
-    big = resize_labels(labels, (4, 4))
+    big = Nearest.between(labels.shape, (4, 4)).labels(labels)
     assert set(np.unique(big)) == {0, 3, 7, 9}
     maps = resize_maps(np.array([[0, 1], [0, 1]], np.float32), (2, 8))
     assert 0 < maps[0, 3] < 1 and maps.shape == (2, 8)

@@ -13,27 +13,7 @@ import numpy as np
 
 from . import kernels
 
-__all__ = ['Segments', 'Candidates', 'label_segments', 'boundary_mask',
-           'disagreeing_candidates', 'check_label_map']
-
-_EIGHT = np.ones((3, 3), dtype=bool)
-
-
-@dataclass(frozen=True, eq=False)
-class Segments:
-    """All segments of a label map: ``labels`` int32 (0 = none), ``boundary`` bool."""
-
-    labels: np.ndarray
-    boundary: np.ndarray
-
-    @property
-    def count(self) -> int:
-        """Return the number of segments ``n``."""
-        return int(self.labels.max(initial=0))
-
-    def signed(self) -> np.ndarray:
-        """Return the reference's encoding: ``+id`` interior, ``-id`` boundary pixels."""
-        return np.where(self.boundary, -self.labels, self.labels)
+__all__ = ['Candidates', 'disagreeing_candidates', 'check_label_map']
 
 
 @dataclass(frozen=True, eq=False)
@@ -83,27 +63,6 @@ def check_label_map(pred: np.ndarray, name: str = 'label map') -> np.ndarray:
     if not np.issubdtype(pred.dtype, np.integer):
         raise TypeError(f'{name} must be an integer array, got {pred.dtype}')
     return pred
-
-
-def boundary_mask(pred: np.ndarray) -> np.ndarray:
-    """Return pixels whose clipped 3x3 window holds a different label (boundary pixels)."""
-    from scipy import ndimage  # offline tools only: the node's start-up does not pay for it
-
-    high = ndimage.maximum_filter(pred, footprint=_EIGHT, mode='nearest')
-    low = ndimage.minimum_filter(pred, footprint=_EIGHT, mode='nearest')
-    return (high != pred) | (low != pred)
-
-
-def label_segments(pred: np.ndarray, ignore_label: int | None = None) -> Segments:
-    """Label the 8-connected same-class components of ``pred`` (ignore pixels get id 0)."""
-    from skimage.measure import label  # offline tools only, as above
-
-    check_label_map(pred, 'prediction')
-    values = pred.astype(np.int32) + 1
-    if ignore_label is not None:
-        values[pred == ignore_label] = 0
-    labels = label(values, background=0, connectivity=2).astype(np.int32)
-    return Segments(labels, boundary_mask(pred) & (labels > 0))
 
 
 def disagreeing_candidates(pred_ml: np.ndarray, pred_bayes: np.ndarray,

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-__all__ = ['Preprocess', 'Nearest', 'resize_image', 'resize_labels', 'resize_maps']
+__all__ = ['Preprocess', 'Nearest', 'resize_image', 'resize_maps']
 
 _LAYOUTS = ('NCHW', 'NHWC')
 _ORDERS = ('RGB', 'BGR')
@@ -179,11 +179,6 @@ class Nearest:
         rows, cols = np.divmod(pixels, self.source[1])
         weights = row_weight[rows] * col_weight[cols]
         return np.bincount(pixel_ids, weights, minlength=count + 1)[1:].astype(np.int64)
-
-
-def resize_labels(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a label map ``(h, w)`` to ``size`` = (H, W) by :class:`Nearest` neighbour."""
-    return Nearest.between(labels.shape[:2], tuple(size)).labels(labels)
 
 
 def resize_maps(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
