@@ -46,7 +46,8 @@ def ros_env(domain: int, log_dir: Path) -> dict[str, str]:
     """Return the environment of a node process in ``domain`` (localhost only)."""
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
-               ROS_LOG_DIR=str(log_dir), PYTHONUNBUFFERED='1', OMP_NUM_THREADS='1',
+               ROS_LOG_DIR=str(log_dir), PYTHONUNBUFFERED='1',
+               RCUTILS_LOGGING_BUFFERED_STREAM='0', OMP_NUM_THREADS='1',
                PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get('PYTHONPATH')])))
     return env
 

@@ -245,6 +245,7 @@ def test_off_grid_alpha_uses_the_nearest_meta_member(setup):
     assert values['meta_alpha_choice'] == 'nearest grid point to alpha 0.8'
     warning = 'alpha 0.8 is not on the meta classifier grid; using the classifier fitted at ' \
         'alpha 0.9'
+    assert setup['tester'].spin_until(lambda: warning in node_output(setup['proc']), timeout=10.0)
     assert node_output(setup['proc']).count(warning) == 1
     result = set_params(setup, alpha=0.3)[0]
     assert not result.successful and 'no classifier for alpha 0.3' in result.reason
