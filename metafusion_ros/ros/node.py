@@ -2,12 +2,13 @@
 
 Configure loads the network, the priors and the (optional) meta classifier and checks that they
 fit together and publishes the class table (latched); activate subscribes ``~/input/image`` and
-``~/input/image/compressed``. A worker thread processes only the newest frame: the subscription
-callback just stores it (an unprocessed older frame is dropped and counted), so a slow frame
-never blocks the executor. Unreadable images are counted skips with a throttled warning; a frame
-whose stamp is not newer than the previous one's, stamped 0 or without ``frame_id`` is processed
-and counted. Parameters come from :mod:`.parameters`, messages from :mod:`.messages`, the
-bookkeeping from :mod:`.stats`. See ``docs/node.md`` for topics and parameters.
+``~/input/image/compressed`` and enables the output (lifecycle) publishers. A worker thread
+(:mod:`.worker`) processes only the newest frame: the subscription callback just stores it, so a
+slow frame never blocks the executor. Unreadable images are counted skips with a throttled
+warning (:mod:`.stats`); a frame whose stamp is not newer than the previous one's, stamped 0 or
+without ``frame_id`` is processed and counted. The parameters are declared from one schema
+(:mod:`.parameters`); every message is built by a pure function of :mod:`.messages`. See
+``docs/node.md`` for topics and parameters.
 """
 from __future__ import annotations
 
@@ -19,8 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
 from rclpy.clock import Clock, ClockType
-from rclpy.event_handler import (QoSMessageLostInfo, QoSRequestedIncompatibleQoSInfo,
-                                 SubscriptionEventCallbacks)
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -81,9 +81,8 @@ class MetaFusionNode(LifecycleNode):
     @property
     def state_name(self) -> str:
         """Return the lifecycle state's label, or ``configure_failed`` after a failed configure."""
-        if self._configure_failed:
-            return 'configure_failed'
-        return self._state_machine.current_state[1]  # rclpy has no public getter (Jazzy)
+        label = self._state_machine.current_state[1]  # rclpy has no public getter (Jazzy)
+        return 'configure_failed' if self._configure_failed and label == 'unconfigured' else label
 
     # parameters -------------------------------------------------------------------------------
     def p(self, name: str) -> Any:
@@ -159,8 +158,10 @@ class MetaFusionNode(LifecycleNode):
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         """Subscribe the input topics, start the worker thread, enable the output publishers."""
         qos = input_qos(self.p('qos.reliability'), self.p('qos.depth'))
-        events = SubscriptionEventCallbacks(message_lost=self._on_lost,
-                                            incompatible_qos=self._on_incompatible_qos)
+        events = SubscriptionEventCallbacks(
+            message_lost=lambda info: self.inputs.lost(info.total_count_change),
+            incompatible_qos=lambda info: self.inputs.incompatible_qos(
+                qos_policy_name_from_kind(info.last_policy_kind)))
         self._subs = [
             self.create_subscription(Image, '~/input/image', self._on_image, qos,
                                      event_callbacks=events),
@@ -221,19 +222,6 @@ class MetaFusionNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """Keep the newest camera info; the worker warms up at a size it has not seen yet."""
         self.worker.camera_info = msg
-
-    def _on_lost(self, info: QoSMessageLostInfo) -> None:
-        """Count frames the middleware reports lost in transport (never seen by the node)."""
-        self.stats.add(frames_lost=info.total_count_change)
-        self.stats.event('lost', info.total_count_change)
-
-    def _on_incompatible_qos(self, info: QoSRequestedIncompatibleQoSInfo) -> None:
-        """Count a publisher whose QoS cannot match the input's (it delivers nothing)."""
-        self.stats.event('qos_incompatible')
-        self.inputs.count_and_warn('qos_incompatible', lambda total: (
-            f'a publisher on the image input offers a QoS that cannot match this subscription '
-            f'({qos_policy_name_from_kind(info.last_policy_kind)}); set qos.reliability to '
-            f"match the camera driver's ({total} so far)"))
 
     # output -------------------------------------------------------------------------------------
     def _wanted(self, key: str, topic: str | None = None) -> bool:

@@ -206,6 +206,18 @@ class InputLog:
         self.count_and_warn(f'skipped_{reason}', lambda total: (
             f'skipped frame ({reason}, {total} so far): {exc}'))
 
+    def lost(self, count: int) -> None:
+        """Count frames the middleware reports lost in transport (never seen by the node)."""
+        self.stats.add(frames_lost=count)
+        self.stats.event('lost', count)
+
+    def incompatible_qos(self, policy: str) -> None:
+        """Count a publisher whose QoS (``policy``) cannot match the input's: it sends nothing."""
+        self.stats.event('qos_incompatible')
+        self.count_and_warn('qos_incompatible', lambda total: (
+            f'a publisher on the image input offers a QoS that cannot match this subscription '
+            f'({policy}); set qos.reliability to match the camera driver\'s ({total} so far)'))
+
     def check_header(self, header: Any) -> None:
         """Count (and warn about) a zero stamp, an empty ``frame_id``, a stamp not newer.
 
