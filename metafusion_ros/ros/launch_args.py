@@ -47,6 +47,14 @@ class Argument:
     description: str
 
 
+def _meaning(arg: str) -> str:
+    """Return what override argument ``arg`` sets: its parameter's description and values."""
+    spec = SPECS[PARAMETER[arg]]
+    values = ' | '.join(spec.choices) if spec.choices else \
+        f'[{spec.range[0]:g}, {spec.range[1]:g}]' if spec.range else ''
+    return f'{spec.description} ({values})' if values else spec.description
+
+
 def arguments(share: str) -> list[Argument]:
     """Return the launch arguments; ``share`` is the package's share (or source) folder."""
     table = [
@@ -61,10 +69,8 @@ def arguments(share: str) -> list[Argument]:
         ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
         ('meta_model', '',
          'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
-        ('backend', '', 'onnxruntime[-cpu|-cuda] | tensorrt; empty: from the config file'),
-        ('alpha', '', 'prior interpolation alpha in [0, 1]; empty: from the config file'),
-        ('tau', '', 'meta classifier threshold in [0, 1]; empty: from the config file'),
-        ('qos', '', 'input QoS reliability: best_effort | reliable; empty: from the config file'),
+        *((arg, '', f'{_meaning(arg)}; empty: from the config file')
+          for arg in ('backend', 'alpha', 'tau', 'qos')),
         ('use_sim_time', 'false', 'use /clock (e.g. metafusion bag play --clock): true | false'),
     ]
     return [Argument(*row) for row in table]
