@@ -90,10 +90,10 @@ def test_unknown_argument_is_named():
 
 def test_choices_are_the_nodes():
     """The backend and qos arguments accept exactly the node's backend / qos.reliability."""
-    from metafusion_ros.ros.node import CHOICES as NODE_CHOICES
+    from metafusion_ros.ros.parameters import SPECS
 
-    assert CHOICES == {'backend': NODE_CHOICES['backend'],
-                       'qos': NODE_CHOICES['qos.reliability']}
+    assert CHOICES == {'backend': SPECS['backend'].choices,
+                       'qos': SPECS['qos.reliability'].choices}
 
 
 class Recorder:

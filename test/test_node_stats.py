@@ -111,3 +111,22 @@ def test_engine_times_every_stage_of_a_frame(tmp_path):
     timed = [stage for stage in STAGES if stage in processed.stages_ms]
     assert timed == ['network', 'rules', 'segments', 'features', 'classifier', 'fusion']
     assert all(np.isfinite(v) and v >= 0 for v in processed.stages_ms.values())
+
+
+def test_input_log_counts_every_event_and_warns_once_per_throttle_period():
+    """Three zero stamps in a row: three counted, one warning until the period has passed."""
+    from types import SimpleNamespace
+
+    from metafusion_ros.ros.stats import InputLog
+
+    clock = FakeClock()
+    stats, warnings = Stats(clock=clock), []
+    log = InputLog(stats, warnings.append, lambda: 5.0, clock)
+    header = SimpleNamespace(stamp=SimpleNamespace(sec=0, nanosec=0), frame_id='cam')
+    for _ in range(3):
+        log.check_header(header)
+    assert stats.counts['stamps_zero'] == 3 and stats.counts['stamps_non_monotonic'] == 2
+    assert len(warnings) == 2 and 'stamp is 0' in warnings[0]  # one per kind
+    clock.now += 5.0
+    log.check_header(header)
+    assert len(warnings) == 4 and '4 so far' in warnings[2]

@@ -45,3 +45,28 @@ def test_class_report_of_a_table_without_merges():
     report = class_report(fixtures.tiny_table())
     assert all(c['in_mask'] and c['merged_into'] is None for c in report['classes'])
     assert report['note'] == 'no merged classes'
+
+
+def test_messages_are_built_without_a_node(tmp_path):
+    """Markers, segment report and every output of a frame come from pure functions."""
+    from std_msgs.msg import Header
+
+    from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+    from metafusion_ros.ros.messages import frame_outputs, HEATMAP_TOPICS, markers, segment_report
+
+    priors = fixtures.write_priors(tmp_path / 'priors.npz')
+    engine = FusionEngine.load(EngineConfig(
+        model_path=str(fixtures.write_model(tmp_path / 'model.onnx')), priors_path=str(priors)))
+    rgb = fixtures.scene()
+    processed = engine.process(rgb)
+    header = Header(frame_id='camera')
+    count = processed.result.candidates.count
+    array = markers(header, processed, 'person', 0.5)
+    assert len(array.markers) == 1 + 2 * count and array.markers[1].scale.x == 1.0
+    report = segment_report(header, processed, 'person', 1.0, 0.5)
+    assert report['frame_id'] == 'camera' and len(report['segments']) == count
+    build = frame_outputs(header, rgb, processed, engine, True, 0.01, 0.5)
+    mask = build['mask']()
+    assert (mask.height, mask.width) == rgb.shape[:2] and mask.header.frame_id == 'camera'
+    assert len(build['heatmaps']()) == len(HEATMAP_TOPICS)
+    assert build['overlay']().encoding == 'rgb8'

@@ -387,9 +387,9 @@ def test_frame_of_8k_refused_by_its_size_alone():
     The check reads the declared ``width * height`` only (the node runs it after check_image):
     refusing costs no allocation.
     """
-    from metafusion_ros.ros.node import PARAMETERS
+    from metafusion_ros.ros.parameters import DEFAULTS
 
-    default = PARAMETERS['max_input_pixels'][0]
+    default = DEFAULTS['max_input_pixels']
     conv.check_size(Image(height=2160, width=3840), default)
     for height, width in ((4320, 7680), (2**16, 2**16)):
         msg = Image(height=height, width=width)

@@ -15,6 +15,7 @@ import re
 from typing import Any, Mapping
 
 from .dds import PROFILE_ENV, PROFILE_FILE
+from .parameters import SPECS
 
 __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
            'sibling_topic', 'CHOICES', 'DEFAULT_FILES']
@@ -22,9 +23,8 @@ __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node
 # launch argument -> node parameter it overrides ('' leaves the config file's value).
 PARAMETER = {'model': 'model_path', 'priors': 'priors_path', 'meta_model': 'meta_model_path',
              'backend': 'backend', 'alpha': 'alpha', 'tau': 'tau', 'qos': 'qos.reliability'}
-# Values of the choice arguments (test_launch_examples.py checks them against the node's).
-CHOICES = {'backend': ('onnxruntime', 'onnxruntime-cpu', 'onnxruntime-cuda', 'tensorrt'),
-           'qos': ('best_effort', 'reliable')}
+# Values of the choice arguments: the node's (the parameter schema's).
+CHOICES = {arg: SPECS[PARAMETER[arg]].choices for arg in ('backend', 'qos')}
 # Empty file arguments fall back to these files in the package's models/.
 DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
                  'meta_model': 'synthetic_meta.json'}
@@ -47,6 +47,14 @@ class Argument:
     description: str
 
 
+def _meaning(arg: str) -> str:
+    """Return what override argument ``arg`` sets: its parameter's description and values."""
+    spec = SPECS[PARAMETER[arg]]
+    values = ' | '.join(spec.choices) if spec.choices else \
+        f'[{spec.range[0]:g}, {spec.range[1]:g}]' if spec.range else ''
+    return f'{spec.description} ({values})' if values else spec.description
+
+
 def arguments(share: str) -> list[Argument]:
     """Return the launch arguments; ``share`` is the package's share (or source) folder."""
     table = [
@@ -61,10 +69,8 @@ def arguments(share: str) -> list[Argument]:
         ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
         ('meta_model', '',
          'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
-        ('backend', '', 'onnxruntime[-cpu|-cuda] | tensorrt; empty: from the config file'),
-        ('alpha', '', 'prior interpolation alpha in [0, 1]; empty: from the config file'),
-        ('tau', '', 'meta classifier threshold in [0, 1]; empty: from the config file'),
-        ('qos', '', 'input QoS reliability: best_effort | reliable; empty: from the config file'),
+        *((arg, '', f'{_meaning(arg)}; empty: from the config file')
+          for arg in ('backend', 'alpha', 'tau', 'qos')),
         ('use_sim_time', 'false', 'use /clock (e.g. metafusion bag play --clock): true | false'),
     ]
     return [Argument(*row) for row in table]
@@ -87,14 +93,16 @@ def _fail(name: str, value: str, problem: str) -> LaunchArgumentError:
     return LaunchArgumentError(f'launch argument {name}:={value!r}: {problem}')
 
 
-def _unit_interval(name: str, text: str) -> float:
-    """Return ``text`` as a number in [0, 1]."""
+def _number(name: str, text: str) -> float:
+    """Return ``text`` as a number within its parameter's range (α, τ: [0, 1])."""
+    low, high = SPECS[PARAMETER[name]].range or (-math.inf, math.inf)
+    bounds = f'[{low:g}, {high:g}]'
     try:
         value = float(text)
     except ValueError:
-        raise _fail(name, text, 'not a number (expected a value in [0, 1])') from None
-    if not (math.isfinite(value) and 0.0 <= value <= 1.0):
-        raise _fail(name, text, 'outside [0, 1]')
+        raise _fail(name, text, f'not a number (expected a value in {bounds})') from None
+    if not (math.isfinite(value) and low <= value <= high):
+        raise _fail(name, text, f'outside {bounds}')
     return value
 
 
@@ -118,7 +126,7 @@ def _override(name: str, text: str, share: str) -> Any:
         if text not in CHOICES[name]:
             raise _fail(name, text, f'not one of {", ".join(CHOICES[name])}')
         return text
-    return _unit_interval(name, text)
+    return _number(name, text)
 
 
 def _checked(name: str, text: str, pattern: re.Pattern[str], what: str) -> str:

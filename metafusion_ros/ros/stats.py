@@ -1,6 +1,8 @@
 """The node's frame bookkeeping without ROS: the one-slot mailbox and the diagnostics counters.
 
 :class:`LatestFrame` hands the newest frame from the subscription callback to the worker.
+:class:`InputLog` counts input trouble (skipped frames, bad stamps and headers) with throttled
+warnings.
 :class:`Stats` keeps totals since start-up and, for honest diagnostics, the events of the last
 ``window_s`` seconds: rates, the share of frames dropped or lost, bad stamps and the per-stage
 times are computed over that window only, so a pause or an old burst does not hide what happens
@@ -15,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-__all__ = ['LatestFrame', 'Stats', 'problems', 'STAGES', 'WINDOW_EVENTS']
+__all__ = ['LatestFrame', 'Stats', 'InputLog', 'problems', 'STAGES', 'WINDOW_EVENTS']
 
 # Per-frame stages timed by the node and the core, in processing order.
 STAGES = ('conversion', 'network', 'rules', 'segments', 'features', 'classifier', 'fusion',
@@ -169,6 +171,77 @@ class Stats:
                 values[f'stage_ms_{stage}_p50'] = round(float(np.median(times)), 3)
                 values[f'stage_ms_{stage}_max'] = round(float(np.max(times)), 3)
         return values
+
+
+class InputLog:
+    """Counts of input trouble in ``stats``, each with a warning at most once per throttle period.
+
+    ``warn`` logs one line; ``throttle_s`` returns the current minimum seconds between warnings
+    of one kind (the node's ``warn_throttle_s``); ``clock`` returns monotonic seconds.
+    """
+
+    def __init__(self, stats: Stats, warn: Callable[[str], Any],
+                 throttle_s: Callable[[], float],
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.stats, self.warn, self.throttle_s, self.clock = stats, warn, throttle_s, clock
+        self._warned: dict[str, float] = {}
+        self._last_stamp: tuple[int, int] | None = None
+
+    def count_and_warn(self, key: str, text: Callable[[int], str]) -> None:
+        """Add 1 to counter ``key``; warn ``text(total)`` unless ``key`` warned too recently."""
+        self.stats.add(**{key: 1})
+        now = self.clock()
+        with self.stats.lock:
+            due = now - self._warned.get(key, -1e9) >= self.throttle_s()
+            if due:
+                self._warned[key] = now
+            total = self.stats.counts[key]
+        if due:
+            self.warn(text(total))
+
+    def skip(self, exc: Exception) -> None:
+        """Count a skipped frame under its reason (``exc.reason``) and warn (throttled)."""
+        reason = getattr(exc, 'reason', 'processing_error')
+        self.stats.event('skipped')
+        self.count_and_warn(f'skipped_{reason}', lambda total: (
+            f'skipped frame ({reason}, {total} so far): {exc}'))
+
+    def lost(self, count: int) -> None:
+        """Count frames the middleware reports lost in transport (never seen by the node)."""
+        self.stats.add(frames_lost=count)
+        self.stats.event('lost', count)
+
+    def incompatible_qos(self, policy: str) -> None:
+        """Count a publisher whose QoS (``policy``) cannot match the input's: it sends nothing."""
+        self.stats.event('qos_incompatible')
+        self.count_and_warn('qos_incompatible', lambda total: (
+            f'a publisher on the image input offers a QoS that cannot match this subscription '
+            f'({policy}); set qos.reliability to match the camera driver\'s ({total} so far)'))
+
+    def check_header(self, header: Any) -> None:
+        """Count (and warn about) a zero stamp, an empty ``frame_id``, a stamp not newer.
+
+        The frame is processed in each case: a zero stamp or an empty ``frame_id`` breaks every
+        consumer that looks the frame up in time or in tf (diagnostics turn WARN while they
+        arrive); frames are independent, so one going back in time (a looping bag, a restarted
+        driver) keeps its header and only ``stamps_non_monotonic`` counts it.
+        """
+        stamp = (header.stamp.sec, header.stamp.nanosec)
+        if stamp == (0, 0):
+            self.stats.event('stamp_zero')
+            self.count_and_warn('stamps_zero', lambda total: (
+                f'frame stamp is 0 (the camera driver does not stamp its images; {total} so '
+                f'far); processed anyway'))
+        if not header.frame_id:
+            self.stats.event('frame_id_empty')
+            self.count_and_warn('frame_ids_empty', lambda total: (
+                f'frame_id is empty (outputs cannot be placed in tf; {total} so far); '
+                f'processed anyway'))
+        last, self._last_stamp = self._last_stamp, stamp
+        if last is not None and stamp <= last:
+            self.count_and_warn('stamps_non_monotonic', lambda total: (
+                f'frame stamp {stamp[0]}.{stamp[1]:09d} is not newer than the previous '
+                f'{last[0]}.{last[1]:09d}; processed anyway ({total} so far)'))
 
 
 def problems(values: dict[str, Any], max_loss_pct: float = 10.0) -> list[str]:
