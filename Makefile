@@ -31,7 +31,7 @@ test: build
 	  python scripts/test_floor.py $(RESULTS) test/min_tests_run.txt || rc=1; exit $$rc
 
 demo: build
-	$(ENV) && source install/setup.bash && python -m metafusion_ros.demo
+	$(ENV) && source install/setup.bash && python -m metafusion_ros.tools.demo
 
 bench: build
 	$(ENV) && source install/setup.bash && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done

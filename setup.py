@@ -33,7 +33,7 @@ setup(
     license='Apache-2.0',
     entry_points={
         'console_scripts': [
-            'metafusion = metafusion_ros.cli:main',
+            'metafusion = metafusion_ros.tools.cli:main',
             'metafusion_node = metafusion_ros.ros.node:main',
         ],
     },

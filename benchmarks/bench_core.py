@@ -134,8 +134,8 @@ def run_case(w: int, h: int, repeats: int) -> dict:
 
 def network_softmaxes(models: Path, frames: int) -> list[np.ndarray]:
     """Return the shipped network's softmax (h, w, C) of ``frames`` generated street frames."""
-    from metafusion_ros.data.synth import render_drive
-    from metafusion_ros.segmenter import load_segmenter
+    from metafusion_ros.tools.data.synth import render_drive
+    from metafusion_ros.runtime.segmenter import load_segmenter
 
     segmenter = load_segmenter(models / 'synthetic.onnx', threads=1)
     out = []
@@ -148,7 +148,7 @@ def network_softmaxes(models: Path, frames: int) -> list[np.ndarray]:
 def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, int],
                   repeats: int) -> dict:
     """Measure the real softmaxes at ``size`` = (H, W) (enlarged if needed); one record."""
-    from metafusion_ros.segmenter.preprocess import resize_maps
+    from metafusion_ros.runtime.segmenter.preprocess import resize_maps
 
     mf = MetaFusion(priors, alpha=1.0)
     score_fn = lambda f: (f[:, 30] > 50).astype(np.float64)  # noqa: E731 - keep big ones

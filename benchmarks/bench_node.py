@@ -34,15 +34,15 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import deserialize_message
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path[:0] = [str(REPO), str(REPO / 'test')]  # the tiny test network (test/fixtures.py)
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+import fixtures  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
 from metafusion_ros.core.classes import cityscapes_table  # noqa: E402
 from metafusion_ros.core.priors import Priors  # noqa: E402
-from metafusion_ros.ros import fixtures  # noqa: E402
 from metafusion_ros.ros.bag import DriveBag, IMAGE_TOPIC, write_drive  # noqa: E402
 from metafusion_ros.ros.conversions import array_to_image  # noqa: E402
 from metafusion_ros.ros.process import peak_rss_kib, rss_kib, start_node, stop_node  # noqa: E402
@@ -69,8 +69,8 @@ def _models(folder: Path, models: Path) -> tuple[dict[str, str], str]:
 
 def _frames(folder: Path, priors: str, count: int) -> list[Image]:
     """Write the demo-style drive as a bag and return its images as rclpy messages."""
-    from metafusion_ros.data.datasets import open_dataset
-    from metafusion_ros.data.synth import generate_drives
+    from metafusion_ros.tools.data.datasets import open_dataset
+    from metafusion_ros.tools.data.synth import generate_drives
 
     height, width = Priors.load(priors).resolution
     generate_drives(folder / 'synth', {'test': 1}, frames=count, size=(width, height))
@@ -82,7 +82,7 @@ def _frames(folder: Path, priors: str, count: int) -> list[Image]:
 
 def _camera_frames(size: tuple[int, int], count: int) -> list[Image]:
     """Render the test drive at the camera size ``(W, H)`` as bgr8 messages."""
-    from metafusion_ros.data.synth import render_drive
+    from metafusion_ros.tools.data.synth import render_drive
 
     return [array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), 'bgr8')
             for _, rgb, _ in render_drive(0, 'test', 0, count, size=size)]
@@ -91,7 +91,7 @@ def _camera_frames(size: tuple[int, int], count: int) -> list[Image]:
 def _network(model: str, frame: Image) -> Callable[[], float]:
     """Return a callable timing (ms) one run of the network alone on ``frame`` (preprocessed)."""
     from metafusion_ros.ros.conversions import image_to_rgb
-    from metafusion_ros.segmenter import load_segmenter
+    from metafusion_ros.runtime.segmenter import load_segmenter
 
     segmenter = load_segmenter(model)
     x = segmenter.preprocess(image_to_rgb(frame))

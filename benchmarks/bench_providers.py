@@ -29,9 +29,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from metafusion_ros.data.synth import render_drive  # noqa: E402
-from metafusion_ros.ros.engine import EngineConfig, FusionEngine  # noqa: E402
-from metafusion_ros.segmenter import load_segmenter  # noqa: E402
+from metafusion_ros.runtime.engine import EngineConfig, FusionEngine  # noqa: E402
+from metafusion_ros.runtime.segmenter import load_segmenter  # noqa: E402
+from metafusion_ros.tools.data.synth import render_drive  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 # network -> its priors and meta bundle in models/ (the bundle is optional)

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from metafusion_ros.core import kernels  # noqa: E402
 from metafusion_ros.core.pipeline import MetaFusion, priors_channel_map  # noqa: E402
 from metafusion_ros.core.priors import Priors  # noqa: E402
-from metafusion_ros.segmenter import load_segmenter, resolve_spec  # noqa: E402
+from metafusion_ros.runtime.segmenter import load_segmenter, resolve_spec  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 DEFAULT_MODELS = (ROOT / 'models' / 'synthetic.onnx', ROOT / 'models' / 'camvid.onnx')

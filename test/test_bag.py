@@ -10,8 +10,8 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.serialization import deserialize_message
 from sensor_msgs.msg import CameraInfo, Image
 
-from metafusion_ros.cli import main as cli
-from metafusion_ros.ros import fixtures
+from metafusion_ros.tools.cli import main as cli
+import fixtures
 from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, header_stamp, IMAGE_TOPIC,
                                     INFO_TOPIC, publishers, replay, write_drive)
 from metafusion_ros.ros.conversions import image_to_rgb
@@ -66,7 +66,7 @@ def test_write_refuses_existing_bag_and_bad_options(tmp_path):
 
 def test_cli_make_from_a_synthetic_drive(tmp_path, capsys):
     """``metafusion bag make --dataset synthetic`` writes every frame with its labels."""
-    from metafusion_ros.data.synth import generate_drives
+    from metafusion_ros.tools.data.synth import generate_drives
 
     generate_drives(tmp_path / 'synth', {'val': 1}, frames=2, size=(64, 32))
     out = tmp_path / 'bag'
@@ -166,7 +166,7 @@ def test_play_waits_for_subscribers_and_names_the_lonely_topics(tmp_path):
     env = ros_env(domain_for(75), tmp_path / 'log')
     for wait, lonely in (('0.5', True), ('0', False)):
         start = time.monotonic()
-        proc = subprocess.run([sys.executable, '-m', 'metafusion_ros.cli', 'bag', 'play',
+        proc = subprocess.run([sys.executable, '-m', 'metafusion_ros.tools.cli', 'bag', 'play',
                                str(out), '--wait', wait], env=env, cwd=REPO, text=True,
                               capture_output=True, timeout=60)
         assert proc.returncode == 0, proc.stderr

@@ -12,7 +12,7 @@ import pytest
 import rclpy
 from test_node_harness import domain_for, ros_env, start_node, stop_node, write_files
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.bag import BagError, DriveBag, write_drive
 from metafusion_ros.ros.score import score_bag
 

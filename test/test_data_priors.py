@@ -6,10 +6,10 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from metafusion_ros.cli import main
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.data.cityscapes import cityscapes_paths
-from metafusion_ros.data.synth import generate_drives
+from metafusion_ros.tools.cli import main
+from metafusion_ros.tools.data.cityscapes import cityscapes_paths
+from metafusion_ros.tools.data.synth import generate_drives
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
 CAMVID = SHARED / 'data' / 'camvid'

@@ -7,12 +7,12 @@ from PIL import Image
 import pytest
 
 from metafusion_ros.core.classes import camvid_table, ClassTable, cityscapes_labelid_lut
-from metafusion_ros.data.camvid import iter_camvid
-from metafusion_ros.data.cityscapes import (cityscapes_paths, iter_cityscapes,
-                                            iter_cityscapes_sequence)
-from metafusion_ros.data.datasets import open_dataset, parse_size
-from metafusion_ros.data.frame import DatasetError
-from metafusion_ros.data.synth import CITY, generate_drives, render_drive
+from metafusion_ros.tools.data.camvid import iter_camvid
+from metafusion_ros.tools.data.cityscapes import (cityscapes_paths, iter_cityscapes,
+                                                  iter_cityscapes_sequence)
+from metafusion_ros.tools.data.datasets import open_dataset, parse_size
+from metafusion_ros.tools.data.frame import DatasetError
+from metafusion_ros.tools.data.synth import CITY, generate_drives, render_drive
 
 SHARED = Path(__file__).resolve().parents[1].parent / 'shared'
 CAMVID = SHARED / 'data' / 'camvid'

@@ -4,10 +4,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from metafusion_ros.cli import main
 from metafusion_ros.core.classes import CITYSCAPES_LABELID_TO_TRAINID
-from metafusion_ros.data.synth import generate_drives, parse_drives, render_drive
-from metafusion_ros.data.synth_world import LABEL_IDS
+from metafusion_ros.tools.cli import main
+from metafusion_ros.tools.data.synth import generate_drives, parse_drives, render_drive
+from metafusion_ros.tools.data.synth_world import LABEL_IDS
 
 SIZE = (128, 64)
 
@@ -120,7 +120,7 @@ def test_shipped_synthetic_priors_come_from_the_committed_generator(tmp_path):
     """
     from metafusion_ros.core.classes import cityscapes_table
     from metafusion_ros.core.priors import Priors
-    from metafusion_ros.data.datasets import open_dataset
+    from metafusion_ros.tools.data.datasets import open_dataset
 
     shipped = Priors.load(Path(__file__).resolve().parents[1] / 'models' / 'synthetic_priors.npz')
     recorded = shipped.provenance['label_file_sha256']

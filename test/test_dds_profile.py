@@ -18,8 +18,8 @@ from test_bag import drive_frames
 from test_node_harness import diagnostics_values, domain_for, node_output, Peer, ros_env, \
     start_node, stop_node, write_files
 
-from metafusion_ros import cli
-from metafusion_ros.ros import fixtures
+from metafusion_ros.tools import cli
+import fixtures
 from metafusion_ros.ros.bag import write_drive
 from metafusion_ros.ros.dds import large_frames_profile, PROFILE_ENV, use_large_frames_profile
 

@@ -9,7 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
-from metafusion_ros.data.frame import read_rgb_png
+from metafusion_ros.tools.data.frame import read_rgb_png
 
 MODELS = Path(__file__).resolve().parents[1] / 'models'
 
@@ -32,7 +32,7 @@ def espnet_dir(shared_dir):
 @pytest.mark.parametrize('skip,classes', [(16, 20), (19, 12)])
 def test_variants_give_full_resolution_logits(torch, skip, classes):
     """Both decoders map (1, 3, H, W) to (1, C, H, W); the CamVid one widens the last conv."""
-    from metafusion_ros.segmenter.espnet import ESPNet
+    from metafusion_ros.tools.training.espnet import ESPNet
     net = ESPNet(classes, p=2, q=8, decoder_skip=skip).eval()
     with torch.no_grad():
         out = net(torch.zeros(1, 3, 48, 64))
@@ -44,8 +44,8 @@ def test_variants_give_full_resolution_logits(torch, skip, classes):
 
 def test_authors_files_load_strictly_into_their_variant(torch, espnet_dir):
     """Each file fills every parameter of its variant and does not fit the other one."""
-    from metafusion_ros.segmenter.espnet import ESPNet
-    from metafusion_ros.segmenter.espnet_export import load_pretrained, PRETRAINED
+    from metafusion_ros.tools.training.espnet import ESPNet
+    from metafusion_ros.tools.training.espnet_export import load_pretrained, PRETRAINED
     for which in PRETRAINED.values():
         net = load_pretrained(espnet_dir / which.file, which)
         assert not net.training and net.decoder_skip == which.decoder_skip
@@ -58,7 +58,7 @@ def test_authors_files_load_strictly_into_their_variant(torch, espnet_dir):
 
 def test_weights_with_another_sha256_are_refused(torch, espnet_dir, tmp_path):
     """A changed or missing weights file is a clear error naming it, before torch.load."""
-    from metafusion_ros.segmenter.espnet_export import load_pretrained, PRETRAINED
+    from metafusion_ros.tools.training.espnet_export import load_pretrained, PRETRAINED
     which = PRETRAINED['camvid']
     changed = tmp_path / which.file
     shutil.copy(espnet_dir / which.file, changed)
@@ -75,9 +75,9 @@ def test_weights_with_another_sha256_are_refused(torch, espnet_dir, tmp_path):
 @pytest.mark.parametrize('name', ['cityscapes_espnet', 'camvid_espnet'])
 def test_shipped_onnx_equals_torch(torch, espnet_dir, shared_dir, name):
     """The shipped ONNX model and the torch network agree on a real CamVid frame (< 1e-4)."""
-    from metafusion_ros.segmenter import resolve_spec
-    from metafusion_ros.segmenter.espnet_export import (Deployed, load_pretrained,
-                                                        max_abs_difference, PRETRAINED)
+    from metafusion_ros.runtime.segmenter import resolve_spec
+    from metafusion_ros.tools.training.espnet_export import (Deployed, load_pretrained,
+                                                             max_abs_difference, PRETRAINED)
     which = PRETRAINED[name.split('_')[0]]
     path = MODELS / f'{name}.onnx'
     spec = resolve_spec(path, None)
@@ -94,7 +94,7 @@ def test_shipped_onnx_equals_torch(torch, espnet_dir, shared_dir, name):
 
 def test_preprocessing_is_the_authors(torch):
     """The spec's normalisation equals ((BGR - mean) / std) / 255 with BGR statistics."""
-    from metafusion_ros.segmenter.espnet_export import CITYSCAPES_STATS, preprocess_for
+    from metafusion_ros.tools.training.espnet_export import CITYSCAPES_STATS, preprocess_for
     mean, std = CITYSCAPES_STATS
     image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
     x = preprocess_for((24, 16), mean, std)(image)[0]
@@ -105,8 +105,8 @@ def test_preprocessing_is_the_authors(torch):
 
 def test_export_command_writes_a_loadable_model(torch, espnet_dir, shared_dir, tmp_path, capsys):
     """``metafusion espnet`` exports at a chosen size; the spec records source and check."""
-    from metafusion_ros.cli import main
-    from metafusion_ros.segmenter import load_segmenter
+    from metafusion_ros.tools.cli import main
+    from metafusion_ros.runtime.segmenter import load_segmenter
     out = tmp_path / 'cs.onnx'
     image = shared_dir / 'data' / 'camvid' / 'test' / '0001TP_008550.png'
     assert main(['espnet', 'cityscapes', '--weights', str(espnet_dir / 'espnet_p_2_q_8.pth'),

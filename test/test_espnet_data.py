@@ -12,16 +12,16 @@ from PIL import Image
 import pytest
 from tiny_onnx import tiny_model
 
-from metafusion_ros.cli import main
 from metafusion_ros.core.classes import camvid_table, ClassTable, cityscapes_table
 from metafusion_ros.core.mapping import (CAMVID_TO_CITYSCAPES, CITYSCAPES_TO_CAMVID,
                                          LabelMapping, mapping_between)
 from metafusion_ros.core.priors import estimate_priors, Priors
-from metafusion_ros.data.datasets import open_dataset
-from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.preprocess import Preprocess
-from metafusion_ros.segmenter.scoring import score_splits, target_group
-from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
+from metafusion_ros.runtime.segmenter import load_segmenter
+from metafusion_ros.runtime.segmenter.preprocess import Preprocess
+from metafusion_ros.runtime.segmenter.spec import ModelSpec, OutputSpec
+from metafusion_ros.tools.cli import main
+from metafusion_ros.tools.data.datasets import open_dataset
+from metafusion_ros.tools.training.scoring import score_splits, target_group
 
 MODELS = Path(__file__).resolve().parents[1] / 'models'
 CAMVID, CITY = camvid_table(), cityscapes_table()

@@ -17,7 +17,7 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from test_node_harness import domain_for, REPO
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.conversions import image_to_mask, rgb_to_image
 
 try:  # a ROS 2 installation (the repository's launch/ folder alone has no launch.actions)

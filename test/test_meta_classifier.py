@@ -11,9 +11,9 @@ from toy_data import write_meta_model
 
 from metafusion_ros.core.classes import camvid_table, cityscapes_table
 from metafusion_ros.core.features import feature_names
-from metafusion_ros.meta.classifier import (ALPHA_REACH, check_training_set, MetaBundle,
-                                            MetaClassifier, MetaParams, ModelContext)
-from metafusion_ros.ros import fixtures
+from metafusion_ros.runtime.classifier import (ALPHA_REACH, check_training_set, MetaBundle,
+                                               MetaClassifier, MetaParams, ModelContext)
+import fixtures
 
 TABLE = camvid_table()
 NAMES = feature_names(TABLE)
@@ -242,7 +242,7 @@ def test_loading_a_model_does_not_import_scikit_learn(tmp_path):
     priors = fixtures.write_priors(tmp_path / 'priors.npz')
     model = write_meta_model(tmp_path / 'meta.json', priors)
     probe = (f'import sys, numpy as np\n'
-             f'from metafusion_ros.meta.classifier import MetaBundle\n'
+             f'from metafusion_ros.runtime.classifier import MetaBundle\n'
              f'model = MetaBundle.load({str(model)!r}).classifier(1.0)\n'
              f'p = model.predict_proba(np.zeros((2, len(model.context.feature_names))))\n'
              f'print(p.shape, "sklearn" in sys.modules)\n')

@@ -5,10 +5,10 @@ import re
 import numpy as np
 import pytest
 
-from metafusion_ros.cli import main
 from metafusion_ros.core.evaluation import SegmentCounts
-from metafusion_ros.meta.digits import (digits_table, DigitsSetup, image_counts, run_class,
-                                        write_table)
+from metafusion_ros.tools.cli import main
+from metafusion_ros.tools.meta.digits import (digits_table, DigitsSetup, image_counts, run_class,
+                                              write_table)
 
 
 def test_image_counts_by_hand():

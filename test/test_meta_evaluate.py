@@ -11,19 +11,20 @@ from tiny_onnx import tiny_model
 from toy_data import toy_drives
 import yaml
 
-from metafusion_ros.cli import build_parser, main
 from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts, segment_counts
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.pipeline import MetaFusion
-from metafusion_ros.meta import evaluate as evaluate_module
-from metafusion_ros.meta.classifier import MetaBundle, ModelContext
-from metafusion_ros.meta.collect import ArraySource, collect
-from metafusion_ros.meta.evaluate import evaluate
-from metafusion_ros.meta.fit import fit_bundle
-from metafusion_ros.meta.operating_point import choose, OperatingPoint, read_rows, write_config
-from metafusion_ros.meta.report import JSON_FIELDS, write_report
-from metafusion_ros.meta.sources import build_setup
-from metafusion_ros.segmenter.preprocess import Nearest
+from metafusion_ros.runtime.classifier import MetaBundle, ModelContext
+from metafusion_ros.runtime.segmenter.preprocess import Nearest
+from metafusion_ros.tools.cli import build_parser, main
+from metafusion_ros.tools.meta import evaluate as evaluate_module
+from metafusion_ros.tools.meta.collect import ArraySource, collect
+from metafusion_ros.tools.meta.evaluate import evaluate
+from metafusion_ros.tools.meta.fit import fit_bundle
+from metafusion_ros.tools.meta.operating_point import (choose, OperatingPoint, read_rows,
+                                                       write_config)
+from metafusion_ros.tools.meta.report import JSON_FIELDS, write_report
+from metafusion_ros.tools.meta.sources import build_setup
 
 ALPHAS = (0.0, 0.9, 1.0)
 
@@ -209,8 +210,8 @@ def tiny_network(path, classes: int, size: tuple[int, int]) -> None:
     """Write a seeded 3x3-conv + softmax ONNX 'network' and its spec beside it."""
     from onnx import helper, numpy_helper, save, TensorProto
 
-    from metafusion_ros.segmenter.preprocess import Preprocess
-    from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
+    from metafusion_ros.runtime.segmenter.preprocess import Preprocess
+    from metafusion_ros.runtime.segmenter.spec import ModelSpec, OutputSpec
 
     weight = numpy_helper.from_array(np.random.default_rng(3).normal(
         size=(classes, 3, 3, 3)).astype(np.float32), 'w')
@@ -265,7 +266,7 @@ def test_evaluate_runs_a_network_over_a_dataset(toy, tmp_path, capsys):
 
 def test_rules_fp_at_fn_interpolates_the_curve():
     """The adjusted rules' FP at a given FN: linear between neighbouring α, best branch."""
-    from metafusion_ros.meta.evaluate import rules_fp_at_fn
+    from metafusion_ros.tools.meta.evaluate import rules_fp_at_fn
 
     curve = [SegmentCounts(0, 10, 50), SegmentCounts(0, 30, 30), SegmentCounts(0, 80, 10),
              SegmentCounts(0, 90, 10)]
@@ -277,7 +278,7 @@ def test_rules_fp_at_fn_interpolates_the_curve():
 
 def test_cache_writers_never_share_a_temporary_name(tmp_path):
     """``fit`` and ``evaluate`` filling one cache at once: each writes its own temporary file."""
-    from metafusion_ros.meta import collect as collect_module
+    from metafusion_ros.tools.meta import collect as collect_module
     path = tmp_path / 'frame.base.npz'
     another = tmp_path / 'frame.base.partial'  # the name every writer used before
     another.write_bytes(b'half written by another process')
@@ -411,8 +412,8 @@ def test_evaluate_scores_what_the_node_publishes(tmp_path):
     offline tools (MetaFusion at the network's size, masks enlarged to the labels) and the
     node's engine (the same, then ``to_camera``); every Bayes, ML and MetaFusion count agrees.
     """
-    from metafusion_ros.data.datasets import open_dataset
-    from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+    from metafusion_ros.tools.data.datasets import open_dataset
+    from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
 
     models = Path(__file__).resolve().parents[1] / 'models'
     files = [str(models / name) for name in ('synthetic.onnx', 'synthetic_priors.npz',

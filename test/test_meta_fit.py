@@ -7,14 +7,14 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from toy_data import toy_drives
 
-from metafusion_ros.cli import main
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.segments import disagreeing_candidates
-from metafusion_ros.meta.classifier import MetaBundle, ModelContext
-from metafusion_ros.meta.collect import (ArraySource, at_labels, candidate_labels, candidate_set,
-                                         collect, NpzSource)
-from metafusion_ros.meta.fit import cross_validate, drive_folds, fit_bundle
+from metafusion_ros.runtime.classifier import MetaBundle, ModelContext
+from metafusion_ros.tools.cli import main
+from metafusion_ros.tools.meta.collect import (ArraySource, at_labels, candidate_labels,
+                                               candidate_set, collect, NpzSource)
+from metafusion_ros.tools.meta.fit import cross_validate, drive_folds, fit_bundle
 
 
 @pytest.fixture(scope='module')
@@ -218,8 +218,8 @@ def test_segmenter_source_keys_and_drives_per_split(toy):
     """Keys carry the split; synthetic drives (numbered per split) are grouped per split."""
     from pathlib import Path
 
-    from metafusion_ros.data.frame import FrameFile, FrameSource
-    from metafusion_ros.meta.collect import SegmenterSource
+    from metafusion_ros.tools.data.frame import FrameFile, FrameSource
+    from metafusion_ros.tools.meta.collect import SegmenterSource
 
     def split(name):
         image = Path(f'/data/{name}/synth_000000_000001_leftImg8bit.png')

@@ -7,7 +7,7 @@ import sys
 from test_node_harness import domain_for, REPO, ros_env
 
 from metafusion_ros.core.classes import cityscapes_table
-from metafusion_ros.ros import fixtures
+import fixtures
 
 DOMAIN = domain_for(74)
 
@@ -15,7 +15,8 @@ DOMAIN = domain_for(74)
 def _demo(tmp_path, models, *extra):
     """Run the demo as ``make demo`` does (its own process); return the completed process."""
     env = ros_env(DOMAIN, tmp_path / 'log')
-    return subprocess.run([sys.executable, '-m', 'metafusion_ros.demo', '--models', str(models),
+    return subprocess.run([sys.executable, '-m', 'metafusion_ros.tools.demo',
+                           '--models', str(models),
                            '--out', str(tmp_path / 'out'), '--frames', '3', '--timeout', '60',
                            *extra], env=env, cwd=REPO, capture_output=True, text=True,
                           timeout=300)

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from toy_data import write_meta_model
 
-from metafusion_ros.ros import fixtures
-from metafusion_ros.ros.engine import (ConfigurationError, EngineConfig, FusionEngine,
-                                       ResolutionMismatch)
+import fixtures
+from metafusion_ros.runtime.engine import (ConfigurationError, EngineConfig, FusionEngine,
+                                           ResolutionMismatch)
 
 
 @pytest.fixture(scope='module')

@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Any, Callable
 
+import fixtures
 from diagnostic_msgs.msg import DiagnosticArray
 import numpy as np
 import rclpy
@@ -21,7 +22,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 from toy_data import write_meta_model
 
-from metafusion_ros.ros import fixtures, process
+from metafusion_ros.ros import process
 from metafusion_ros.ros.conversions import array_to_image, image_to_mask, rgb_to_image
 
 REPO = Path(__file__).resolve().parents[1]

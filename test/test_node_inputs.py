@@ -6,6 +6,7 @@ import json
 import signal
 
 from diagnostic_msgs.msg import DiagnosticStatus
+from fixtures import tiny_table
 import numpy as np
 import pytest
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
@@ -17,9 +18,8 @@ from test_robust_compressed import CASES
 
 from metafusion_ros.ros.conversions import (compressed_to_rgb, image_to_array, image_to_mask,
                                             rgb_to_compressed)
-from metafusion_ros.ros.fixtures import tiny_table
-from metafusion_ros.ros.stats import STAGES
 from metafusion_ros.ros.views import class_report, overlay
+from metafusion_ros.runtime.stats import STAGES
 
 DOMAIN = domain_for(76)
 NAME = 'inputs'

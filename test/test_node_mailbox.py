@@ -1,7 +1,7 @@
 """The node's one-slot mailbox: newest frame wins, every superseded frame is counted."""
 import threading
 
-from metafusion_ros.ros.stats import LatestFrame
+from metafusion_ros.runtime.stats import LatestFrame
 
 
 def test_newest_item_wins_and_older_ones_are_counted():

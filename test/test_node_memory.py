@@ -8,7 +8,7 @@ import pytest
 PROBE = '''
 import os, sys
 import numpy as np
-from metafusion_ros.ros.memory import map_large_buffers
+from metafusion_ros.runtime.memory import map_large_buffers
 from metafusion_ros.ros.process import rss_kib
 if sys.argv[1] == 'mapped':
     assert map_large_buffers()

@@ -57,7 +57,7 @@ def test_spec_problem(spec: Spec, value, problem: str):
 def test_choices_are_the_cores():
     """The backend and fusion choices are the segmenter's and the core's."""
     from metafusion_ros.core.fusion import FUSION_MODES
-    from metafusion_ros.segmenter import BACKENDS
+    from metafusion_ros.runtime.segmenter import BACKENDS
 
     assert SPECS['backend'].choices == BACKENDS
     assert SPECS['fusion'].choices == FUSION_MODES

@@ -21,9 +21,9 @@ from test_node_harness import (accounted, BURST_SCENE, diagnostics_values, domai
                                stop_node, with_stamp, write_files)
 from visualization_msgs.msg import Marker, MarkerArray
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
-from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
 
 DOMAIN = domain_for(71)
 NAME = 'fusion'

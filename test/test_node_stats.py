@@ -2,9 +2,9 @@
 import numpy as np
 from toy_data import write_meta_model
 
-from metafusion_ros.ros import fixtures
-from metafusion_ros.ros.engine import EngineConfig, FusionEngine
-from metafusion_ros.ros.stats import problems, STAGES, Stats
+import fixtures
+from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
+from metafusion_ros.runtime.stats import problems, STAGES, Stats
 
 
 class FakeClock:
@@ -117,7 +117,7 @@ def test_input_log_counts_every_event_and_warns_once_per_throttle_period():
     """Three zero stamps in a row: three counted, one warning until the period has passed."""
     from types import SimpleNamespace
 
-    from metafusion_ros.ros.stats import InputLog
+    from metafusion_ros.runtime.stats import InputLog
 
     clock = FakeClock()
     stats, warnings = Stats(clock=clock), []

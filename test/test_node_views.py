@@ -2,7 +2,7 @@
 import numpy as np
 
 from metafusion_ros.core.classes import cityscapes_table
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.views import class_report, colour_labels, overlay
 
 TABLE = cityscapes_table()
@@ -51,7 +51,7 @@ def test_messages_are_built_without_a_node(tmp_path):
     """Markers, segment report and every output of a frame come from pure functions."""
     from std_msgs.msg import Header
 
-    from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+    from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
     from metafusion_ros.ros.messages import frame_outputs, HEATMAP_TOPICS, markers, segment_report
 
     priors = fixtures.write_priors(tmp_path / 'priors.npz')

@@ -30,7 +30,7 @@ from test_bag import drive_frames
 from test_node_harness import (domain_for, image_msg, Peer, ros_env, start_node, stop_node,
                                with_stamp, write_files)
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.bag import (BagError, DriveBag, GT_TOPIC, IMAGE_TOPIC, message_class,
                                     publishers, replay, START_NS, TABLE_KEY, TYPESTORE,
                                     unknown_topics, write_drive)
@@ -107,10 +107,11 @@ def foreign_bag(out):
 
 
 def _cli(args, env, name):
-    """Start ``python -m metafusion_ros.cli`` with ``args``; its output goes to ``name``.out."""
+    """Start ``python -m metafusion_ros.tools.cli`` with ``args``; output goes to ``name``.out."""
     log = Path(env['ROS_LOG_DIR']) / f'{name}.out'
     with open(log, 'w') as out:
-        proc = subprocess.Popen([sys.executable, '-m', 'metafusion_ros.cli', *map(str, args)],
+        proc = subprocess.Popen([sys.executable, '-m', 'metafusion_ros.tools.cli',
+                                 *map(str, args)],
                                 env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
     proc.log = log
     return proc
@@ -307,7 +308,7 @@ def test_failed_write_leaves_no_bag_under_the_name(tmp_path):
 KILLED_WRITER = textwrap.dedent('''
     import sys, time
     from test_bag import drive_frames
-    from metafusion_ros.ros import fixtures
+    import fixtures
     from metafusion_ros.ros.bag import write_drive
 
     def frames():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CompressedImage
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.conversions import (check_compressed, compressed_to_rgb, CorruptCompressed,
                                             rgb_to_compressed, UnknownCompression)
 

@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 
+import fixtures
 import numpy as np
 import pytest
 from test_node_harness import domain_for, node_output, ros_env, stop_node, write_files
@@ -23,11 +24,11 @@ from toy_data import write_meta_model
 
 from metafusion_ros.core.classes import ClassTable, cityscapes_table
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.ros import fixtures, process
-from metafusion_ros.ros.engine import ConfigurationError, EngineConfig, FusionEngine
+from metafusion_ros.ros import process
 from metafusion_ros.ros.params import (mistyped_parameter, params_file_problem, params_files,
                                        unknown_parameters)
-from metafusion_ros.segmenter.tensorrt_backend import EngineKey, write_engine
+from metafusion_ros.runtime.engine import ConfigurationError, EngineConfig, FusionEngine
+from metafusion_ros.runtime.segmenter.tensorrt_backend import EngineKey, write_engine
 
 DOMAIN = domain_for(83)
 PACKAGE = Path(__file__).resolve().parents[1] / 'metafusion_ros'
@@ -431,8 +432,8 @@ def test_engine_cache_error_paths(tmp_path, caplog):
     from test_segmenter_onnx import image, spec_for, write_model
     from test_segmenter_tensorrt import FakeCuda, FakeTrt
 
-    from metafusion_ros.segmenter import load_segmenter
-    from metafusion_ros.segmenter.tensorrt_backend import EngineError
+    from metafusion_ros.runtime.segmenter import load_segmenter
+    from metafusion_ros.runtime.segmenter.tensorrt_backend import EngineError
 
     model = tmp_path / 'my model.onnx'
     write_model(model)

@@ -22,6 +22,7 @@ from typing import Callable
 
 from builtin_interfaces.msg import Time
 from hypothesis import assume, given, settings, strategies as st
+import fixtures
 from hypothesis.extra.numpy import arrays
 import numpy as np
 import pytest
@@ -31,8 +32,8 @@ from std_msgs.msg import Header
 from test_node_harness import (domain_for, image_msg, node_output, NodeUnderTest, with_stamp,
                                write_files)
 
-from metafusion_ros.ros import conversions as conv, fixtures
-from metafusion_ros.ros.engine import EngineConfig, FusionEngine
+from metafusion_ros.ros import conversions as conv
+from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
 
 DOMAIN = domain_for(81)
 NAME = 'robust_images'

@@ -14,7 +14,7 @@ from test_node_harness import (accounted, BURST_SCENE, domain_for, image_msg, MA
                                node_output, NodeUnderTest, Peer, ros_env, skipped, start_node,
                                stop_node, with_stamp, write_files)
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
 
 DOMAIN = domain_for(85)

@@ -5,7 +5,7 @@ class count, is a clear error at run time (``ValueError`` in the core, ``BadNetw
 the engine); a wrong output layout or rank fails when the model is loaded (one line naming the
 model); an output at another resolution than the priors is processed (the priors are resized).
 
-Process level: a node runs :func:`~metafusion_ros.ros.fixtures.write_faulty_model`, whose
+Process level: a node runs :func:`~fixtures.write_faulty_model`, whose
 output turns bad when a frame carries a fault's trigger pixel. Each such frame is counted as
 ``skipped_bad_network_output``, warned about with the core's reason and publishes nothing; the
 next valid frame gives the clean network's mask. A node given a wrongly laid out network exits
@@ -24,10 +24,10 @@ from test_node_harness import (domain_for, image_msg, node_output, NodeUnderTest
 
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.conversions import image_to_mask
-from metafusion_ros.ros.engine import (BadNetworkOutput, ConfigurationError, EngineConfig,
-                                       FusionEngine)
+from metafusion_ros.runtime.engine import (BadNetworkOutput, ConfigurationError, EngineConfig,
+                                           FusionEngine)
 
 DOMAIN = domain_for(82)
 NAME = 'faulty'

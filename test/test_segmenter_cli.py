@@ -1,7 +1,7 @@
 """``metafusion train`` command line: bad input."""
 import pytest
 
-from metafusion_ros.cli import main
+from metafusion_ros.tools.cli import main
 
 
 def test_train_command_rejects_bad_sizes(capsys):

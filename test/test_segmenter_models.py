@@ -6,8 +6,8 @@ import pytest
 
 from metafusion_ros.core.classes import camvid_table
 from metafusion_ros.core.evaluation import confusion, iou_per_class
-from metafusion_ros.data.camvid import iter_camvid
-from metafusion_ros.segmenter import load_segmenter
+from metafusion_ros.runtime.segmenter import load_segmenter
+from metafusion_ros.tools.data.camvid import iter_camvid
 
 MODELS = Path(__file__).resolve().parents[1] / 'models'
 CAMVID = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'camvid'

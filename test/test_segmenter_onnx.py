@@ -9,9 +9,9 @@ from tiny_onnx import tiny_model
 
 from metafusion_ros.core import classes
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.preprocess import Nearest, Preprocess, resize_maps
-from metafusion_ros.segmenter.spec import ModelSpec, OutputSpec
+from metafusion_ros.runtime.segmenter import load_segmenter
+from metafusion_ros.runtime.segmenter.preprocess import Nearest, Preprocess, resize_maps
+from metafusion_ros.runtime.segmenter.spec import ModelSpec, OutputSpec
 
 TABLE = classes.camvid_table()
 C = TABLE.num_classes
@@ -112,7 +112,7 @@ def test_resize_maps_is_pils_bilinear_at_any_size(shape, size):
     Enlarged sizes, shrunk sizes, mixed, one channel, many channels and more channels than
     OpenCV takes; the reference is PIL channel by channel.
     """
-    from metafusion_ros.segmenter.preprocess import _resize_maps_pil
+    from metafusion_ros.runtime.segmenter.preprocess import _resize_maps_pil
 
     logits = np.random.default_rng(sum(shape)).normal(size=shape).astype(np.float32)
     maps = np.exp(logits)
@@ -190,7 +190,7 @@ def test_nearest_boxes_and_areas_are_those_of_the_resampled_map(source, target):
     So are the boxes when enlarging; when shrinking they hold the sampled pixels.
     """
     from metafusion_ros.core.segments import disagreeing_candidates
-    from metafusion_ros.segmenter.preprocess import Nearest
+    from metafusion_ros.runtime.segmenter.preprocess import Nearest
 
     rng = np.random.default_rng(sum(source))
     blobs = rng.random((source[0] // 3 + 1, source[1] // 3 + 1)) < 0.3
@@ -251,7 +251,7 @@ def test_resize_image_is_pils_reducing_resize(size):
     """
     from PIL import Image as PILImage
 
-    from metafusion_ros.segmenter.preprocess import REDUCING_GAP, resize_image
+    from metafusion_ros.runtime.segmenter.preprocess import REDUCING_GAP, resize_image
 
     rgb = np.random.default_rng(sum(size)).integers(0, 256, size + (3,), dtype=np.uint8)
     expected = PILImage.fromarray(rgb).resize((512, 256), PILImage.BILINEAR,

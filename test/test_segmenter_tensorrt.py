@@ -14,8 +14,8 @@ import onnxruntime as ort
 import pytest
 
 from metafusion_ros.core.priors import Priors
-from metafusion_ros.segmenter import load_segmenter
-from metafusion_ros.segmenter.tensorrt_backend import (
+from metafusion_ros.runtime.segmenter import load_segmenter
+from metafusion_ros.runtime.segmenter.tensorrt_backend import (
     Binding, check_bindings, EngineError, EngineKey, load_or_build_engine, read_engine,
     write_engine)
 from test_segmenter_onnx import C, image, spec_for, TABLE, write_model

@@ -23,7 +23,7 @@ def torch() -> ModuleType:
 
 def test_streetnet_shapes_and_size(torch):
     """Logits at the input resolution for odd sizes; the default net stays small (< 2 M)."""
-    from metafusion_ros.segmenter.net import count_parameters, StreetNet
+    from metafusion_ros.tools.training.net import count_parameters, StreetNet
 
     net = StreetNet(11).eval()
     with torch.no_grad():
@@ -33,7 +33,7 @@ def test_streetnet_shapes_and_size(torch):
 
 def test_class_weights_favour_rare_classes(torch):
     """Weigh rare classes more (ENet: 1 / ln(1.02 + f)); ignore is not counted."""
-    from metafusion_ros.segmenter.train import class_weights
+    from metafusion_ros.tools.training.train import class_weights
 
     labels = np.array([0] * 90 + [1] * 10 + [255] * 50, np.uint8)
     w = class_weights(labels, 3, 255)
@@ -42,8 +42,8 @@ def test_class_weights_favour_rare_classes(torch):
 
 def test_tiny_training_run_exports_a_loadable_model(torch, tmp_path):
     """A few steps on 8 CamVid images: ONNX + JSON with scores, loadable by the segmenter."""
-    from metafusion_ros.segmenter import load_segmenter
-    from metafusion_ros.segmenter.train import TrainConfig, train
+    from metafusion_ros.runtime.segmenter import load_segmenter
+    from metafusion_ros.tools.training.train import TrainConfig, train
 
     if not CAMVID.is_dir():
         pytest.skip(f'CamVid not beside the checkout: {CAMVID}')

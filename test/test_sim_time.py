@@ -16,7 +16,7 @@ from test_bag import drive_frames
 from test_node_harness import (domain_for, node_output, Peer, REPO, ros_env, start_node,
                                stop_node, write_files)
 
-from metafusion_ros.ros import fixtures
+import fixtures
 from metafusion_ros.ros.bag import DriveBag, IMAGE_TOPIC, write_drive
 
 DOMAIN = domain_for(93)
@@ -57,7 +57,7 @@ def test_diagnostics_warn_without_clock_and_follow_bag_play_clock(tmp_path):
         assert message == 'active; use_sim_time is true and no /clock has arrived'
         assert values['clock'] == 'sim, no /clock yet'
         play = subprocess.Popen(
-            [sys.executable, '-m', 'metafusion_ros.cli', 'bag', 'play', str(bag_path),
+            [sys.executable, '-m', 'metafusion_ros.tools.cli', 'bag', 'play', str(bag_path),
              '--clock'], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True)
         assert tester.spin_until(lambda: play.poll() is not None, timeout=60.0)

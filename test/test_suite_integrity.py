@@ -43,7 +43,8 @@ except ImportError:
 
 def pytest_sessionfinish(session):
     loggers = [logging.getLogger(name) for name in (
-        'metafusion_ros.segmenter.tensorrt_backend', 'metafusion_ros.segmenter.base')]
+        'metafusion_ros.runtime.segmenter.tensorrt_backend',
+        'metafusion_ros.runtime.segmenter.base')]
     Path(__file__).with_suffix('.txt').write_text(
         f'{SOURCE} {logging.getLoggerClass().__name__} {[lg.propagate for lg in loggers]}')
 '''

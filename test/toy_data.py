@@ -16,7 +16,7 @@ import numpy as np
 from metafusion_ros.core.classes import camvid_table, ClassTable
 from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.priors import estimate_priors, Priors
-from metafusion_ros.meta.classifier import MetaBundle, MetaClassifier, MetaParams, ModelContext
+from metafusion_ros.runtime.classifier import MetaBundle, MetaClassifier, MetaParams, ModelContext
 
 __all__ = ['toy_frame', 'toy_drives', 'write_meta_model']
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from .classes import ClassTable
-from .segments import check_label_map
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.segments import check_label_map
 
 __all__ = ['SegmentCounts', 'segment_counts', 'delta', 'added_tp_share', 'confusion',
            'iou_per_class', 'group_iou', 'mean_iou']

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import kernels
-from .classes import ClassTable
-from .heatmaps import HEATMAPS
+from metafusion_ros.core import kernels
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.heatmaps import HEATMAPS
 
 __all__ = ['feature_names', 'features_at', 'HEATMAP_STATS']
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .segments import Candidates
+from metafusion_ros.core.segments import Candidates
 
 __all__ = ['FUSION_MODES', 'check_fusion', 'fuse']
 

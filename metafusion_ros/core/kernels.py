@@ -29,8 +29,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from . import simd
-from .jit import CACHE
+from metafusion_ros.core import simd
+from metafusion_ros.core.jit import CACHE
 
 __all__ = ['SoftmaxStats', 'decision_rules', 'decision_rules_numpy', 'disagreeing_pixels',
            'ml_heatmaps', 'segment_sums', 'SUM_COLUMNS']

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .classes import ClassTable
+from metafusion_ros.core.classes import ClassTable
 
 __all__ = ['LabelMapping', 'CAMVID_TO_CITYSCAPES', 'CITYSCAPES_TO_CAMVID', 'mapping_between',
            'MAPPINGS']
@@ -102,7 +102,7 @@ CITYSCAPES_TO_CAMVID_NAMES = {
 
 def _builtin() -> dict[tuple[str, str], LabelMapping]:
     """Return the built-in mappings keyed by (source, target) table name."""
-    from .classes import camvid_table, cityscapes_table
+    from metafusion_ros.core.classes import camvid_table, cityscapes_table
     camvid, cityscapes = camvid_table(), cityscapes_table()
     return {('camvid', 'cityscapes'): _by_name(camvid, cityscapes, CAMVID_TO_CITYSCAPES_NAMES),
             ('cityscapes', 'camvid'): _by_name(cityscapes, camvid, CITYSCAPES_TO_CAMVID_NAMES)}

@@ -14,13 +14,13 @@ from typing import Callable
 
 import numpy as np
 
-from . import kernels
-from .classes import ClassTable
-from .features import feature_names, features_at
-from .fusion import check_fusion, fuse
-from .priors import check_alpha, interpolate, Priors, REFERENCE_EPS
-from .rules import check_probs
-from .segments import Candidates, disagreeing_candidates
+from metafusion_ros.core import kernels
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.features import feature_names, features_at
+from metafusion_ros.core.fusion import check_fusion, fuse
+from metafusion_ros.core.priors import check_alpha, interpolate, Priors, REFERENCE_EPS
+from metafusion_ros.core.rules import check_probs
+from metafusion_ros.core.segments import Candidates, disagreeing_candidates
 
 __all__ = ['FrameResult', 'MetaFusion', 'ScoreFn']
 

@@ -13,7 +13,8 @@ File format (``.npz``, loaded with ``allow_pickle=False``):
   (the K names), ``level`` (``class`` or ``category``), ``table`` (the class table),
   ``num_images``, ``dataset``, ``resolution`` ``[H, W]`` and ``provenance``: where the priors
   came from, e.g. ``split``, ``root``, ``smoothing`` (λ), ``labels_read_as`` (a label mapping) and
-  ``labels_sha256`` (:meth:`~metafusion_ros.data.frame.FrameSource.labels_sha256` of the label
+  ``labels_sha256``
+  (:meth:`~metafusion_ros.tools.data.frame.FrameSource.labels_sha256` of the label
   files counted); files written before it have none.
 """
 from __future__ import annotations
@@ -27,7 +28,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from .classes import ClassTable
+from metafusion_ros.core.classes import ClassTable
 
 __all__ = ['Priors', 'estimate_priors', 'interpolate', 'REFERENCE_EPS']
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .classes import ClassTable
-from .priors import REFERENCE_EPS
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.priors import REFERENCE_EPS
 
 __all__ = ['check_probs', 'bayes_rule', 'ml_probabilities']
 

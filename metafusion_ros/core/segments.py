@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import kernels
+from metafusion_ros.core import kernels
 
 __all__ = ['Candidates', 'disagreeing_candidates', 'check_label_map']
 

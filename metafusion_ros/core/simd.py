@@ -26,7 +26,7 @@ from numba import types
 from numba.extending import intrinsic
 import numpy as np
 
-from .jit import CACHE
+from metafusion_ros.core.jit import CACHE
 
 __all__ = ['LANES', 'MAX_CLASSES', 'Layout', 'pixel_bayes', 'pixel_ml', 'rules_kernel']
 

@@ -1,1 +1,1 @@
-"""The ROS 2 shell: node, image conversions and rosbag tools (wiring only)."""
+"""The ROS 2 shell: node, parameters, messages, image conversions and rosbag tools (wiring)."""

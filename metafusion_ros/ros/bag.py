@@ -22,7 +22,7 @@ import numpy as np
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from rosbags.typesys import get_typestore, Stores
 
-from ..core.classes import ClassTable
+from metafusion_ros.core.classes import ClassTable
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
            'replay', 'publishers', 'clock_publisher', 'wait_for_subscribers', 'header_stamp',
@@ -355,3 +355,50 @@ def replay(executor: Any, bag: DriveBag, pubs: dict[str, Any], rate: float = 1.0
                 after_publish(topic, data)
         if not loop or first is None:
             return count
+
+
+def play(bag: DriveBag, topics: list[str], rate: float = 1.0, loop: bool = False,
+         clock: bool = False, wait: float = 3.0, skipped: Counter[str] | None = None,
+         unheard: Callable[[list[str]], None] = lambda topics: None) -> int:
+    """Replay ``topics`` of ``bag`` from a node of its own until the end (or Ctrl-C).
+
+    Waits up to ``wait`` s for subscribers first and passes the topics nobody subscribed to in
+    time to ``unheard``; ``clock`` publishes the bag time on /clock. Return the count of
+    published messages.
+    """
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    from metafusion_ros.ros.dds import use_large_frames_profile
+
+    use_large_frames_profile()  # large frames reach subscribers only if the publisher uses it
+    rclpy.init()
+    node = rclpy.create_node('metafusion_bag_play')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    count = 0
+    try:
+        pubs = publishers(node, bag, topics)
+        publish_clock = clock_publisher(node) if clock else None
+        alone = wait_for_subscribers(executor, node, [*pubs, '/clock'], wait) if wait > 0 else []
+        if alone:
+            unheard(alone)
+        count = replay(executor, bag, pubs, rate=rate, loop=loop,
+                       should_stop=lambda: not rclpy.ok(), skipped=skipped, clock=publish_clock)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return count
+
+
+def image_rgb(data: bytes) -> np.ndarray:
+    """Return a bag's CDR ``sensor_msgs/Image`` as RGB uint8 (H, W, 3)."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import Image
+
+    from metafusion_ros.ros.conversions import image_to_rgb
+
+    return image_to_rgb(deserialize_message(data, Image))

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import MutableMapping
 
-from .process import package_file
+from metafusion_ros.ros.process import package_file
 
 __all__ = ['PROFILE_ENV', 'PROFILE_FILE', 'large_frames_profile', 'use_large_frames_profile']
 

@@ -5,7 +5,8 @@ import numpy as np
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from .conversions import check_compressed, compressed_to_rgb, ImageError, image_to_rgb
+from metafusion_ros.ros.conversions import (check_compressed, compressed_to_rgb, ImageError,
+                                            image_to_rgb)
 
 __all__ = ['Message', 'ProcessingError', 'CameraInfoMismatch', 'input_qos', 'LATCHED', 'to_rgb']
 

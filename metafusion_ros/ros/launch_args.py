@@ -14,8 +14,8 @@ import os
 import re
 from typing import Any, Mapping
 
-from .dds import PROFILE_ENV, PROFILE_FILE
-from .parameters import SPECS
+from metafusion_ros.ros.dds import PROFILE_ENV, PROFILE_FILE
+from metafusion_ros.ros.parameters import SPECS
 
 __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
            'sibling_topic', 'CHOICES', 'DEFAULT_FILES']

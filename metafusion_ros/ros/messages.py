@@ -17,12 +17,12 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
-from ..core.classes import ClassTable
-from .conversions import float_to_image, mask_to_image, rgb_to_image
-from .engine import FusionEngine, Processed
-from .parameters import Spec
-from ..segmenter.preprocess import resize_maps
-from .views import class_report, colour_labels, overlay
+from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.ros.conversions import float_to_image, mask_to_image, rgb_to_image
+from metafusion_ros.ros.parameters import Spec
+from metafusion_ros.ros.views import class_report, colour_labels, overlay
+from metafusion_ros.runtime.engine import FusionEngine, Processed
+from metafusion_ros.runtime.segmenter.preprocess import resize_maps
 
 __all__ = ['AlphaChoice', 'descriptor', 'frame_outputs', 'markers', 'segment_report',
            'json_message', 'classes_message', 'engine_values', 'diagnostics', 'HEATMAP_TOPICS']

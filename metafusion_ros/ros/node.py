@@ -32,17 +32,17 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, String
 from visualization_msgs.msg import MarkerArray
 
-from .conversions import check_compressed, check_image, check_size, ImageError
-from .engine import ConfigurationError, EngineConfig, FusionEngine, Processed
-from .inputs import input_qos, LATCHED, Message
-from .memory import map_large_buffers
-from .messages import (AlphaChoice, classes_message, descriptor, diagnostics, engine_values,
-                       frame_outputs, HEATMAP_TOPICS)
-from .parameters import DEFAULTS, OPTIONAL_OUTPUTS, RUNTIME, SPECS
-from .params import (mistyped_parameter, override_source, params_file_problem,
-                     unknown_parameters)
-from .stats import InputLog, problems, Stats
-from .worker import Worker
+from metafusion_ros.ros.conversions import check_compressed, check_image, check_size, ImageError
+from metafusion_ros.ros.inputs import input_qos, LATCHED, Message
+from metafusion_ros.ros.messages import (AlphaChoice, classes_message, descriptor, diagnostics,
+                                         engine_values, frame_outputs, HEATMAP_TOPICS)
+from metafusion_ros.ros.parameters import DEFAULTS, OPTIONAL_OUTPUTS, RUNTIME, SPECS
+from metafusion_ros.ros.params import (mistyped_parameter, override_source, params_file_problem,
+                                       unknown_parameters)
+from metafusion_ros.ros.worker import Worker
+from metafusion_ros.runtime.engine import ConfigurationError, EngineConfig, FusionEngine, Processed
+from metafusion_ros.runtime.memory import map_large_buffers
+from metafusion_ros.runtime.stats import InputLog, problems, Stats
 
 __all__ = ['MetaFusionNode', 'main']
 

@@ -18,7 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from ..segmenter.spec import yaml_error
+from metafusion_ros.runtime.segmenter.spec import yaml_error
 
 __all__ = ['params_files', 'params_file_problem', 'mistyped_parameter', 'unknown_parameters',
            'override_source', 'RclLoader']

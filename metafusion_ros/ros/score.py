@@ -20,10 +20,10 @@ from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
-from ..core.evaluation import added_tp_share, delta, segment_counts, SegmentCounts
-from .bag import (BagError, cdr_problem, deserialize, DriveBag, GT_TOPIC, header_stamp,
-                  IMAGE_TOPIC, publishers, replay, unknown_topics)
-from .conversions import check_image, image_to_mask, ImageError
+from metafusion_ros.core.evaluation import added_tp_share, delta, segment_counts, SegmentCounts
+from metafusion_ros.ros.bag import (BagError, cdr_problem, deserialize, DriveBag, GT_TOPIC,
+                                    header_stamp, IMAGE_TOPIC, publishers, replay, unknown_topics)
+from metafusion_ros.ros.conversions import check_image, image_to_mask, ImageError
 
 __all__ = ['Score', 'score_bag', 'image_problem', 'RULES']
 
@@ -146,11 +146,13 @@ def _wait(executor: Any, condition: Callable[[], bool], timeout: float,
 def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
               lockstep: bool = True, timeout: float = 30.0, image_topic: str = IMAGE_TOPIC,
               on_frame: Callable[[Stamp, dict[str, np.ndarray], dict], None] | None = None,
-              context: Any = None, alive: Callable[[], bool] = lambda: True) -> Score:
+              context: Any = None, alive: Callable[[], bool] = lambda: True,
+              domain_id: int | None = None) -> Score:
     """Replay ``bag`` to the node named ``node`` and score its masks against the ground truth.
 
     ``on_frame(stamp, masks, segment_report)`` sees every scored frame (the demo draws them);
-    ``alive()`` False (e.g. the node process died) aborts the waits.
+    ``alive()`` False (e.g. the node process died) aborts the waits. Without a ``context`` it
+    uses one of its own, in ROS domain ``domain_id`` (default: ``ROS_DOMAIN_ID``).
     Image messages the node could not read (corrupt CDR, unreadable layout) are not sent but
     counted in :attr:`Score.skipped`. Raise :class:`BagError` when the bag has no ground truth,
     no images or no node answers in ``timeout``.
@@ -163,7 +165,7 @@ def score_bag(bag: DriveBag, node: str = '/metafusion_node', rate: float = 1.0,
     own = context is None
     if own:
         context = rclpy.Context()
-        rclpy.init(context=context)
+        rclpy.init(context=context, domain_id=domain_id)
     ros = rclpy.create_node('metafusion_bag_score', context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(ros)

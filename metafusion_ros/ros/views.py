@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.classes import ClassTable
+from metafusion_ros.core.classes import ClassTable
 
 __all__ = ['colour_labels', 'overlay', 'class_report']
 

@@ -15,10 +15,11 @@ from typing import Callable, Protocol
 import numpy as np
 from sensor_msgs.msg import CameraInfo
 
-from .conversions import ImageError
-from .engine import BadNetworkOutput, FusionEngine, Processed, ResolutionMismatch
-from .inputs import Message, ProcessingError, to_rgb
-from .stats import InputLog, LatestFrame, Stats
+from metafusion_ros.ros.conversions import ImageError
+from metafusion_ros.ros.inputs import Message, ProcessingError, to_rgb
+from metafusion_ros.runtime.engine import (BadNetworkOutput, FusionEngine, Processed,
+                                           ResolutionMismatch)
+from metafusion_ros.runtime.stats import InputLog, LatestFrame, Stats
 
 __all__ = ['Log', 'Publish', 'Worker']
 

@@ -1,0 +1,1 @@
+"""Offline tools: priors, fit, evaluate, reports, data readers, synthetic drives, training, CLI."""

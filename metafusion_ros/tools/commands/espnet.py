@@ -1,0 +1,55 @@
+"""``metafusion espnet``: export the ESPNet authors' pretrained weights to ONNX (torch extra)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from metafusion_ros.tools.cli import CommandError
+from metafusion_ros.tools.data.datasets import parse_size
+from metafusion_ros.tools.data.frame import read_rgb_png
+
+WEIGHTS = ('cityscapes', 'camvid')
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``espnet`` subcommand."""
+    parser = subparsers.add_parser(
+        'espnet', help='export the ESPNet authors\' Cityscapes or CamVid weights to ONNX',
+        description='Check the SHA-256 of the authors\' file, load it strictly into the '
+                    'project\'s ESPNet, export it (void output dropped, softmax over the real '
+                    'classes, fixed input size) and write the spec JSON beside it. Needs '
+                    'PyTorch (the optional "train" extra).')
+    parser.add_argument('which', choices=WEIGHTS, help='which of the two pretrained files')
+    parser.add_argument('--weights', required=True, type=Path, help='the authors\' .pth file')
+    parser.add_argument('--output', required=True, type=Path, help='ONNX file to write')
+    parser.add_argument('--size', help='input size WxH, multiples of 8 (default: cityscapes '
+                                       '1024x512, camvid 480x360)')
+    parser.add_argument('--stats', choices=('cityscapes', 'camvid'),
+                        help='normalisation statistics (default: cityscapes for the Cityscapes '
+                             'weights, camvid — computed from CamVid train — for the CamVid '
+                             'weights)')
+    parser.add_argument('--camvid-root', type=Path,
+                        help='CamVid root whose train split gives the CamVid statistics')
+    parser.add_argument('--check-image', type=Path,
+                        help='an image run through torch and ONNX Runtime; the max abs '
+                             'difference of the probabilities goes into the JSON')
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Export and print the check."""
+    try:
+        from metafusion_ros.tools.training.espnet_export import export_pretrained, PRETRAINED
+    except ImportError as exc:
+        raise CommandError(f'the ESPNet export needs PyTorch (pip install torch): {exc}') from exc
+    image = None if args.check_image is None else read_rgb_png(args.check_image)
+    size = None if args.size is None else parse_size(args.size)
+    spec = export_pretrained(PRETRAINED[args.which], args.weights, args.output, size=size,
+                             stats=args.stats, camvid_root=args.camvid_root, check_image=image)
+    pre = spec.preprocess
+    print(f'wrote {args.output} and its .json: {spec.num_classes} classes, input '
+          f'{pre.width}x{pre.height}, {spec.extra["normalisation"]["statistics"]} statistics')
+    if 'check' in spec.extra:
+        print(f'max |torch - onnxruntime| = '
+              f'{spec.extra["check"]["max_abs_diff_torch_onnxruntime"]:.3g}')
+    return 0

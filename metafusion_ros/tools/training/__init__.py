@@ -1,0 +1,1 @@
+"""Segmentation networks for the tools: our StreetNet, the authors' ESPNets, mIoU scoring."""
