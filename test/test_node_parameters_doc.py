@@ -54,10 +54,16 @@ def test_spec_problem(spec: Spec, value, problem: str):
     assert (problem in found and found) if problem else not found
 
 
-def test_choices_are_the_cores():
-    """The backend and fusion choices are the segmenter's and the core's."""
+def test_choices_and_method_defaults_are_the_cores():
+    """Backend choices are the segmenter's; α, τ, fusion and their defaults the engine's."""
+    from dataclasses import fields
+
     from metafusion_ros.core.fusion import FUSION_MODES
+    from metafusion_ros.runtime.engine import EngineConfig
     from metafusion_ros.runtime.segmenter import BACKENDS
 
     assert SPECS['backend'].choices == BACKENDS
     assert SPECS['fusion'].choices == FUSION_MODES
+    engine = {f.name: f.default for f in fields(EngineConfig)}
+    assert {name: SPECS[name].default for name in ('alpha', 'tau', 'fusion', 'backend')} == {
+        name: engine[name] for name in ('alpha', 'tau', 'fusion', 'backend')}

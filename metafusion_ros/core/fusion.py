@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from metafusion_ros.core.defaults import FUSION, FUSION_MODES
 from metafusion_ros.core.segments import Candidates
 
 __all__ = ['FUSION_MODES', 'check_fusion', 'fuse']
-
-# 'reference': the authors' `fuse_mask_i` (every ML class-c segment with S_in > 0 that is not
-# dropped, agreeing segments included); 'literal': eq. 14 read literally (kept candidates only).
-FUSION_MODES = ('reference', 'literal')
 
 
 def check_fusion(mode: str) -> str:
@@ -20,7 +17,7 @@ def check_fusion(mode: str) -> str:
 
 
 def fuse(pred_bayes: np.ndarray, candidates: Candidates, keep: np.ndarray, target: int,
-         mode: str = 'reference') -> np.ndarray:
+         mode: str = FUSION) -> np.ndarray:
     """Return the Bayes mask with the kept ML class-c segments set to class c (eq. 14, §5).
 
     ``keep`` is a boolean per candidate (ids 1..n in order). Kept candidates take class c in

@@ -16,6 +16,7 @@ import numpy as np
 
 from metafusion_ros.core import kernels
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
 from metafusion_ros.core.features import feature_names, features_at
 from metafusion_ros.core.fusion import check_fusion, fuse
 from metafusion_ros.core.priors import check_alpha, interpolate, Priors, REFERENCE_EPS
@@ -50,8 +51,8 @@ class MetaFusion:
     α, τ and the fusion reading may change between frames.
     """
 
-    def __init__(self, priors: Priors, table: ClassTable | None = None, alpha: float = 1.0,
-                 tau: float = 0.5, fusion: str = 'reference') -> None:
+    def __init__(self, priors: Priors, table: ClassTable | None = None, alpha: float = ALPHA,
+                 tau: float = TAU, fusion: str = FUSION) -> None:
         self.table = priors.table if table is None else table
         if self.table.num_classes != priors.table.num_classes or (
                 self.table.class_names != priors.table.class_names):

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import math
 from typing import Union
 
+from metafusion_ros.core.defaults import ALPHA, FUSION, FUSION_MODES, TAU
+
 __all__ = ['Spec', 'SPECS', 'OPTIONAL_OUTPUTS', 'DEFAULTS', 'RUNTIME', 'markdown_table']
 
 Value = Union[bool, int, float, str]
@@ -73,14 +75,14 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in [
          'alpha); empty keeps every candidate (plain ML for class c)',
          note='`metafusion fit`: manifest `.json`, one XGBoost JSON per α beside it; `\'\'` '
               'keeps all candidates'),
-    Spec('alpha', 1.0, 'prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', UNIT,
+    Spec('alpha', ALPHA, 'prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', UNIT,
          runtime=True,
          runtime_note="the bundle member fitted at α scores; an α off the bundle's grid uses "
                       'the nearest member within 0.1 (one WARN per change, `meta_alpha_choice` '
                       'in diagnostics); farther is refused (at start-up: exit 1)'),
-    Spec('tau', 0.5, 'meta classifier threshold: keep a candidate if P(TP) >= tau', UNIT,
+    Spec('tau', TAU, 'meta classifier threshold: keep a candidate if P(TP) >= tau', UNIT,
          runtime=True),
-    Spec('fusion', 'reference', 'fusion reading (spec §5)', choices=('reference', 'literal'),
+    Spec('fusion', FUSION, 'fusion reading (spec §5)', choices=FUSION_MODES,
          runtime=True,
          note="`reference` (the authors' `fuse_mask_i`): the ML extent of every human segment "
               'with `S_in > 0` that is not dropped, agreeing segments included; `literal` '

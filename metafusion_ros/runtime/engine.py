@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
 from metafusion_ros.core.fusion import check_fusion
 from metafusion_ros.core.pipeline import FrameResult, MetaFusion
 from metafusion_ros.core.priors import check_alpha, Priors
@@ -49,9 +50,9 @@ class EngineConfig:
     meta_model_path: str = ''
     backend: str = 'onnxruntime'
     precision: str = 'fp32'
-    alpha: float = 1.0
-    tau: float = 0.5
-    fusion: str = 'reference'
+    alpha: float = ALPHA
+    tau: float = TAU
+    fusion: str = FUSION
     target_class: str = ''
     resize_mode: str = 'resize'
 

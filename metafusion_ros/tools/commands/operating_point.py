@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from metafusion_ros.core.fusion import FUSION_MODES
+from metafusion_ros.core.defaults import FUSION, FUSION_MODES
 from metafusion_ros.runtime.classifier import MetaBundle
 from metafusion_ros.tools.meta.operating_point import choose, read_rows, write_config
 
@@ -21,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     criterion.add_argument('--fn-weight', type=float,
                            help='false positives one false negative is worth')
     parser.add_argument('--model', help='meta bundle the node loads: restrict to its α grid')
-    parser.add_argument('--fusion', choices=FUSION_MODES, default='reference',
+    parser.add_argument('--fusion', choices=FUSION_MODES, default=FUSION,
                         help='fusion reading (spec §5) the node runs with (default reference)')
     parser.add_argument('--config', default='config/operating_point.yaml',
                         help='parameter YAML to write (default config/operating_point.yaml)')
