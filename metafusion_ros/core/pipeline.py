@@ -23,7 +23,7 @@ from metafusion_ros.core.priors import check_alpha, interpolate, Priors, REFEREN
 from metafusion_ros.core.rules import check_probs
 from metafusion_ros.core.segments import Candidates, disagreeing_candidates
 
-__all__ = ['FrameResult', 'MetaFusion', 'ScoreFn']
+__all__ = ['FrameResult', 'MetaFusion', 'ScoreFn', 'check_tau']
 
 # Resized priors kept by MetaFusion.priors_at (least recently used sizes evicted).
 PRIORS_CACHE = 4
@@ -43,6 +43,14 @@ class FrameResult:
     scores: np.ndarray
     keep: np.ndarray
     fused: np.ndarray
+
+
+def check_tau(tau: float) -> float:
+    """Return the threshold τ (§4) as a float, raising ``ValueError`` unless it lies in [0, 1]."""
+    value = float(tau)
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f'tau must lie in [0, 1], got {value}')
+    return value
 
 
 class MetaFusion:
@@ -84,10 +92,7 @@ class MetaFusion:
 
     @tau.setter
     def tau(self, value: float) -> None:
-        value = float(value)
-        if not 0.0 <= value <= 1.0:
-            raise ValueError(f'tau must lie in [0, 1], got {value}')
-        self._tau = value
+        self._tau = check_tau(value)
 
     @property
     def fusion(self) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 
 from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
 from metafusion_ros.core.fusion import check_fusion
-from metafusion_ros.core.pipeline import FrameResult, MetaFusion
+from metafusion_ros.core.pipeline import check_tau, FrameResult, MetaFusion
 from metafusion_ros.core.priors import check_alpha, Priors
 from metafusion_ros.runtime.segmenter.preprocess import Nearest
 
@@ -200,8 +200,8 @@ class FusionEngine:
         if 'alpha' in values:
             check_alpha(values['alpha'])
             self.choice_for(values['alpha'])
-        if 'tau' in values and not 0.0 <= float(values['tau']) <= 1.0:
-            raise ValueError(f'tau must lie in [0, 1], got {values["tau"]}')
+        if 'tau' in values:
+            check_tau(values['tau'])
         with self._lock:
             self._pending.update(values)
 
