@@ -95,14 +95,16 @@ def _fail(name: str, value: str, problem: str) -> LaunchArgumentError:
 
 def _number(name: str, text: str) -> float:
     """Return ``text`` as a number within its parameter's range (α, τ: [0, 1])."""
-    low, high = SPECS[PARAMETER[name]].range or (-math.inf, math.inf)
-    bounds = f'[{low:g}, {high:g}]'
+    spec = SPECS[PARAMETER[name]]
     try:
         value = float(text)
     except ValueError:
-        raise _fail(name, text, f'not a number (expected a value in {bounds})') from None
-    if not (math.isfinite(value) and low <= value <= high):
-        raise _fail(name, text, f'outside {bounds}')
+        low, high = spec.range or (-math.inf, math.inf)
+        raise _fail(name, text, f'not a number (expected a value in [{low:g}, {high:g}])'
+                    ) from None
+    problem = spec.problem(value)
+    if problem:
+        raise _fail(name, text, problem)
     return value
 
 
