@@ -5,15 +5,18 @@
    1280x720, 1920x1080, 3840x2160) as bgr8 frames (one row each).
 2. For each row start ``metafusion_node`` as its own process with ``models/synthetic*``
    (``--models``; if those are not there yet, the tiny fixture network over the Cityscapes
-   table; the JSON says which).
-3. Measure the sustainable rate in lock-step (median end-to-end latency of 8 frames) and the
+   table; the JSON says which). Node and client use the shipped Fast DDS profile for large
+   frames, as ``fusion.launch.py`` does (``dds_profile``).
+3. Measure the sustainable rate in lock-step (median end-to-end latency of 16 frames) and the
    node's processing time there (``~/output/processing_time_ms``: receipt to publication), next
    to the network alone (ONNX Runtime on one preprocessed frame in this process, once after
    each lock-step frame, so that both see the same host load):
-   ``target_processing_le_network_plus_30ms`` compares the p50s.
-4. Offer the frames (fresh stamps, looping) at twice that rate for ``--duration`` seconds,
-   then report frames offered / processed / dropped (the node's counter), latency p50/p99 and the
-   node's RSS at the start and end of the run and its peak: memory must stay flat (the growth
+   ``target_processing_le_network_plus_30ms`` compares the p50s; ``stage_ms_p50`` are the
+   node's per-stage p50s of those frames (its diagnostics).
+4. Offer the frames (fresh stamps, looping) at twice that rate, ``--warmup`` seconds unmeasured
+   (the node's buffers reach their high-water mark), then ``--duration`` seconds, and report
+   frames offered / processed / dropped (the node's counter), latency p50/p99 and the node's RSS
+   at the start and end of the measured run and its peak: memory must stay flat (the growth
    from the first to the last quarter of the run under ``FLAT_MIB``; ``memory_flat`` says so)
    and the peak under ``PEAK_MIB`` (``target_peak_rss_le_1gib``).
 """
@@ -45,6 +48,7 @@ from metafusion_ros.core.classes import cityscapes_table  # noqa: E402
 from metafusion_ros.core.priors import Priors  # noqa: E402
 from metafusion_ros.ros.bag import DriveBag, IMAGE_TOPIC, write_drive  # noqa: E402
 from metafusion_ros.ros.conversions import array_to_image  # noqa: E402
+from metafusion_ros.ros.dds import use_large_frames_profile  # noqa: E402
 from metafusion_ros.ros.process import peak_rss_kib, rss_kib, start_node, stop_node  # noqa: E402
 
 NODE = '/metafusion_node'
@@ -178,13 +182,17 @@ def _sustainable_ms(offer: Offer, frames: int, network: Callable[[], float]
             float(np.median(network_ms)))
 
 
-def _overload(offer: Offer, pid: int, step_ms: float, duration: float) -> dict:
-    """Offer frames at twice the sustainable rate for ``duration`` s; return the run's fields."""
-    offered_hz = 2 * 1000.0 / step_ms
-    offer.sent.clear()
-    offer.latency.clear()
-    offer.spin_until(lambda: False, 1.0)
-    dropped_before = int(offer.diag.get('frames_dropped', 0))
+def _stages(offer: Offer) -> dict[str, float]:
+    """Return the node's per-stage p50s (ms) from its newest diagnostics."""
+    offer.diag.clear()
+    offer.spin_until(lambda: bool(offer.diag), 3.0)
+    return {key[len('stage_ms_'):-len('_p50')]: float(value)
+            for key, value in offer.diag.items()
+            if key.startswith('stage_ms_') and key.endswith('_p50')}
+
+
+def _offer(offer: Offer, pid: int, offered_hz: float, duration: float) -> list[int]:
+    """Publish at ``offered_hz`` for ``duration`` s; return the node's RSS (KiB) at each send."""
     rss = [rss_kib(pid)]
     start = time.monotonic()
     next_send = start
@@ -194,12 +202,24 @@ def _overload(offer: Offer, pid: int, step_ms: float, duration: float) -> dict:
             next_send += 1.0 / offered_hz
             rss.append(rss_kib(pid))
         offer.executor.spin_once(timeout_sec=max(0.0, min(0.01, next_send - time.monotonic())))
+    return rss
+
+
+def _overload(offer: Offer, pid: int, step_ms: float, duration: float, warmup: float) -> dict:
+    """Offer frames at twice the sustainable rate: ``warmup`` s, then ``duration`` s measured."""
+    offered_hz = 2 * 1000.0 / step_ms
+    _offer(offer, pid, offered_hz, warmup)
+    offer.sent.clear()
+    offer.latency.clear()
+    offer.spin_until(lambda: False, 1.0)
+    dropped_before = int(offer.diag.get('frames_dropped', 0))
+    rss = _offer(offer, pid, offered_hz, duration)
     offer.spin_until(lambda: False, 3.0)
     latency = np.asarray(list(offer.latency.values()))
     quarter = max(1, len(rss) // 4)
     result = {
         'sustainable_hz': round(1000.0 / step_ms, 2), 'offered_hz': round(offered_hz, 2),
-        'duration_s': duration, 'frames_offered': len(offer.sent),
+        'warmup_s': warmup, 'duration_s': duration, 'frames_offered': len(offer.sent),
         'frames_processed': int(latency.size),
         'frames_dropped': int(offer.diag.get('frames_dropped', 0)) - dropped_before,
         'latency_ms_p50': round(float(np.percentile(latency, 50)), 1),
@@ -215,7 +235,7 @@ def _overload(offer: Offer, pid: int, step_ms: float, duration: float) -> dict:
 
 
 def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image],
-            duration: float, domain: int) -> dict:
+            duration: float, warmup: float, domain: int) -> dict:
     """Start a node, measure lock-step and 2x overload on ``frames``; return the JSON record."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                ROS_LOG_DIR=str(folder / 'log'))
@@ -229,11 +249,12 @@ def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image
     result = {'bench': 'node', 'model': label,
               'frame': f'{frames[0].width}x{frames[0].height} {frames[0].encoding}'}
     try:
-        step_ms, processing_ms, network_ms = _sustainable_ms(offer, 8, network)
+        step_ms, processing_ms, network_ms = _sustainable_ms(offer, 16, network)
         result.update(network_ms_p50=round(network_ms, 1),
                       processing_ms_p50=round(processing_ms, 1),
-                      target_processing_le_network_plus_30ms=processing_ms <= network_ms + 30)
-        result.update(_overload(offer, proc.pid, step_ms, duration))
+                      target_processing_le_network_plus_30ms=processing_ms <= network_ms + 30,
+                      stage_ms_p50=_stages(offer))
+        result.update(_overload(offer, proc.pid, step_ms, duration, warmup))
     finally:
         offer.executor.shutdown()
         offer.node.destroy_node()
@@ -252,6 +273,8 @@ def main() -> int:
     """Run the benchmark and print one JSON line per row."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--duration', type=float, default=120.0, help='offered-load seconds')
+    parser.add_argument('--warmup', type=float, default=30.0,
+                        help='offered-load seconds before the measured ones (memory settles)')
     parser.add_argument('--frames', type=int, default=8, help='frames in the drive')
     parser.add_argument('--models', type=Path, default=REPO / 'models',
                         help='folder with synthetic.onnx, _priors.npz, _meta.json')
@@ -261,6 +284,7 @@ def main() -> int:
     parser.add_argument('--domain', type=int, default=150 + os.getpid() % 60,
                         help='ROS domain of the node and the client')
     args = parser.parse_args()
+    profile = use_large_frames_profile()  # as the launch file does, for the node and the client
     folder = Path(tempfile.mkdtemp(prefix='bench_node_'))
     params, label = _models(folder, args.models)
     code = 0
@@ -269,7 +293,9 @@ def main() -> int:
     rows += [lambda size=_size(s): _camera_frames(size, args.frames)
              for s in args.cameras.split(',') if s]
     for frames in rows:
-        result = run_row(folder, params, label, frames(), args.duration, args.domain)
+        result = run_row(folder, params, label, frames(), args.duration, args.warmup,
+                         args.domain)
+        result['dds_profile'] = profile or 'none (not Fast DDS)'
         print(json.dumps(result), flush=True)
         code |= result['node_exit_code'] != 0
     return code

@@ -101,7 +101,7 @@ def test_stage_times_are_reported_per_stage():
 
 
 def test_engine_times_every_stage_of_a_frame(tmp_path):
-    """The engine reports the network and each core stage (rules ... fusion) of a frame."""
+    """The engine reports preprocessing, the network and each core stage (rules ... fusion)."""
     priors = fixtures.write_priors(tmp_path / 'priors.npz')
     config = EngineConfig(model_path=str(fixtures.write_model(tmp_path / 'model.onnx')),
                           priors_path=str(priors),
@@ -109,7 +109,8 @@ def test_engine_times_every_stage_of_a_frame(tmp_path):
     processed = FusionEngine.load(config).process(fixtures.scene())
     assert processed.result.candidates.count == 2
     timed = [stage for stage in STAGES if stage in processed.stages_ms]
-    assert timed == ['network', 'rules', 'segments', 'features', 'classifier', 'fusion']
+    assert timed == ['preprocess', 'network', 'rules', 'segments', 'features', 'classifier',
+                     'fusion']
     assert all(np.isfinite(v) and v >= 0 for v in processed.stages_ms.values())
 
 

@@ -237,7 +237,9 @@ class FusionEngine:
                 f"and resize_mode is 'refuse'")
         start = time.perf_counter()
         try:
-            output = self.segmenter.infer_network(rgb)
+            x = self.segmenter.preprocess(rgb)
+            preprocessed = time.perf_counter()
+            output = self.segmenter.infer_input(x)
             middle = time.perf_counter()
             result = self.metafusion.process(output.probs, self.score_fn())
         except (ValueError, TypeError) as exc:
@@ -245,7 +247,8 @@ class FusionEngine:
         end = time.perf_counter()
         network_ms = (middle - start) * 1e3
         return Processed(result, output, network_ms, (end - middle) * 1e3, rgb.shape[:2],
-                         {'network': network_ms, **self.metafusion.stage_ms})
+                         {'preprocess': (preprocessed - start) * 1e3,
+                          'network': (middle - preprocessed) * 1e3, **self.metafusion.stage_ms})
 
     def heatmaps(self, processed: Processed) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return full-frame E, M, V of the ML probabilities (eq. 6-8) at the network's size.

@@ -20,8 +20,8 @@ import numpy as np
 __all__ = ['LatestFrame', 'Stats', 'InputLog', 'problems', 'STAGES', 'WINDOW_EVENTS']
 
 # Per-frame stages timed by the node and the core, in processing order.
-STAGES = ('conversion', 'network', 'rules', 'segments', 'features', 'classifier', 'fusion',
-          'publish')
+STAGES = ('conversion', 'preprocess', 'network', 'rules', 'segments', 'features', 'classifier',
+          'fusion', 'publish')
 # Events counted over the window (``<event>_window`` in diagnostics).
 WINDOW_EVENTS = ('received', 'processed', 'dropped', 'lost', 'skipped', 'stamp_zero',
                  'frame_id_empty', 'qos_incompatible')

@@ -206,7 +206,11 @@ class Segmenter(ABC):
         MetaFusion runs there (the node enlarges only its final label maps): the softmax is
         never enlarged.
         """
-        raw = self._run(self.preprocess(image_rgb))
+        return self.infer_input(self.preprocess(image_rgb))
+
+    def infer_input(self, x: np.ndarray) -> SegmenterOutput:
+        """Run the network on a preprocessed input; return its softmax ``(h, w, C)``."""
+        raw = self._run(x)
         self._check_raw(raw)  # a model with dynamic shapes may change them at run time
         out = raw[self.output_name][0]
         if self.spec.output.layout == 'NCHW':
