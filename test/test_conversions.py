@@ -46,6 +46,15 @@ def test_rgb_round_trip_through_bgr(rgb, encoding):
     np.testing.assert_array_equal(conv.image_to_rgb(msg), rgb)
 
 
+def test_bgr8_is_read_as_a_view_without_a_copy():
+    """A bgr8 frame's RGB is a channel-reversed view of the message's own bytes."""
+    bgr = np.random.default_rng(3).integers(0, 256, (4, 5, 3), dtype=np.uint8)
+    msg = conv.array_to_image(bgr, 'bgr8')
+    rgb = conv.image_to_rgb(msg)
+    assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
+    np.testing.assert_array_equal(rgb, bgr[:, :, ::-1])
+
+
 @settings(max_examples=30, deadline=None)
 @given(rgba=arrays(np.uint8, st.tuples(st.integers(1, 6), st.integers(1, 6), st.just(4))))
 def test_alpha_dropped_and_channels_swapped(rgba):

@@ -10,7 +10,8 @@ from tiny_onnx import tiny_model
 from metafusion_ros.core import classes
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.runtime.segmenter import load_segmenter
-from metafusion_ros.runtime.segmenter.preprocess import Nearest, Preprocess, resize_maps
+from metafusion_ros.runtime.segmenter.preprocess import (Nearest, Preprocess, resize_image,
+                                                         resize_maps)
 from metafusion_ros.runtime.segmenter.spec import ModelSpec, OutputSpec
 
 TABLE = classes.camvid_table()
@@ -93,6 +94,31 @@ def test_preprocess_declared_by_config():
         Preprocess(6, 4, layout='CHW')
     with pytest.raises(ValueError, match='unknown keys'):
         Preprocess.from_dict({'width': 4, 'height': 4, 'colour': 'RGB'})
+
+
+@pytest.mark.parametrize('order,layout', [('RGB', 'NCHW'), ('BGR', 'NHWC')])
+@pytest.mark.parametrize('size', [(256, 512), (720, 1280), (2160, 3840)])
+def test_preprocess_of_a_bgr_view_is_that_of_the_rgb_copy_bit_for_bit(size, order, layout):
+    """A bgr8 frame read as a channel-reversed view gives the input of its RGB copy exactly.
+
+    It is resized as BGR and reversed at the network's size; the lookup normalisation gives
+    the same float32 values as ``(x * scale - mean) / std`` pixel by pixel.
+    """
+    rng = np.random.default_rng(size[0])
+    bgr = rng.integers(0, 256, size + (3,), dtype=np.uint8)
+    view = bgr[:, :, ::-1]
+    pre = Preprocess(512, 256, mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
+                     channel_order=order, layout=layout)
+    got = pre(view)
+    np.testing.assert_array_equal(got, pre(np.ascontiguousarray(view)))
+    small = resize_image(np.ascontiguousarray(view), (512, 256)).astype(np.float32)
+    channels = [2, 1, 0] if order == 'BGR' else [0, 1, 2]
+    mean = np.asarray(pre.mean, np.float32)[channels]
+    std = np.asarray(pre.std, np.float32)[channels]
+    expected = (small[:, :, channels] * np.float32(pre.scale) - mean) / std
+    if layout == 'NCHW':
+        expected = expected.transpose(2, 0, 1)
+    np.testing.assert_array_equal(got[0], expected)
 
 
 def test_resizing_labels_nearest_maps_bilinear():
