@@ -8,7 +8,9 @@
   are excluded; renormalising rescales a pixel's scores by one positive factor, which leaves
   the argmax unchanged, so neither rule renormalises.
 - :func:`disagreeing_pixels`: the disagreeing candidates of eq. 11 from a sparse scan of the
-  target class's pixels (union-find), never labelling the whole frame.
+  target class's pixels, never labelling the whole frame: union-find over their horizontal
+  runs (a run touches the runs of the row above that reach one column past it), and a run
+  holds an interior pixel where its span meets the spans of runs above and below.
 - :func:`ml_heatmaps`: the ML probabilities (eq. 3, 16, rider merged) and their heatmaps E, M, V
   (eq. 6-8) at given pixels (the candidates') or the whole frame, one pixel at a time: no
   ``(P, C)`` stacks. The float32 operations are numpy's, in numpy's order (its pairwise class
@@ -126,41 +128,99 @@ def _pixels_of(flat, target):
 
 
 @numba.njit(cache=CACHE, nogil=True)
+def _runs_of(pixels, w):
+    """Return the horizontal runs of raster-ordered ``pixels``: first pixel, row, columns.
+
+    A run is a maximal row segment of consecutive pixels; ``first`` has one more entry (n).
+    """
+    n = pixels.size
+    first = np.empty(n + 1, dtype=np.int64)
+    row = np.empty(n, dtype=np.int64)
+    c0 = np.empty(n, dtype=np.int64)
+    c1 = np.empty(n, dtype=np.int64)
+    runs = 0
+    for k in range(n):
+        i, j = divmod(pixels[k], w)
+        if runs == 0 or j == 0 or pixels[k] != pixels[k - 1] + 1:
+            first[runs], row[runs], c0[runs] = k, i, j
+            runs += 1
+        c1[runs - 1] = j
+    first[runs] = n
+    return first[:runs + 1], row[:runs], c0[:runs], c1[:runs]
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def _span(c0, c1, w):
+    """Return the columns of a run whose row neighbours (clipped at the border) are in it."""
+    return c0 + (c0 > 0), c1 - (c1 < w - 1)
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def _covered(lo, hi, q, end, row, c0, c1, w, i):
+    """Return the first column of ``[lo, hi]`` spanned by a run ``q..`` of row ``i``, or -1."""
+    while q < end and row[q] == i and c0[q] <= hi + 1:
+        a, b = _span(c0[q], c1[q], w)
+        if max(a, lo) <= min(b, hi):
+            return max(a, lo)
+        q += 1
+    return -1
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def _has_interior(lo, hi, above, below, nr, row, c0, c1, h, w, i):
+    """Return whether a column of ``[lo, hi]`` has its 3x3 window (clipped) all in the class.
+
+    ``above`` / ``below`` are the first runs of rows i - 1 / i + 1 that may touch ``[lo, hi]``.
+    """
+    while lo <= hi:
+        top = lo if i == 0 else _covered(lo, hi, above, nr, row, c0, c1, w, i - 1)
+        if top < 0:
+            return False
+        bottom = top if i == h - 1 else _covered(top, hi, below, nr, row, c0, c1, w, i + 1)
+        if bottom < 0:
+            return False
+        if bottom == top:
+            return True
+        lo = bottom  # the rows disagree on the first column: start again from the later one
+    return False
+
+
+@numba.njit(cache=CACHE, nogil=True)
 def _components_kernel(pred_ml, pred_bayes, target):
     h, w = pred_ml.shape
     pixels = _pixels_of(pred_ml.ravel(), target)
     n = pixels.size
-    parent = np.arange(n)
-    interior = np.ones(n, dtype=np.bool_)
-    up = 0  # first pixel that may touch the row above (the pixels are in raster order)
-    for k in range(n):
-        p = pixels[k]
-        i, j = divmod(p, w)
-        for di in (-1, 0, 1):
-            for dj in (-1, 0, 1):
-                ii, jj = i + di, j + dj
-                if (0 <= ii < h and 0 <= jj < w) and pred_ml[ii, jj] != target:
-                    interior[k] = False
-        if j > 0 and k > 0 and pixels[k - 1] == p - 1:
-            _union(parent, k, k - 1)
-        while pixels[up] < p - w - 1:
-            up += 1
-        for q in range(up, k):  # the up to three 8-neighbours in the row above
-            if pixels[q] > p - w + 1:
-                break
-            if pixels[q] >= (i - 1) * w and abs(pixels[q] % w - j) <= 1:  # not 2 rows up
-                _union(parent, k, q)
+    first, row, c0, c1 = _runs_of(pixels, w)
+    nr = row.size
+    parent = np.arange(nr)
+    inner = np.zeros(nr, dtype=np.bool_)
+    above = 0  # first run of the row above that may touch the current run
+    below = 0  # first run of the row below that may touch it
+    for r in range(nr):
+        i = row[r]
+        while row[above] < i - 1 or (row[above] == i - 1 and c1[above] < c0[r] - 1):
+            above += 1
+        q = above
+        while q < r and row[q] == i - 1 and c0[q] <= c1[r] + 1:  # 8-connected: one further
+            _union(parent, r, q)
+            q += 1
+        below = max(below, r + 1)
+        while below < nr and (row[below] == i or (row[below] == i + 1
+                                                  and c1[below] < c0[r] - 1)):
+            below += 1
+        lo, hi = _span(c0[r], c1[r], w)
+        inner[r] = _has_interior(lo, hi, above, below, nr, row, c0, c1, h, w, i)
     roots = np.empty(n, dtype=np.int64)
-    for k in range(n):
-        roots[k] = _find_root(parent, k)
     agree = np.zeros(n, dtype=np.bool_)
     has_interior = np.zeros(n, dtype=np.bool_)
     flat_bayes = pred_bayes.ravel()
-    for k in range(n):
-        if flat_bayes[pixels[k]] == target:
-            agree[roots[k]] = True
-        if interior[k]:
-            has_interior[roots[k]] = True
+    for r in range(nr):
+        root = first[_find_root(parent, r)]  # the component's first pixel (raster order)
+        has_interior[root] |= inner[r]
+        for k in range(first[r], first[r + 1]):
+            roots[k] = root
+            if flat_bayes[pixels[k]] == target:
+                agree[root] = True
     return pixels, roots, agree, has_interior
 
 
