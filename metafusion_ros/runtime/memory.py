@@ -2,11 +2,12 @@
 
 glibc serves a request above its mmap threshold (128 KiB at first) with a mapping of its own,
 unmapped on free; the next frame's buffer is a fresh mapping whose every page faults on first
-touch. Each 4K frame allocates about 100 MB of such buffers (the message, the network's input,
-the 8 MB mask, its message and rclpy's serialised copy), and the faults cost about 20 ms a frame
-on top of the network (measured with ``bench_node``: 45 ms of overhead at 3840x2160 with the
-threshold at 4 MiB, 23 ms with it at 64 MiB). glibc also raises the threshold by itself as
-blocks are freed and gives heap memory back above a trim threshold, which makes the cost vary.
+touch. A 4K frame allocates tens of MB of such buffers (the message, the resized frame, the
+8 MB mask, its message and rclpy's serialised copy), and with the threshold fixed at 4 MiB (this
+module's setting before) the faults were most of the node's time on top of the network at 4K
+(``bench_node``'s ``stage_ms_p50``: preprocessing, conversion and publishing). glibc also raises
+the threshold by itself as blocks are freed and gives heap memory back above a trim threshold,
+which makes the cost vary.
 
 :func:`keep_frame_buffers` fixes both: buffers up to :data:`MMAP_THRESHOLD` come from the heap
 and freed heap memory is kept up to :data:`TRIM_THRESHOLD`, so frame after frame reuses the same
