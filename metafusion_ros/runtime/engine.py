@@ -67,10 +67,8 @@ class Processed:
 
     result: FrameResult
     output: Any
-    segment_ms: float
-    fusion_ms: float
     camera_size: tuple[int, int]
-    stages_ms: dict[str, float] = field(default_factory=dict)  # network, then the core's
+    stages_ms: dict[str, float] = field(default_factory=dict)  # preprocess, network, the core's
 
     @property
     def to_camera(self) -> Nearest:
@@ -244,9 +242,7 @@ class FusionEngine:
             result = self.metafusion.process(output.probs, self.score_fn())
         except (ValueError, TypeError) as exc:
             raise BadNetworkOutput(f'network output rejected: {exc}') from exc
-        end = time.perf_counter()
-        network_ms = (middle - start) * 1e3
-        return Processed(result, output, network_ms, (end - middle) * 1e3, rgb.shape[:2],
+        return Processed(result, output, rgb.shape[:2],
                          {'preprocess': (preprocessed - start) * 1e3,
                           'network': (middle - preprocessed) * 1e3, **self.metafusion.stage_ms})
 
