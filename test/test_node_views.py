@@ -28,6 +28,19 @@ def test_overlay_scales_a_smaller_label_map_to_the_frame():
     assert tuple(out[3, 0]) == TABLE.palette[2] and tuple(out[3, 5]) == TABLE.palette[11]
 
 
+def test_overlay_scales_labels_by_pixel_centres_as_the_published_mask():
+    """2x3 labels over a 5x7 frame: each frame pixel takes the label under its centre.
+
+    The same rule as the camera-size masks, so the overlay lines up with ``~/output/mask``
+    (row 2 of 5 samples source row 1 by its centre, row 0 by ``r * h // H``).
+    """
+    labels = np.array([[0, 1, 2], [8, 11, 13]], np.uint8)
+    out = overlay(np.zeros((5, 7, 3), np.uint8), labels, TABLE, 1.0)
+    rows = ((np.arange(5) + 0.5) * 2 / 5).astype(int)
+    cols = ((np.arange(7) + 0.5) * 3 / 7).astype(int)
+    np.testing.assert_array_equal(out, colour_labels(labels[rows][:, cols], TABLE))
+
+
 def test_class_report_says_rider_never_appears_in_the_mask():
     """Cityscapes: 19 classes with colours and categories; rider merged into person."""
     report = class_report(TABLE)

@@ -11,17 +11,9 @@ from typing import Any
 import numpy as np
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.runtime.segmenter.preprocess import Nearest
 
 __all__ = ['colour_labels', 'overlay', 'class_report']
-
-
-def _nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Return ``labels`` enlarged or shrunk to ``size`` = ``(H, W)`` by nearest neighbour."""
-    if labels.shape == size:
-        return labels
-    rows = np.arange(size[0]) * labels.shape[0] // size[0]
-    cols = np.arange(size[1]) * labels.shape[1] // size[1]
-    return labels[rows[:, None], cols[None, :]]
 
 
 def colour_labels(labels: np.ndarray, table: ClassTable) -> np.ndarray:
@@ -34,10 +26,12 @@ def overlay(rgb: np.ndarray, labels: np.ndarray, table: ClassTable,
             opacity: float = 0.5) -> np.ndarray:
     """Return ``rgb`` with the class colours of ``labels`` blended in at ``opacity`` (0..1).
 
-    A label map of another size than the frame is scaled to it (nearest neighbour).
+    A label map of another size than the frame is scaled to it as the published camera-size
+    masks are (:class:`~metafusion_ros.runtime.segmenter.preprocess.Nearest`).
     """
     weight = np.uint16(round(min(max(opacity, 0.0), 1.0) * 256))
-    colours = colour_labels(_nearest(labels, rgb.shape[:2]), table)
+    labels = Nearest.between(labels.shape, rgb.shape[:2]).labels(labels)
+    colours = colour_labels(labels, table)
     mixed = rgb.astype(np.uint16) * (np.uint16(256) - weight) + colours * weight
     return (mixed >> 8).astype(np.uint8)
 
