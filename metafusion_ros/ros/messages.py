@@ -7,6 +7,7 @@ its ROS descriptor.
 """
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -69,15 +70,17 @@ def frame_outputs(header: Header, rgb: np.ndarray, processed: Processed, engine:
     result, table, metafusion = processed.result, engine.table, engine.metafusion
     labels = processed.to_camera.labels if camera else np.asarray
     size = processed.camera_size
+    fused_at_camera = functools.cache(lambda: processed.to_camera.labels(result.fused))
+    fused = fused_at_camera if camera else lambda: result.fused  # enlarged once per frame
     return {
-        'mask': lambda: mask_to_image(labels(result.fused), header),
+        'mask': lambda: mask_to_image(fused(), header),
         'markers': lambda: markers(header, processed, table.target_name, marker_scale),
         'mask_bayes': lambda: mask_to_image(labels(result.pred_bayes), header),
         'mask_ml': lambda: mask_to_image(labels(result.pred_ml), header),
-        'color_mask': lambda: rgb_to_image(colour_labels(labels(result.fused), table), header),
+        'color_mask': lambda: rgb_to_image(colour_labels(fused(), table), header),
         'segments': lambda: json_message(segment_report(
             header, processed, table.target_name, metafusion.alpha, metafusion.tau)),
-        'overlay': lambda: rgb_to_image(overlay(rgb, result.fused, table, opacity), header),
+        'overlay': lambda: rgb_to_image(overlay(rgb, fused_at_camera(), table, opacity), header),
         'heatmaps': lambda: [float_to_image(resize_maps(heat, size) if camera else heat, header)
                              for heat in engine.heatmaps(processed)]}
 
