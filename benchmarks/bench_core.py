@@ -13,7 +13,7 @@ single-threaded runs):
   estimated (eq. 5, smoothed) from generated street label maps, whose zeros make ``1 / p``
   span five decades: the kernel's cost must not depend on the priors.
 
-Realistic rows (``--realistic``, on by default when ``models/synthetic.onnx`` and its estimated
+Realistic rows (``--realistic``, on by default when ``models/synthetic_toy.onnx`` and its estimated
 priors are there): the shipped network's softmax on generated street frames (the synthetic drive
 generator, test split), at the network's output size (512x256: where the node runs MetaFusion)
 and enlarged bilinearly to 2048x1024, with the shipped estimated priors and α = 1. Fields as
@@ -87,8 +87,8 @@ def street_softmax(h: int, w: int, seed: int = 0) -> tuple[np.ndarray, np.ndarra
 def street_priors(table: classes.ClassTable, maps: int = 20, smoothing: float = 60.0) -> Priors:
     """Return category priors (eq. 5) of generated street label maps at 512x256.
 
-    Smoothed like the shipped ``models/synthetic_priors.npz``; categories the street never shows
-    keep a prior of 0, as in estimated priors, so ``1 / (p + 1e-5)`` spans five decades.
+    Smoothed like the shipped ``models/synthetic_toy_priors.npz``; categories the street never
+    shows keep a prior of 0, as in estimated priors, so ``1 / (p + 1e-5)`` spans five decades.
     """
     rng = np.random.default_rng(1)
     label_maps = (np.where(m == MISSED, 11, m).astype(np.uint8)
@@ -137,7 +137,7 @@ def network_softmaxes(models: Path, frames: int) -> list[np.ndarray]:
     from metafusion_ros.tools.data.synth import render_drive
     from metafusion_ros.runtime.segmenter import load_segmenter
 
-    segmenter = load_segmenter(models / 'synthetic.onnx', threads=1)
+    segmenter = load_segmenter(models / 'synthetic_toy.onnx', threads=1)
     out = []
     for _, image, _ in render_drive(0, 'test', 0, frames):
         raw = segmenter.run_network(segmenter.preprocess(image))[segmenter.output_name][0]
@@ -187,11 +187,12 @@ def main() -> None:
     if not args.only_realistic:
         for w, h in ((2048, 1024), (1024, 512)):
             print(json.dumps(run_case(w, h, args.repeats)), flush=True)
-    if not (args.models / 'synthetic.onnx').is_file():
-        print(json.dumps({'case': 'real_network', 'skipped': f'no {args.models}/synthetic.onnx'}))
+    if not (args.models / 'synthetic_toy.onnx').is_file():
+        print(json.dumps({'case': 'real_network',
+                          'skipped': f'no {args.models}/synthetic_toy.onnx'}))
         return
     softmaxes = network_softmaxes(args.models, args.frames)
-    priors = Priors.load(args.models / 'synthetic_priors.npz')
+    priors = Priors.load(args.models / 'synthetic_toy_priors.npz')
     for size in (softmaxes[0].shape[:2], (1024, 2048)):
         print(json.dumps(run_realistic(softmaxes, priors, size, args.repeats)), flush=True)
 

@@ -3,7 +3,7 @@
 1. Write a short synthetic drive as a bag (the demo's generator) at the priors' resolution
    (rgb8: the first row); then render the drive at each camera size of ``--cameras`` (default
    1280x720, 1920x1080, 3840x2160) as bgr8 frames (one row each).
-2. For each row start ``metafusion_node`` as its own process with ``models/synthetic*``
+2. For each row start ``metafusion_node`` as its own process with ``models/synthetic_toy*``
    (``--models``; if those are not there yet, the tiny fixture network over the Cityscapes
    table; the JSON says which). Node and client use the shipped Fast DDS profile for large
    frames, as ``fusion.launch.py`` does (``dds_profile``).
@@ -59,16 +59,16 @@ PEAK_MIB = 1024.0
 
 def _models(folder: Path, models: Path) -> tuple[dict[str, str], str]:
     """Return the node's file parameters and a label: ``models`` if complete, else the fixture."""
-    model, priors = models / 'synthetic.onnx', models / 'synthetic_priors.npz'
+    model, priors = models / 'synthetic_toy.onnx', models / 'synthetic_toy_priors.npz'
     if model.is_file() and priors.is_file():
-        meta = models / 'synthetic_meta.json'
+        meta = models / 'synthetic_toy_meta.json'
         return ({'model_path': str(model), 'priors_path': str(priors),
                  'meta_model_path': str(meta) if meta.is_file() else ''},
                 f'{models}/synthetic' + ('' if meta.is_file() else ' (no meta model: keep all)'))
     table = cityscapes_table()
     return ({'model_path': str(fixtures.write_model(folder / 'tiny.onnx', (256, 512), table)),
              'priors_path': str(fixtures.write_priors(folder / 'tiny.npz', (256, 512), table)),
-             'meta_model_path': ''}, 'tiny fixture (models/synthetic.onnx missing)')
+             'meta_model_path': ''}, 'tiny fixture (models/synthetic_toy.onnx missing)')
 
 
 def _frames(folder: Path, priors: str, count: int) -> list[Image]:
@@ -277,7 +277,7 @@ def main() -> int:
                         help='offered-load seconds before the measured ones (memory settles)')
     parser.add_argument('--frames', type=int, default=8, help='frames in the drive')
     parser.add_argument('--models', type=Path, default=REPO / 'models',
-                        help='folder with synthetic.onnx, _priors.npz, _meta.json')
+                        help='folder with synthetic_toy.onnx, _priors.npz, _meta.json')
     parser.add_argument('--cameras', default='1280x720,1920x1080,3840x2160',
                         help="camera sizes of the bgr8 rows, comma-separated ('' for none)")
     parser.add_argument('--no-bag-row', action='store_true', help='only the camera rows')

@@ -1,9 +1,9 @@
 """ONNX Runtime's execution providers at a camera's size: the network and the node's frame path.
 
-For each shipped street network (``cityscapes_espnet.onnx``, 1024x512 input; ``synthetic.onnx``,
-512x256) and each backend (``onnxruntime-cpu``: ONNX Runtime's CPU provider, the baseline of the
-same run; ``onnxruntime-cuda``: its CUDA provider from ``onnxruntime-gpu``), one JSON line per
-case, medians of ``--runs`` after a warm-up:
+For the shipped street network ``cityscapes_espnet.onnx`` (1024x512 input), the toy
+``synthetic_toy.onnx`` (512x256) and each backend (``onnxruntime-cpu``: ONNX Runtime's CPU
+provider, the baseline of the same run; ``onnxruntime-cuda``: its CUDA provider from
+``onnxruntime-gpu``), one JSON line per case, medians of ``--runs`` after a warm-up:
 
 - ``network``: the session alone on a preprocessed input (softmax out);
 - ``frame``: :meth:`FusionEngine.process` on a generated street frame of ``--camera`` pixels
@@ -36,7 +36,7 @@ from timing import median_ms  # noqa: E402
 
 # network -> its priors and meta bundle in models/ (the bundle is optional)
 CHAINS = {'cityscapes_espnet': ('cityscapes_espnet_priors.npz', 'cityscapes_espnet_meta.json'),
-          'synthetic': ('synthetic_priors.npz', 'synthetic_meta.json')}
+          'synthetic_toy': ('synthetic_toy_priors.npz', 'synthetic_toy_meta.json')}
 BACKENDS = ('onnxruntime-cpu', 'onnxruntime-cuda')
 
 

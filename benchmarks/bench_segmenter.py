@@ -5,9 +5,9 @@ Prints one JSON line per case (median of >= 5 runs after a warm-up, single-threa
 softmax, at the network's output size: ``rules_ms`` the Bayes and ML masks of
 :func:`~metafusion_ros.core.kernels.decision_rules`, ``heatmaps_full_ms`` the full-frame E, M, V
 the node computes on demand, ``share_of_network`` both together over the network's time). Uses
-``models/synthetic.onnx`` when present, else ``models/camvid.onnx`` (``--model`` for another, e.g.
-``models/cityscapes_espnet.onnx``); priors are the model's ``*_priors.npz`` when there, else
-uniform-ish (the kernels' cost does not depend on their values).
+``models/synthetic_toy.onnx`` when present, else ``models/camvid.onnx`` (``--model`` for
+another, e.g. ``models/cityscapes_espnet.onnx``); priors are the model's ``*_priors.npz`` when
+there, else uniform-ish (the kernels' cost does not depend on their values).
 """
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ from metafusion_ros.core.priors import Priors  # noqa: E402
 from metafusion_ros.runtime.segmenter import load_segmenter, resolve_spec  # noqa: E402
 from timing import median_ms  # noqa: E402
 
-DEFAULT_MODELS = (ROOT / 'models' / 'synthetic.onnx', ROOT / 'models' / 'camvid.onnx')
+DEFAULT_MODELS = (ROOT / 'models' / 'synthetic_toy.onnx', ROOT / 'models' / 'camvid.onnx')
 
 
 def model_priors(model: Path, table) -> Priors:

@@ -1,7 +1,7 @@
 """Start-up benchmark: seconds from starting ``metafusion_node`` to its first mask; one JSON line.
 
-The node (``models/synthetic*``, or the fixture network as in ``bench_node.py``) is started as a
-process again and again; a client publishes one frame of the synthetic drive every 0.1 s until
+The node (``models/synthetic_toy*``, or the fixture network as in ``bench_node.py``) is started
+as a process again and again; a client publishes one frame of the synthetic drive every 0.1 s until
 the mask comes back. The first run uses an empty numba cache (``cold_s``), the next ``--runs``
 reuse it (``warm_s_median``, target <= 3 s; ``warm_configured_s_median``: until the node logs
 that it is configured, i.e. imports, loading and warm-up). Baseline of the same run: a bare
@@ -73,7 +73,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--runs', type=int, default=5, help='warm-cache runs')
     parser.add_argument('--models', type=Path, default=REPO / 'models',
-                        help='folder with synthetic.onnx, _priors.npz, _meta.json')
+                        help='folder with synthetic_toy.onnx, _priors.npz, _meta.json')
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix='bench_startup_'))
     params, label = _models(folder, args.models)

@@ -5,10 +5,12 @@ Example::
     ros2 launch metafusion_ros fusion.launch.py input_topic:=/front/image_raw namespace:=front
     ros2 launch metafusion_ros fusion.launch.py alpha:=0.8 tau:=0.4 use_sim_time:=true
 
-Empty ``model``/``priors``/``meta_model`` arguments fall back to the package's
-``models/synthetic*`` files (``meta_model:=none``: no meta classifier, keep every candidate); an
-empty ``camera_info_topic`` is ``camera_info`` beside ``input_topic``; any other empty argument
-leaves the config file's value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
+``model`` names a chain of the package's ``models/`` (``metafusion models`` lists them) or an
+ONNX file; empty, it is the default chain (``metafusion_ros.runtime.chains.DEFAULT_CHAIN``,
+ESPNet Cityscapes today). Empty ``priors``/``meta_model`` arguments take the chain's files
+(``meta_model:=none``: no meta classifier, keep every candidate); an empty ``camera_info_topic``
+is ``camera_info`` beside ``input_topic``; any other empty argument leaves the config file's
+value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
 arguments: a bad value ends the launch with one line naming the argument.
 """
 from ament_index_python.packages import get_package_share_directory

@@ -122,7 +122,8 @@ def test_shipped_synthetic_priors_come_from_the_committed_generator(tmp_path):
     from metafusion_ros.core.priors import Priors
     from metafusion_ros.tools.data.datasets import open_dataset
 
-    shipped = Priors.load(Path(__file__).resolve().parents[1] / 'models' / 'synthetic_priors.npz')
+    shipped = Priors.load(Path(__file__).resolve().parents[1] / 'models'
+                          / 'synthetic_toy_priors.npz')
     recorded = shipped.provenance['label_file_sha256']
     drives = {name.split('_')[1] for name in recorded}
     assert shipped.provenance['label_files'] == len(recorded) == 30 * len(drives)

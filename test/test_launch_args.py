@@ -9,23 +9,24 @@ import sys
 import types
 
 import pytest
+from test_chains import tiny_chain
+from test_node_harness import REPO
 
+import fixtures
 from metafusion_ros.ros.launch_args import (arguments, CHOICES, LaunchArgumentError,
                                             node_settings, sibling_topic)
-from test_node_harness import REPO
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN
 
 SHARE = str(REPO)  # the source tree has the share folder's layout (config/, models/, launch/)
 
 
-def test_defaults_use_the_package_files_and_camera_topics():
-    """No argument: package config and synthetic models, /camera topics, config's α / τ / QoS."""
+def test_defaults_use_the_default_chain_and_camera_topics():
+    """No argument: package config, the default chain, /camera topics, config's α / τ / QoS."""
     settings = node_settings({}, SHARE)
     assert (settings.name, settings.namespace) == ('metafusion_node', '')
     assert settings.config_file == f'{SHARE}/config/fusion.yaml'
-    assert settings.overrides == {
-        'use_sim_time': False, 'model_path': f'{SHARE}/models/synthetic.onnx',
-        'priors_path': f'{SHARE}/models/synthetic_priors.npz',
-        'meta_model_path': f'{SHARE}/models/synthetic_meta.json'}
+    assert settings.overrides == {'use_sim_time': False, 'model_path': DEFAULT_CHAIN,
+                                  'priors_path': '', 'meta_model_path': ''}
     assert settings.remappings == [('~/input/image', '/camera/image_raw'),
                                    ('~/input/image/compressed', '/camera/image_raw/compressed'),
                                    ('~/input/camera_info', '/camera/camera_info')]
@@ -41,9 +42,45 @@ def test_overrides_qos_and_sim_time():
     assert settings.overrides['alpha'] == 0.8 and settings.overrides['tau'] == 0.4
     assert settings.overrides['backend'] == 'tensorrt'
     assert settings.overrides['qos.reliability'] == 'reliable'
-    assert settings.overrides['meta_model_path'] == ''
+    assert settings.overrides['meta_model_path'] == 'none'
     assert settings.overrides['use_sim_time'] is True
     assert node_settings({'use_sim_time': 'no'}, SHARE).overrides['use_sim_time'] is False
+
+
+def test_model_names_a_chain_or_a_file_of_one(tmp_path):
+    """model:=NAME passes the name (the node resolves it); a chain's network path needs no priors.
+
+    Given priors and meta files are passed on; a network of no chain without priors is refused.
+    """
+    settings = node_settings({'model': 'camvid_espnet'}, SHARE)
+    assert (settings.overrides['model_path'], settings.overrides['priors_path']) == (
+        'camvid_espnet', '')
+    network = f'{SHARE}/models/camvid.onnx'
+    priors = f'{SHARE}/models/camvid_category_priors.npz'
+    settings = node_settings({'model': network, 'priors': priors}, SHARE)
+    assert (settings.overrides['model_path'], settings.overrides['priors_path'],
+            settings.overrides['meta_model_path']) == (network, priors, '')
+    own = fixtures.write_model(tmp_path / 'own.onnx')
+    with pytest.raises(LaunchArgumentError, match=r"launch argument model:='.*own.onnx': is in "
+                                                  r'no chain manifest: give its priors'):
+        node_settings({'model': str(own)}, SHARE)
+    assert node_settings({'model': str(own), 'priors': priors}, SHARE).overrides[
+        'priors_path'] == priors
+
+
+def test_unknown_chain_or_changed_member_is_one_line(tmp_path):
+    """model:=<unknown name> lists the shipped chains; a changed member is named."""
+    with pytest.raises(LaunchArgumentError) as info:
+        node_settings({'model': 'cityscapes'}, SHARE)
+    text = str(info.value)
+    assert text.startswith("launch argument model:='cityscapes': unknown chain 'cityscapes': ")
+    assert 'camvid, camvid_espnet, cityscapes_espnet (default), synthetic_toy' in text
+    assert '\n' not in text
+    chain = tiny_chain(tmp_path / 'models')
+    chain.priors.write_bytes(chain.priors.read_bytes()[:-1])
+    with pytest.raises(LaunchArgumentError, match=f'member priors file {chain.priors} does not '
+                                                  f'match the SHA-256'):
+        node_settings({'model': str(chain.network)}, SHARE)
 
 
 def test_each_camera_gets_its_own_camera_info():

@@ -416,8 +416,8 @@ def test_evaluate_scores_what_the_node_publishes(tmp_path):
     from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
 
     models = Path(__file__).resolve().parents[1] / 'models'
-    files = [str(models / name) for name in ('synthetic.onnx', 'synthetic_priors.npz',
-                                             'synthetic_meta.json')]
+    files = [str(models / name) for name in ('synthetic_toy.onnx', 'synthetic_toy_priors.npz',
+                                             'synthetic_toy_meta.json')]
     root = tmp_path / 'synth'
     assert main(['synth', '--out', str(root), '--drives', 'test=1', '--frames', '3',
                  '--size', '1024x512', '--seed', '2']) == 0

@@ -75,8 +75,8 @@ def test_launch_example_starts_with_the_shipped_models():
     """`fusion.launch.py alpha:=0.8 tau:=0.4` on the package's synthetic files: it loads."""
     models = Path(__file__).resolve().parents[1] / 'models'
     engine = FusionEngine.load(EngineConfig(
-        str(models / 'synthetic.onnx'), str(models / 'synthetic_priors.npz'),
-        str(models / 'synthetic_meta.json'), alpha=0.8, tau=0.4))
+        str(models / 'synthetic_toy.onnx'), str(models / 'synthetic_toy_priors.npz'),
+        str(models / 'synthetic_toy_meta.json'), alpha=0.8, tau=0.4))
     assert engine.meta_choice.alpha == 0.9 and not engine.meta_choice.exact
     assert engine.meta.alphas == (0.9, 0.95, 0.975, 0.99, 0.995, 1.0)
 

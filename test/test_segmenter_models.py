@@ -13,7 +13,7 @@ MODELS = Path(__file__).resolve().parents[1] / 'models'
 CAMVID = Path(__file__).resolve().parents[1].parent / 'shared' / 'data' / 'camvid'
 
 
-@pytest.mark.parametrize('name, table', [('camvid', 'camvid'), ('synthetic', 'cityscapes')])
+@pytest.mark.parametrize('name, table', [('camvid', 'camvid'), ('synthetic_toy', 'cityscapes')])
 def test_committed_model_loads_with_its_record(name, table):
     """Each committed model has a spec with its class table, training record and scores."""
     path = MODELS / f'{name}.onnx'

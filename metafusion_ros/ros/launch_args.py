@@ -16,18 +16,19 @@ from typing import Any, Mapping
 
 from metafusion_ros.ros.dds import PROFILE_ENV, PROFILE_FILE
 from metafusion_ros.ros.parameters import SPECS
+from metafusion_ros.runtime.chains import (ChainError, DEFAULT_CHAIN, is_chain_name, NO_META,
+                                           resolve)
 
 __all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
-           'sibling_topic', 'CHOICES', 'DEFAULT_FILES']
+           'sibling_topic', 'CHOICES', 'FILE_ARGUMENTS']
 
 # launch argument -> node parameter it overrides ('' leaves the config file's value).
 PARAMETER = {'model': 'model_path', 'priors': 'priors_path', 'meta_model': 'meta_model_path',
              'backend': 'backend', 'alpha': 'alpha', 'tau': 'tau', 'qos': 'qos.reliability'}
 # Values of the choice arguments: the node's (the parameter schema's).
 CHOICES = {arg: SPECS[PARAMETER[arg]].choices for arg in ('backend', 'qos')}
-# Empty file arguments fall back to these files in the package's models/.
-DEFAULT_FILES = {'model': 'synthetic.onnx', 'priors': 'synthetic_priors.npz',
-                 'meta_model': 'synthetic_meta.json'}
+# The chain's files: an empty model is the default chain, empty priors / meta_model the chain's.
+FILE_ARGUMENTS = ('model', 'priors', 'meta_model')
 BOOLEANS = {'true': True, '1': True, 'yes': True, 'false': False, '0': False, 'no': False}
 NAME = re.compile(r'[A-Za-z_][A-Za-z0-9_]*')
 NAMESPACE = re.compile(r'[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*')
@@ -65,10 +66,11 @@ def arguments(share: str) -> list[Argument]:
         ('input_topic', '/camera/image_raw', 'sensor_msgs/Image input'),
         ('camera_info_topic', '',
          'sensor_msgs/CameraInfo input; empty: camera_info beside input_topic'),
-        ('model', '', 'ONNX model; empty: models/synthetic.onnx of the package'),
-        ('priors', '', 'priors .npz; empty: models/synthetic_priors.npz of the package'),
-        ('meta_model', '',
-         'meta classifier; empty: models/synthetic_meta.json if installed; none: keep all'),
+        ('model', '', 'chain name in the package models/ (metafusion models) or ONNX file; '
+                      f'empty: the default chain {DEFAULT_CHAIN}'),
+        ('priors', '', "priors .npz; empty: the chain's"),
+        ('meta_model', '', "meta classifier bundle; empty: the chain's; none: keep all "
+                           'candidates'),
         *((arg, '', f'{_meaning(arg)}; empty: from the config file')
           for arg in ('backend', 'alpha', 'tau', 'qos')),
         ('use_sim_time', 'false', 'use /clock (e.g. metafusion bag play --clock): true | false'),
@@ -108,22 +110,33 @@ def _number(name: str, text: str) -> float:
     return value
 
 
-def _file(name: str, text: str, share: str) -> str:
-    """Return the file of argument ``name``: ``text``, or the package's default if empty."""
-    if name == 'meta_model' and text.lower() == 'none':
-        return ''
-    if not text:
-        default = os.path.join(share, 'models', DEFAULT_FILES[name])
-        return default if name != 'meta_model' or os.path.isfile(default) else ''
-    if not os.path.isfile(text):
-        raise _fail(name, text, 'no such file')
-    return text
+def _chain_files(value: Mapping[str, str], share: str) -> dict[str, str]:
+    """Return the node's file parameters of the ``model``, ``priors`` and ``meta_model`` values.
+
+    The chain is resolved and its members checked here as the node will (one line for an
+    unknown chain, a changed member, a missing file or a network of no chain without priors);
+    the node gets the values as given, the default chain's name for an empty ``model`` and
+    ``none`` for no meta classifier.
+    """
+    model, priors, meta = (value[arg].strip() for arg in FILE_ARGUMENTS)
+    meta = NO_META if meta.lower() == NO_META else meta
+    for arg, text in zip(FILE_ARGUMENTS, (model, priors, meta)):
+        named = (arg == 'model' and is_chain_name(text)) or (arg == 'meta_model' and
+                                                             text == NO_META)
+        if text and not named and not os.path.isfile(text):
+            raise _fail(arg, text, 'no such file')
+    try:
+        files = resolve(model, priors, meta, models=os.path.join(share, 'models'))
+    except ChainError as exc:
+        raise _fail('model', model, str(exc)) from None
+    if not files.priors:
+        raise _fail('model', model, 'is in no chain manifest: give its priors (priors:=...)')
+    return {'model_path': model or DEFAULT_CHAIN, 'priors_path': priors,
+            'meta_model_path': meta}
 
 
-def _override(name: str, text: str, share: str) -> Any:
-    """Return the parameter value of a non-empty override argument (or a file argument)."""
-    if name in DEFAULT_FILES:
-        return _file(name, text, share)
+def _override(name: str, text: str) -> Any:
+    """Return the parameter value of a non-empty override argument."""
     if name in CHOICES:
         if text not in CHOICES[name]:
             raise _fail(name, text, f'not one of {", ".join(CHOICES[name])}')
@@ -148,8 +161,9 @@ def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
     """Return the node settings of the launch argument ``values`` (defaults where missing).
 
     Raises :class:`LaunchArgumentError` (one line naming the argument) for an unknown argument,
-    a number that is not one or outside [0, 1], an unknown choice, a missing file, a bad name,
-    namespace or topic, or a ``use_sim_time`` that is not a boolean.
+    a number that is not one or outside [0, 1], an unknown choice, a missing file, an unknown
+    chain or one whose members changed, a bad name, namespace or topic, or a ``use_sim_time``
+    that is not a boolean.
     """
     declared = {arg.name: arg.default for arg in arguments(share)}
     unknown = sorted(set(values) - set(declared))
@@ -162,11 +176,12 @@ def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
     sim_time = value['use_sim_time'].strip().lower()
     if sim_time not in BOOLEANS:
         raise _fail('use_sim_time', value['use_sim_time'], 'not true or false')
-    overrides: dict[str, Any] = {'use_sim_time': BOOLEANS[sim_time]}
+    overrides: dict[str, Any] = {'use_sim_time': BOOLEANS[sim_time],
+                                 **_chain_files(value, share)}
     for arg, param in PARAMETER.items():
         text = value[arg].strip()
-        if text or arg in DEFAULT_FILES:
-            overrides[param] = _override(arg, text, share)
+        if text and arg not in FILE_ARGUMENTS:
+            overrides[param] = _override(arg, text)
     image = _checked('input_topic', value['input_topic'], TOPIC, 'topic name')
     info = value['camera_info_topic'] or sibling_topic(image, 'camera_info')
     namespace = value['namespace'].rstrip('/')  # absolute stays absolute (PushRosNamespace)

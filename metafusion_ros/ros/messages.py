@@ -146,12 +146,13 @@ def classes_message(table: ClassTable) -> String:
 
 
 def engine_values(engine: FusionEngine) -> dict[str, Any]:
-    """Return the diagnostics values of a configured engine: α, τ, fusion, target, meta model."""
+    """Return the diagnostics values of a configured engine: α, τ, fusion, target, meta, chain."""
     metafusion = engine.metafusion
     values: dict[str, Any] = dict(
         alpha=metafusion.alpha, tau=metafusion.tau, fusion=metafusion.fusion,
         target=engine.table.target_name,
-        meta_model='loaded' if engine.meta is not None else 'none')
+        meta_model='loaded' if engine.meta is not None else 'none',
+        chain=engine.chain.name if engine.chain is not None else 'none')
     choice: AlphaChoice | None = engine.meta_choice
     if choice is not None:
         values.update(meta_alpha=f'{choice.alpha:g}', meta_alpha_choice=choice.describe())

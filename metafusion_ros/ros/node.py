@@ -40,6 +40,7 @@ from metafusion_ros.ros.parameters import DEFAULTS, OPTIONAL_OUTPUTS, RUNTIME, S
 from metafusion_ros.ros.params import (mistyped_parameter, override_source, params_file_problem,
                                        unknown_parameters)
 from metafusion_ros.ros.worker import Worker
+from metafusion_ros.runtime.chains import startup_report
 from metafusion_ros.runtime.engine import ConfigurationError, EngineConfig, FusionEngine, Processed
 from metafusion_ros.runtime.memory import keep_frame_buffers
 from metafusion_ros.runtime.stats import InputLog, problems, Stats
@@ -147,11 +148,15 @@ class MetaFusionNode(LifecycleNode):
         self._pubs['classes'] = self.create_publisher(String, '~/output/classes', LATCHED)
         self._pubs['classes'].publish(classes_message(self.engine.table))
         self.worker.warm_sizes = {self.engine.metafusion.priors.resolution}
+        files = self.engine.config
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
-            self.p('meta_model_path')
+            files.meta_model_path
         self.get_logger().info(
-            f'configured: model {config.model_path} ({config.backend}), priors '
-            f'{config.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+            f'configured: model {files.model_path} ({config.backend}), priors '
+            f'{files.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+        warn, line = startup_report(self.engine.chain, files.model_path, config.precision,
+                                    config.backend)
+        (self.get_logger().warning if warn else self.get_logger().info)(line)
         self._warn_nearest(self.engine.meta_choice)
         return TransitionCallbackReturn.SUCCESS
 

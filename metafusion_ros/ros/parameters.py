@@ -13,6 +13,7 @@ import math
 from typing import Union
 
 from metafusion_ros.core.defaults import ALPHA, FUSION, FUSION_MODES, TAU
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN
 
 __all__ = ['Spec', 'SPECS', 'OPTIONAL_OUTPUTS', 'DEFAULTS', 'RUNTIME', 'markdown_table']
 
@@ -59,9 +60,12 @@ class Spec:
 
 
 SPECS: dict[str, Spec] = {spec.name: spec for spec in [
-    Spec('model_path', '', 'ONNX network (TensorRT builds its engine from it)',
-         note='ONNX file (spec `.json`/`.yaml` beside it); with `backend: tensorrt` its engine '
-              'is built and cached (`$METAFUSION_TRT_CACHE`)'),
+    Spec('model_path', '', "chain name (models/<name>.chain.json) or ONNX network; '' = the "
+         'default chain',
+         note=f"a chain name (`metafusion models`; `''`: `{DEFAULT_CHAIN}`) or an ONNX file "
+              '(spec `.json`/`.yaml` beside it; the chain that lists it gives the empty priors '
+              'and meta paths); with `backend: tensorrt` its engine is built and cached '
+              '(`$METAFUSION_TRT_CACHE`)'),
     Spec('backend', 'onnxruntime', 'inference backend',
          choices=('onnxruntime', 'onnxruntime-cpu', 'onnxruntime-cuda', 'tensorrt'),
          note="ONNX Runtime's CUDA provider where `onnxruntime-gpu` offers it, else the CPU; "
@@ -69,12 +73,13 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in [
               '(ONNX Runtime alone would fall back to the CPU without a word)'),
     Spec('precision', 'fp32', 'inference precision', choices=('fp32', 'fp16', 'int8'),
          note='non-fp32 needs `tensorrt`'),
-    Spec('priors_path', '', 'position-specific priors .npz (eq. 5)',
-         note='priors `.npz` (`metafusion priors`)'),
+    Spec('priors_path', '', "position-specific priors .npz (eq. 5); '' = the chain's",
+         note="priors `.npz` (`metafusion priors`); `''`: the chain's (a network of no chain "
+              'needs one)'),
     Spec('meta_model_path', '', 'meta classifier bundle (manifest .json, one XGBoost JSON per '
-         'alpha); empty keeps every candidate (plain ML for class c)',
-         note='`metafusion fit`: manifest `.json`, one XGBoost JSON per α beside it; `\'\'` '
-              'keeps all candidates'),
+         "alpha); '' = the chain's, none keeps every candidate (plain ML for class c)",
+         note="`metafusion fit`: manifest `.json`, one XGBoost JSON per α beside it; `''`: the "
+              "chain's (none for a network of no chain); `none`: keep all candidates"),
     Spec('alpha', ALPHA, 'prior interpolation alpha (eq. 15); 0 = Bayes, 1 = ML', UNIT,
          runtime=True,
          runtime_note="the bundle member fitted at α scores; an α off the bundle's grid uses "

@@ -1,13 +1,15 @@
 """The node's processing chain without ROS: segmenter -> MetaFusion -> meta classifier.
 
-:class:`FusionEngine` loads the three files the node needs (network, priors, meta model), checks
-that they belong together and then turns an RGB frame into a
+:class:`FusionEngine` loads the three files the node needs (network, priors, meta model), found
+by :func:`~metafusion_ros.runtime.chains.resolve` from a chain name or an ONNX path (its
+chain's priors and meta bundle fill the empty ones), checks that they belong together and then
+turns an RGB frame into a
 :class:`~metafusion_ros.core.pipeline.FrameResult`. The node, the demo and the benchmark share it;
 every decision is the core's (:class:`~metafusion_ros.core.pipeline.MetaFusion`).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 import threading
 import time
@@ -19,6 +21,7 @@ from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
 from metafusion_ros.core.fusion import check_fusion
 from metafusion_ros.core.pipeline import check_tau, FrameResult, MetaFusion
 from metafusion_ros.core.priors import check_alpha, Priors
+from metafusion_ros.runtime.chains import Chain, ChainError, resolve
 from metafusion_ros.runtime.segmenter.preprocess import Nearest
 
 __all__ = ['EngineConfig', 'FusionEngine', 'Processed', 'ConfigurationError',
@@ -43,7 +46,12 @@ class BadNetworkOutput(ValueError):
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Files and settings of a :class:`FusionEngine` (the node's parameters of the same names)."""
+    """Files and settings of a :class:`FusionEngine` (the node's parameters of the same names).
+
+    ``model_path`` is a chain name, an ONNX file or ``''`` (the default chain); an empty
+    ``priors_path`` / ``meta_model_path`` is the chain's, ``meta_model_path`` ``'none'`` no meta
+    classifier (:func:`~metafusion_ros.runtime.chains.resolve`).
+    """
 
     model_path: str
     priors_path: str
@@ -90,6 +98,9 @@ def _existing(path: str, what: str) -> Path:
 
 def _load_priors(config: EngineConfig) -> Priors:
     """Load the priors file or raise a one-line ConfigurationError."""
+    if not config.priors_path:
+        raise ConfigurationError(f'priors path is empty and model {config.model_path} is in no '
+                                 f'chain manifest: give its priors (priors_path)')
     file = _existing(config.priors_path, 'priors')
     try:
         return Priors.load(file)
@@ -139,14 +150,19 @@ class FusionEngine:
     """A loaded network, priors and meta bundle; turns RGB frames into FrameResults.
 
     ``meta`` is a :class:`~metafusion_ros.runtime.classifier.MetaBundle`; the member serving the
-    current α (:attr:`meta_choice`) scores the candidates and follows α changes.
+    current α (:attr:`meta_choice`) scores the candidates and follows α changes. ``chain`` is the
+    chain the network belongs to (None: a network of no chain) and ``config`` the configuration
+    with the files resolved.
     """
 
     def __init__(self, segmenter: Any, metafusion: MetaFusion, meta: Any = None,
-                 resize: bool = True) -> None:
+                 resize: bool = True, chain: Chain | None = None,
+                 config: EngineConfig | None = None) -> None:
         self.segmenter = segmenter
         self.metafusion = metafusion
         self.meta = meta
+        self.chain = chain
+        self.config = config
         self.meta_choice = None if meta is None else meta.select(metafusion.alpha)
         self.resize = resize
         self._pending: dict[str, float] = {}
@@ -154,10 +170,19 @@ class FusionEngine:
 
     @classmethod
     def load(cls, config: EngineConfig) -> 'FusionEngine':
-        """Load and cross-check all files of ``config``; raise ConfigurationError (one line)."""
+        """Resolve, load and cross-check the files of ``config``; raise ConfigurationError.
+
+        Every error is one line; a chain whose members do not match its manifest is refused.
+        """
         if config.resize_mode not in ('resize', 'refuse'):
             raise ConfigurationError(f"resize_mode must be 'resize' or 'refuse', got "
                                      f'{config.resize_mode!r}')
+        try:
+            files = resolve(config.model_path, config.priors_path, config.meta_model_path)
+        except ChainError as exc:
+            raise ConfigurationError(str(exc)) from exc
+        config = replace(config, model_path=files.model, priors_path=files.priors,
+                         meta_model_path=files.meta)
         priors = _load_priors(config)
         table = priors.table
         try:
@@ -167,7 +192,7 @@ class FusionEngine:
         except ValueError as exc:
             raise ConfigurationError(f'priors {config.priors_path}: {exc}') from exc
         engine = cls(_load_segmenter(config, priors), metafusion, _load_meta(config, metafusion),
-                     config.resize_mode == 'resize')
+                     config.resize_mode == 'resize', files.chain, config)
         engine.warm_up()
         return engine
 

@@ -1,16 +1,21 @@
-"""``make demo``: a synthetic drive through the real node over DDS, scored, with an image strip.
+"""``make demo``: the default chain through a bag and the real node over DDS, scored.
 
-Steps: generate a held-out synthetic drive (``metafusion synth``'s generator, test split), write
-it as a rosbag2, start ``metafusion_node`` as its own process with the default network, priors
-and meta classifier from ``models/``, replay the bag to it in lock-step, score its Bayes, ML and
-fused masks against the ground truth (segment FP/FN of class c, Δ of eq. 17), print a summary and
-write ``out/demo/strip.png`` (camera image | fused mask with the flagged segments: green kept,
-red dropped, with the meta score) and ``out/demo/summary.json``. Without a meta classifier the
-demo keeps every candidate (plain ML for class c) and says so.
+Steps: write a drive as a rosbag2 — a stretch of CamVid (``--split``, ``--start``,
+``--frames``; 20 frames of test by default) from ``../shared/data/camvid`` when it is there, its
+labels mapped to the chain's class table (``core/mapping.py``), else a generated synthetic drive
+(test split) at the priors' resolution; start ``metafusion_node`` as its own process with the
+chain (``--chain``, the default chain unless given: network, priors and meta bundle from its
+manifest, members checked against their SHA-256); replay the bag to it in lock-step, score its
+Bayes, ML and fused masks against the ground truth (segment FP/FN of class c, Δ of eq. 17),
+print which chain ran on which frames and what it scored, and write ``out/demo/strip.png``
+(camera image | fused mask with the flagged segments: green kept, red dropped, with the meta
+score) and ``out/demo/summary.json``. A chain without a meta classifier keeps every candidate
+(plain ML for class c) and the demo says so.
 """
 from __future__ import annotations
 
 import argparse
+from itertools import islice
 import json
 import os
 from pathlib import Path
@@ -20,10 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from metafusion_ros.runtime.chains import Chain, ChainError, DEFAULT_CHAIN, load_chain, NO_META
+
 __all__ = ['main', 'draw_strip']
 
-MODEL, PRIORS, META = 'synthetic.onnx', 'synthetic_priors.npz', 'synthetic_meta.json'
 KEEP, DROP = (40, 220, 40), (235, 40, 40)
+CAMVID = Path('../shared/data/camvid')  # beside the checkout, as make demo runs it
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -31,47 +38,83 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='python -m metafusion_ros.tools.demo',
                                      description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--chain', default=DEFAULT_CHAIN,
+                        help=f'chain to run (default {DEFAULT_CHAIN}; metafusion models lists '
+                             f'them)')
     parser.add_argument('--models', type=Path, default=None,
-                        help='folder with synthetic.onnx, synthetic_priors.npz, '
-                             'synthetic_meta.json (default: models/ of the package)')
+                        help="folder of the chain manifests (default: the package's models/)")
+    parser.add_argument('--camvid', type=Path, default=CAMVID,
+                        help=f'CamVid root (default {CAMVID}); absent: a synthetic drive')
+    parser.add_argument('--split', default='test', help='CamVid split (test)')
+    parser.add_argument('--start', type=int, default=0, help='first CamVid frame (0)')
     parser.add_argument('--out', type=Path, default=Path('out/demo'))
     parser.add_argument('--frames', type=int, default=20, help='frames of the drive (20)')
-    parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--seed', type=int, default=0, help='seed of the synthetic drive')
     parser.add_argument('--strip', type=int, default=4, help='frames in the image strip (4)')
     parser.add_argument('--timeout', type=float, default=120.0,
                         help='seconds to wait for the node (start-up and per frame)')
     return parser.parse_args(argv)
 
 
-def _files(models: Path) -> tuple[Path, Path, Path | None]:
-    """Return model, priors and meta model paths; exit with a clear line when one is missing."""
-    model, priors, meta = models / MODEL, models / PRIORS, models / META
-    missing = [str(p) for p in (model, priors) if not p.is_file()]
-    if missing:
-        sys.exit(f'demo: missing {", ".join(missing)}; train or fetch the default model and '
-                 f'priors first (see README "Models")')
-    if not meta.is_file():
-        print(f'demo: no meta classifier at {meta}: keeping every candidate '
-              f'(MetaFusion degrades to plain ML for class c)')
-        return model, priors, None
-    return model, priors, meta
+def _chain(name: str, models: Path | None) -> Chain:
+    """Return the checked chain; exit with one line when it is unknown or changed."""
+    try:
+        chain = load_chain(name, models)
+        chain.verify()
+    except ChainError as exc:
+        sys.exit(f'demo: {exc}')
+    print(f'demo: chain {chain.name} ({chain.kind}): {chain.summary}')
+    for part, text in chain.trained_on.items():
+        print(f'  {part} from: {text}')
+    if chain.meta is None:
+        print('demo: the chain has no meta classifier: keeping every candidate '
+              '(MetaFusion degrades to plain ML for class c)')
+    return chain
 
 
-def _drive(out: Path, frames: int, seed: int, size: tuple[int, int]) -> Path:
-    """Generate the held-out drive and write it as a bag; return the bag path."""
+def _camvid_drive(args: argparse.Namespace, table: Any, bag: Path) -> str:
+    """Write a stretch of CamVid as the bag, labels in ``table``; return what it is."""
+    from metafusion_ros.ros.bag import write_drive
+    from metafusion_ros.tools.data.datasets import open_dataset
+
+    source = open_dataset('camvid', args.camvid, args.split, table)
+    frames = list(islice(iter(source), args.start, args.start + args.frames))
+    if not frames:
+        sys.exit(f'demo: CamVid {args.split} under {args.camvid} has no frame {args.start}')
+    write_drive(frames, bag, table)
+    mapping = '' if table.name == 'camvid' else f', labels mapped camvid->{table.name}'
+    return (f'{len(frames)} CamVid {args.split} frames ({frames[0].name} ... {frames[-1].name}) '
+            f'from {args.camvid}{mapping}')
+
+
+def _synthetic_drive(args: argparse.Namespace, size: tuple[int, int], out: Path,
+                     bag: Path) -> str:
+    """Generate a held-out synthetic drive (test split) as the bag; return what it is."""
+    from metafusion_ros.ros.bag import write_drive
     from metafusion_ros.tools.data.datasets import open_dataset
     from metafusion_ros.tools.data.synth import generate_drives
-    from metafusion_ros.ros.bag import write_drive
 
-    root, bag = out / 'synth', out / 'drive'
-    for old in (root, bag):
-        shutil.rmtree(old, ignore_errors=True)
-    print(f'demo: generating a {size[0]}x{size[1]} synthetic drive of {frames} frames')
-    generate_drives(root, {'test': 1}, frames=frames, size=size, seed=seed, progress=True)
+    root = out / 'synth'
+    shutil.rmtree(root, ignore_errors=True)
+    generate_drives(root, {'test': 1}, frames=args.frames, size=size, seed=args.seed,
+                    progress=True)
     source = open_dataset('synthetic', root, 'test')
     write_drive(iter(source), bag, source.table)
-    print(f'demo: wrote {bag}')
-    return bag
+    return (f'a generated {size[0]}x{size[1]} synthetic drive of {args.frames} frames (no CamVid '
+            f'at {args.camvid})')
+
+
+def _drive(args: argparse.Namespace, priors: Any) -> tuple[Path, str]:
+    """Write the demo's bag: CamVid when it is there, else a synthetic drive."""
+    bag = args.out / 'drive'
+    shutil.rmtree(bag, ignore_errors=True)
+    if (args.camvid / args.split).is_dir():
+        what = _camvid_drive(args, priors.table, bag)
+    else:
+        height, width = priors.resolution
+        what = _synthetic_drive(args, (width, height), args.out, bag)
+    print(f'demo: wrote {bag}: {what}')
+    return bag, what
 
 
 def _env(out: Path) -> dict[str, str]:
@@ -114,9 +157,10 @@ def draw_strip(rows: list[tuple[np.ndarray, np.ndarray, dict]], palette: np.ndar
 
 
 def _print_summary(summary: dict[str, Any], meta: Path | None) -> None:
-    """Print the frames, latency percentiles and the FP/FN table."""
+    """Print which chain ran on which frames, latency percentiles and the FP/FN table."""
     latency = summary['latency_ms']
-    print(f"\nframes: {summary['frames_scored']} scored of {summary['frames_sent']} sent; "
+    print(f"\nchain {summary['chain']} on {summary['frames']}")
+    print(f"frames: {summary['frames_scored']} scored of {summary['frames_sent']} sent; "
           f"end-to-end latency p50 {latency['p50']} ms, p90 {latency['p90']} ms, "
           f"p99 {latency['p99']} ms")
     print(f"meta classifier: {meta if meta else 'none (all candidates kept)'}")
@@ -138,21 +182,23 @@ def main(argv: list[str] | None = None) -> int:
     """Run the demo; return 0 on success."""
     from metafusion_ros.core.priors import Priors
     from metafusion_ros.ros.bag import DriveBag, header_stamp, IMAGE_TOPIC, image_rgb
-    from metafusion_ros.ros.process import package_file, start_node, stop_node
+    from metafusion_ros.ros.process import start_node, stop_node
     from metafusion_ros.ros.score import score_bag
 
     args = _parse(argv)
-    model, priors, meta = _files(args.models or package_file('models'))
-    height, width = Priors.load(priors).resolution
+    chain = _chain(args.chain, args.models)
+    model, priors, meta = chain.network, chain.priors, chain.meta
     args.out.mkdir(parents=True, exist_ok=True)
-    bag = DriveBag(_drive(args.out, args.frames, args.seed, (width, height)))
+    path, frames = _drive(args, Priors.load(priors))
+    bag = DriveBag(path)
     images = {header_stamp(data): data for _, _, data in bag.messages([IMAGE_TOPIC])}
     env = _env(args.out)
     log = args.out / 'node.log'
     # Reliable input: best-effort samples over ~1 MB are often lost on a busy host (UDP
     # fragments), and lock-step scoring wants every frame.
     proc = start_node({'model_path': model, 'priors_path': priors,
-                       'meta_model_path': meta or '', 'qos.reliability': 'reliable'}, env=env,
+                       'meta_model_path': meta or NO_META, 'qos.reliability': 'reliable'},
+                      env=env,
                       remap={'~/input/image': '/camera/image_raw',
                              '~/input/camera_info': '/camera/camera_info'}, log=log)
     print(f'demo: started metafusion_node (pid {proc.pid}, domain {env["ROS_DOMAIN_ID"]}, '
@@ -176,8 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     strip = [(image_rgb(images[r[1]]), r[2], r[3]) for r in chosen]
     if strip:
         draw_strip(strip, bag.table().palette_array(), args.out / 'strip.png')
-    summary.update(node_exit_code=code, meta_model=str(meta) if meta else None,
-                   model=str(model), priors=str(priors))
+    summary.update(node_exit_code=code, chain=chain.name, frames=frames,
+                   meta_model=str(meta) if meta else None, model=str(model), priors=str(priors))
     (args.out / 'summary.json').write_text(json.dumps(summary, indent=1) + '\n')
     _print_summary(summary, meta)
     print(f"demo: wrote {args.out / 'strip.png'} and {args.out / 'summary.json'}; "
