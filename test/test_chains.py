@@ -155,6 +155,18 @@ def test_engine_loads_a_chain_and_its_members(tmp_path):
     assert FusionEngine.load(EngineConfig(str(chain.network), '', 'none')).meta is None
 
 
+def test_diagnostics_name_the_chain(tmp_path):
+    """/diagnostics carry the chain's name, or none for a network of no chain."""
+    from metafusion_ros.ros.messages import engine_values
+
+    chain = tiny_chain(tmp_path / 'models')
+    assert engine_values(FusionEngine.load(EngineConfig(str(chain.network), '')))['chain'] == \
+        'tiny'
+    own = fixtures.write_model(tmp_path / 'own.onnx')
+    assert engine_values(FusionEngine.load(EngineConfig(str(own), str(chain.priors))))[
+        'chain'] == 'none'
+
+
 def test_engine_by_shipped_name_runs_the_toy():
     """model_path: synthetic_toy loads the shipped toy chain (its own priors and bundle)."""
     engine = FusionEngine.load(EngineConfig('synthetic_toy', ''))

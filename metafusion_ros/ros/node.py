@@ -273,8 +273,9 @@ class MetaFusionNode(LifecycleNode):
                 values['clock'] = 'sim, no /clock yet'
                 notes.append('use_sim_time is true and no /clock has arrived')
         self._diag_pub.publish(diagnostics(
-            f'{self.get_fully_qualified_name()}: fusion', self.p('model_path') or 'none', state,
-            values, notes, self.get_clock().now().to_msg()))
+            f'{self.get_fully_qualified_name()}: fusion',
+            engine.config.model_path if engine is not None else self.p('model_path') or 'none',
+            state, values, notes, self.get_clock().now().to_msg()))
 
 
 def _ignore_further_signals() -> None:

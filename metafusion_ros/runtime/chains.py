@@ -4,8 +4,8 @@ A shipped chain is described by one manifest, ``models/<name>.chain.json`` (form
 ``metafusion-chain/1``), beside its member files:
 
 - ``name``, ``kind`` (``street``: a network for real cameras; ``toy``: tests and demos only),
-  ``summary`` (one line: architecture, classes, input size) and ``trained_on`` (network, priors,
-  meta bundle: what each was fitted on);
+  ``summary`` (one line: architecture, classes, input size), ``input`` (the network's
+  ``[width, height]``) and ``trained_on`` (network, priors, meta bundle: what each was fitted on);
 - ``members``: ``{role, file, sha256}`` for the network (``network``, its spec
   ``network_spec``), the optional INT8 network ``<stem>.int8.onnx`` (``network_int8``, and its
   spec when it has one), the priors (``priors``), the meta bundle's manifest (``meta``) and every
@@ -90,6 +90,7 @@ class Chain:
     kind: str
     summary: str
     members: tuple[Member, ...]
+    input: tuple[int, int] | None = None
     trained_on: dict[str, str] = field(default_factory=dict)
     measured: dict[str, Any] = field(default_factory=dict)
 
@@ -162,9 +163,10 @@ class Chain:
         try:
             members = tuple(Member(str(m['role']), str(m['file']), str(m['sha256']))
                             for m in data['members'])
+            size = data.get('input')
             chain = cls(str(data['name']), path, str(data['kind']), str(data.get('summary', '')),
-                        members, dict(data.get('trained_on') or {}),
-                        dict(data.get('measured') or {}))
+                        members, None if size is None else (int(size[0]), int(size[1])),
+                        dict(data.get('trained_on') or {}), dict(data.get('measured') or {}))
         except (KeyError, TypeError, ValueError) as exc:
             raise ChainError(f'{where}: malformed ({type(exc).__name__}: {exc})') from exc
         _check(chain, where)

@@ -234,6 +234,7 @@ def write_chain(name: str, network: Path, priors: Path, meta: Path | None, kind:
         measured['metafusion'] = _metafusion_results(Path(evaluate))
     manifest = {'format': FORMAT, 'name': name, 'kind': kind,
                 'summary': summary or _summary(spec),
+                'input': [spec['preprocess']['width'], spec['preprocess']['height']],
                 'trained_on': {'network': trained_on or _network_training(spec), **origin},
                 'members': members, 'measured': measured}
     path = folder / f'{name}{SUFFIX}'
@@ -280,12 +281,12 @@ def listing(chains: list[Chain], problems: dict[str, str]) -> str:
              f"{'human':>7}{'ms/frame':>10}  measured on"]
     for chain in chains:
         net = chain.measured.get('network', {})
-        size = re.search(r'input (\d+x\d+)', chain.summary)
+        size = 'x'.join(map(str, chain.input)) if chain.input else '?'
         lines.append(
             f"{chain.name + (' *' if chain.is_default else ''):<20}{chain.kind:<8}"
             f"{'CHANGED' if chain.name in problems else 'ok':<9}"
             f"{'yes' if chain.network_int8 is not None else 'no':<6}"
-            f"{size.group(1) if size else '?':<10}{_cell(net.get('miou')):>6}"
+            f"{size:<10}{_cell(net.get('miou')):>6}"
             f"{_cell(net.get('human_iou')):>7}{_cell(net.get('ms_per_frame'), 0):>10}  "
             f"{net.get('on', 'not measured')}")
     lines += ['', f"MetaFusion at alpha {ALPHA:g}, tau {TAU:g} ({FUSION} fusion): FP / FN "
