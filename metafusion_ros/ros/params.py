@@ -18,6 +18,7 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
+from metafusion_ros.core.files import MAX_DEPTH, naming, nesting_depth, one_line, read_text
 from metafusion_ros.runtime.segmenter.spec import yaml_error
 
 __all__ = ['params_files', 'params_file_problem', 'mistyped_parameter', 'unknown_parameters',
@@ -69,6 +70,19 @@ RclLoader.add_implicit_resolver(  # 1e-1, 2E5: floats to rcl, text to YAML 1.1
     re.compile(r'^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$'), list('-+0123456789.'))
 
 
+def _read_yaml(path: Path) -> Any:
+    """Parse a parameter file, its size and (flow) nesting bounded first."""
+    text = read_text(path, 'parameter file')
+    depth = nesting_depth(text)
+    if depth > MAX_DEPTH:
+        raise ValueError(f'parameter file {path}: nested {depth} levels deep, more than the '
+                         f'{MAX_DEPTH} allowed')
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f'parameter file {path}: not valid YAML{yaml_error(exc)}') from exc
+
+
 def params_file_problem(argv: Sequence[str]) -> str:
     """Return one line naming the first unreadable parameter file and why, or ''."""
     for name in params_files(argv):
@@ -76,11 +90,10 @@ def params_file_problem(argv: Sequence[str]) -> str:
         if not path.is_file():
             return f'parameter file {path} does not exist'
         try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            return f'parameter file {path}: unreadable ({exc})'
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            return f'parameter file {path}: not valid YAML{yaml_error(exc)}'
+            with naming('parameter file', path):
+                data = _read_yaml(path)
+        except (ValueError, OSError) as exc:  # naming() made every failure one line naming it
+            return one_line(str(exc))
         if next(_sections(data), None) is None:
             return (f'parameter file {path}: no "<node name>: {{{PARAMS_KEY}: {{...}}}}" '
                     f'mapping (e.g. "/**:" for any node)')

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from metafusion_ros.core.classes import ClassTable, table_by_name
+from metafusion_ros.core.files import MAX_DEPTH, naming, nesting_depth, read_text
 from metafusion_ros.runtime.segmenter.preprocess import Preprocess
 
 __all__ = ['OutputSpec', 'ModelSpec', 'sidecar_path', 'yaml_error']
@@ -108,11 +109,18 @@ class ModelSpec:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'model spec {path} does not exist')
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ValueError(f'model spec {path}: not valid JSON/YAML{yaml_error(exc)}') from exc
-        return cls.from_dict(data, str(path))
+        with naming('model spec', path):
+            text = read_text(path, 'model spec')
+            depth = nesting_depth(text)
+            if depth > MAX_DEPTH:
+                raise ValueError(f'model spec {path}: nested {depth} levels deep, more than the '
+                                 f'{MAX_DEPTH} allowed')
+            try:
+                data = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise ValueError(f'model spec {path}: not valid JSON/YAML{yaml_error(exc)}') \
+                    from exc
+            return cls.from_dict(data, str(path))
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON."""

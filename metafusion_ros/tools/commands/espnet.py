@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metafusion_ros.tools.cli import CommandError
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 from metafusion_ros.tools.data.datasets import parse_size
 from metafusion_ros.tools.data.frame import read_rgb_png
 
@@ -33,6 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--check-image', type=Path,
                         help='an image run through torch and ONNX Runtime; the max abs '
                              'difference of the probabilities goes into the JSON')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,6 +43,8 @@ def run(args: argparse.Namespace) -> int:
         from metafusion_ros.tools.training.espnet_export import export_pretrained, PRETRAINED
     except ImportError as exc:
         raise CommandError(f'the ESPNet export needs PyTorch (pip install torch): {exc}') from exc
+    output_path(args.output, args.force, 'ONNX file')
+    output_path(args.output.with_suffix('.json'), args.force, 'model spec')
     image = None if args.check_image is None else read_rgb_png(args.check_image)
     size = None if args.size is None else parse_size(args.size)
     spec = export_pretrained(PRETRAINED[args.which], args.weights, args.output, size=size,

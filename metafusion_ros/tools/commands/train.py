@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from metafusion_ros.tools.cli import CommandError
+from pathlib import Path
+
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -56,6 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              'its JSON')
     parser.add_argument('--fresh', action='store_true',
                         help='ignore an existing checkpoint instead of resuming')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -65,6 +68,9 @@ def run(args: argparse.Namespace) -> int:
         from metafusion_ros.tools.training.train import rescore, TrainConfig, train
     except ImportError as exc:
         raise CommandError(f'training needs PyTorch (pip install torch): {exc}') from exc
+    if not args.evaluate_only:  # that one updates the scores in OUTPUT's JSON
+        output_path(args.output, args.force, 'ONNX file')
+        output_path(Path(args.output).with_suffix('.json'), args.force, 'model spec')
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     cfg = TrainConfig(dataset=args.dataset, root=args.root, output=args.output,
                       input_size=args.input_size, crop_size=args.crop_size,
