@@ -27,7 +27,8 @@ import numpy as np
 
 __all__ = ['FileProblem', 'MAX_TEXT_BYTES', 'MAX_DEPTH', 'MAX_ARRAY_BYTES', 'MAX_MODEL_BYTES',
            'MAX_BOOSTER_BYTES', 'full_path', 'check_file_size', 'nesting_depth', 'parse_json',
-           'read_text', 'read_json', 'npz_headers', 'load_npz', 'naming', 'one_line']
+           'read_text', 'read_json', 'npz_headers', 'check_npz', 'load_npz', 'naming',
+           'one_line']
 
 MIB = 1 << 20
 MAX_TEXT_BYTES = 16 * MIB  # a manifest, a model spec, a parameter file, priors metadata
@@ -136,12 +137,11 @@ def npz_headers(path: str | Path, what: str) -> dict[str, tuple[tuple[int, ...],
     return headers
 
 
-def load_npz(path: str | Path, what: str, limit: int = MAX_ARRAY_BYTES,
-             member_limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
-    """Return every array of the ``.npz`` ``path`` once its headers declare at most ``limit``.
+def check_npz(path: str | Path, what: str, limit: int = MAX_ARRAY_BYTES,
+              member_limits: dict[str, int] | None = None) -> None:
+    """Raise :class:`FileProblem` unless the arrays of ``path`` declare at most ``limit`` bytes.
 
-    ``member_limits`` bounds single arrays by name. Nothing is unpickled
-    (``allow_pickle=False``).
+    ``member_limits`` bounds single arrays by name. Only the headers are read.
     """
     headers = npz_headers(path, what)
     sizes = {name: prod(shape) * dtype.itemsize for name, (shape, dtype) in headers.items()}
@@ -154,6 +154,15 @@ def load_npz(path: str | Path, what: str, limit: int = MAX_ARRAY_BYTES,
     if sum(sizes.values()) > limit:
         raise FileProblem(f'{what}: its arrays declare {sum(sizes.values())} bytes, more than '
                           f'the {_mib(limit)} allowed')
+
+
+def load_npz(path: str | Path, what: str, limit: int = MAX_ARRAY_BYTES,
+             member_limits: dict[str, int] | None = None) -> dict[str, np.ndarray]:
+    """Return every array of the ``.npz`` ``path`` once :func:`check_npz` let it through.
+
+    Nothing is unpickled (``allow_pickle=False``).
+    """
+    check_npz(path, what, limit, member_limits)
     try:
         with np.load(path, allow_pickle=False) as data:
             return {name: data[name] for name in data.files}

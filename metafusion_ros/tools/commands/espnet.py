@@ -39,12 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the check."""
+    output_path(args.output, args.force, 'ONNX file')
+    output_path(args.output.with_suffix('.json'), args.force, 'model spec')
     try:
         from metafusion_ros.tools.training.espnet_export import export_pretrained, PRETRAINED
     except ImportError as exc:
         raise CommandError(f'the ESPNet export needs PyTorch (pip install torch): {exc}') from exc
-    output_path(args.output, args.force, 'ONNX file')
-    output_path(args.output.with_suffix('.json'), args.force, 'model spec')
     image = None if args.check_image is None else read_rgb_png(args.check_image)
     size = None if args.size is None else parse_size(args.size)
     spec = export_pretrained(PRETRAINED[args.which], args.weights, args.output, size=size,

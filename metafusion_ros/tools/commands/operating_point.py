@@ -34,10 +34,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Choose the operating point and write it."""
+    config = output_path(args.config, args.force, 'parameter file')
     alphas = None if args.model is None else MetaBundle.load(args.model).alphas
     point = choose(read_rows(args.results), args.max_fn, args.fn_weight, alphas, args.fusion)
-    path = write_config(output_path(args.config, args.force, 'parameter file'), point,
-                        args.node)
+    path = write_config(config, point, args.node)
     print(f'alpha {point.alpha:g}, tau {point.tau:g}, {point.fusion} fusion: {point.fp} false '
           f'positives, {point.fn} false negatives in the evaluation; wrote {path}')
     return 0

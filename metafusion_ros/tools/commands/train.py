@@ -64,13 +64,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Train, export and print the test scores."""
+    if not args.evaluate_only:  # that one updates the scores in OUTPUT's JSON
+        output_path(args.output, args.force, 'ONNX file')
+        output_path(Path(args.output).with_suffix('.json'), args.force, 'model spec')
     try:
         from metafusion_ros.tools.training.train import rescore, TrainConfig, train
     except ImportError as exc:
         raise CommandError(f'training needs PyTorch (pip install torch): {exc}') from exc
-    if not args.evaluate_only:  # that one updates the scores in OUTPUT's JSON
-        output_path(args.output, args.force, 'ONNX file')
-        output_path(Path(args.output).with_suffix('.json'), args.force, 'model spec')
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s')
     cfg = TrainConfig(dataset=args.dataset, root=args.root, output=args.output,
                       input_size=args.input_size, crop_size=args.crop_size,
