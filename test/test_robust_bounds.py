@@ -14,7 +14,6 @@ import struct
 import subprocess
 import sys
 import tracemalloc
-import zipfile
 import zlib
 
 import fixtures
@@ -23,7 +22,7 @@ import numpy as np
 import pytest
 from sensor_msgs.msg import CameraInfo, CompressedImage
 from test_node_harness import domain_for, node_output, NodeUnderTest, SCENE, write_files
-from test_robust_files import _bundle_copy
+from test_robust_files import _bundle_copy, npy_bytes, write_npz
 
 from metafusion_ros.core.files import (FileProblem, MAX_DEPTH, MAX_MODEL_BYTES, MAX_TEXT_BYTES,
                                        nesting_depth)
@@ -222,27 +221,9 @@ def test_bombs_and_huge_camera_infos_stay_within_the_memory_bound(node):
 
 # Files ----------------------------------------------------------------------------------------
 
-def _npz(path, members: dict) -> None:
-    """Write an .npz whose members are raw ``.npy`` bytes (headers free to lie)."""
-    with zipfile.ZipFile(path, 'w') as archive:
-        for name, data in members.items():
-            archive.writestr(f'{name}.npy', data)
-
-
-def _npy(array: np.ndarray | None = None, shape=None, descr: str = '<f4') -> bytes:
-    """Return the ``.npy`` bytes of ``array``, or a header declaring ``shape`` over 8 bytes."""
-    buffer = io.BytesIO()
-    if array is not None:
-        np.save(buffer, array, allow_pickle=False)
-        return buffer.getvalue()
-    np.lib.format.write_array_header_1_0(buffer, {'descr': descr, 'fortran_order': False,
-                                                  'shape': shape})
-    return buffer.getvalue() + bytes(8)
-
-
 def _meta(meta: dict, raw: str | None = None, **changes) -> bytes:
     """Return the ``meta`` member: ``meta`` (valid priors metadata) changed, or ``raw`` JSON."""
-    return _npy(np.array(raw if raw is not None else json.dumps({**meta, **changes})))
+    return npy_bytes(np.array(raw if raw is not None else json.dumps({**meta, **changes})))
 
 
 def _probs(scale: float = 1.0, fill: float | None = None) -> bytes:
@@ -252,17 +233,18 @@ def _probs(scale: float = 1.0, fill: float | None = None) -> bytes:
     probs *= scale
     if fill is not None:
         probs[5, 7, 1] = fill
-    return _npy(probs)
+    return npy_bytes(probs)
 
 
 # case -> (members of the .npz from valid metadata, text of the one line)
 PRIORS_CASES = {
-    'declares_298_gib': (lambda m: {'probs': _npy(shape=(100000, 100000, 8)), 'meta': _meta(m)},
+    'declares_298_gib': (lambda m: {'probs': npy_bytes(shape=(100000, 100000, 8)),
+                                    'meta': _meta(m)},
                          "array 'probs' declares shape (100000, 100000, 8)"),
     'meta_declares_400_mb': (lambda m: {'probs': _probs(),
-                                        'meta': _npy(shape=(), descr='<U100000000')},
+                                        'meta': npy_bytes(shape=(), descr='<U100000000')},
                              "array 'meta' declares shape () of <U100000000"),
-    '100_members': (lambda m: {f'a{i}': _npy(np.zeros(1)) for i in range(100)},
+    '100_members': (lambda m: {f'a{i}': npy_bytes(np.zeros(1)) for i in range(100)},
                     '100 members, more than the 64 allowed'),
     'meta_an_integer': (lambda m: {'probs': _probs(), 'meta': _meta(m, raw='5')},
                         'meta must be a JSON object, got int'),
@@ -297,7 +279,7 @@ def test_bad_priors_are_one_line_naming_the_file_before_any_allocation(tmp_path,
     folder = tmp_path / 'bad priors'
     folder.mkdir()
     path = folder / f'{case}.npz'
-    _npz(path, members(priors_meta))
+    write_npz(path, members(priors_meta))
     error = []
 
     def load():
@@ -541,3 +523,40 @@ def test_zstd_bomb_inflates_to_its_declared_size_only(tmp_path):
     size, grown_kib = (int(v) for v in numbers.split())
     assert error.startswith('ReaderError') and 'got 1001' in error, error
     assert size < 1 << 20 and grown_kib < 64 << 10, (size, grown_kib)
+
+
+def test_cli_names_every_bad_file_in_one_line(tmp_path, priors_meta, good, capsys):
+    """The CLI's loaders: priors of the wrong shape, a NaN member, a nested spec -> exit 2."""
+    from metafusion_ros.tools.cli import main
+
+    folder = tmp_path / 'bad inputs'
+    folder.mkdir()
+    priors = folder / 'int meta.npz'
+    write_npz(priors, {'probs': _probs(), 'meta': _meta(priors_meta, raw='5')})
+    bundle = _manifest_case(good, folder, 'alpha_nan_first')
+    model = folder / 'nested model.onnx'
+    model.write_bytes(good['model'].read_bytes())
+    model.with_suffix('.json').write_text('[' * 100000 + ']' * 100000)
+    for args, path, text in (
+            (['fit', '--softmax', str(folder), '--priors', str(priors), '--out',
+              str(tmp_path / 'm.json')], priors, 'meta must be a JSON object'),
+            (['operating-point', '--results', 'r.csv', '--max-fn', '1', '--model', str(bundle),
+              '--config', str(tmp_path / 'op.yaml')], bundle, 'member 0 has alpha nan'),
+            (['miou', '--dataset', 'camvid', '--root', str(fixtures_camvid(tmp_path)),
+              '--split', 'test', '--model', str(model)], model.with_suffix('.json'),
+             'nested 100000 levels deep')):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert '\n' not in err and str(path) in err and text in err, err
+
+
+def fixtures_camvid(tmp_path):
+    """Return a CamVid-layout folder with one black test frame and its labels."""
+    from PIL import Image
+
+    root = tmp_path / 'camvid'
+    for split in ('test', 'testannot'):
+        (root / split).mkdir(parents=True)
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(root / 'test' / 'f_000.png')
+    Image.fromarray(np.zeros((48, 64), np.uint8)).save(root / 'testannot' / 'f_000.png')
+    return root
