@@ -99,7 +99,7 @@ def test_output_under_a_file_names_the_file(tmp_path, capsys, command):
 
 
 def test_force_writes_over_and_a_folder_is_never_a_file(tmp_path, capsys):
-    """synth --force writes into a folder with files; a bag is replaced only if it is a bag."""
+    """With --force synth writes into a folder with files; a bag is replaced, a folder never."""
     out = tmp_path / 'drives'
     out.mkdir()
     (out / 'notes.txt').write_text('kept')

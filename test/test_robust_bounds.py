@@ -174,7 +174,7 @@ def test_any_damaged_payload_is_an_image_error_or_its_header_size(kind, position
 
 @pytest.fixture(scope='module')
 def node(tmp_path_factory):
-    """Start the node (default max_input_pixels, masks at the network's size); stop it after."""
+    """Start a node with the default max_input_pixels and masks at the network's size."""
     folder = tmp_path_factory.mktemp('bounds')
     files = write_files(folder)
     under_test = NodeUnderTest.start(DOMAIN, folder / 'log', {
@@ -250,7 +250,7 @@ PRIORS_CASES = {
                         'meta must be a JSON object, got int'),
     'meta_nested_100000': (lambda m: {'probs': _probs(),
                                       'meta': _meta(m, raw='[' * 100000 + ']' * 100000)},
-                           'JSON nested 100000 levels deep, more than the 64 allowed'),
+                           'nested 100000 levels deep, more than the 64 allowed'),
     'table_a_list': (lambda m: {'probs': _probs(), 'meta': _meta(m, table=[1, 2])}, ': '),
     'probs_all_zero': (lambda m: {'probs': _probs(0.0), 'meta': _meta(m)},
                        'must sum to 1 (within 0.0001), at pixel (0, 0) they sum to 0'),
@@ -302,7 +302,7 @@ def test_shipped_priors_are_probabilities_within_the_tolerance():
 
 @pytest.fixture(scope='module')
 def good(tmp_path_factory):
-    """The tiny model, priors and meta bundle."""
+    """Return the tiny model, priors and meta bundle."""
     return write_files(tmp_path_factory.mktemp('good files'))
 
 
@@ -344,7 +344,7 @@ MANIFEST_CASES = {
     'alpha_nan_first': 'member 0 has alpha nan',
     'alpha_above_one': 'has alpha 1.5',
     'alpha_twice': 'two members have alpha',
-    'nested_100000': 'JSON nested 100001 levels deep',
+    'nested_100000': 'nested 100001 levels deep',
     'manifest_17_mib': 'more than the 16 MiB allowed',
     'booster_65_mib': 'more than the 64 MiB allowed',
     'members_a_number': 'malformed manifest',
@@ -440,7 +440,7 @@ def _image_bag(path, storage: str = 'mcap', compression: str = 'none', frames: i
 
 @pytest.mark.parametrize('mode', ['file', 'message'])
 def test_bag_with_rosbag2_file_or_message_compression_is_refused(tmp_path, mode):
-    """rosbags would inflate these unbounded: one line naming the bag and what to do."""
+    """Refuse what rosbags would inflate unbounded: one line naming the bag and what to do."""
     bag = _image_bag(tmp_path / f'{mode} bag', 'sqlite3', mode)
     with pytest.raises(BagError, match=f'rosbag2 {mode} compression is not read') as info:
         DriveBag(bag).topics()
@@ -489,7 +489,7 @@ def _declared_size(bag, new: int) -> None:
                                            (1000, 'Chunk size mismatch')],
                          ids=['declares_1_tib', 'inflates_past_its_declared_size'])
 def test_mcap_chunk_is_never_inflated_past_a_bound(tmp_path, declared, text):
-    """zstd chunks: 1 TiB declared is refused; more than declared stops at declared + 1 byte."""
+    """Refuse a zstd chunk declaring 1 TiB; one inflating further stops at declared + 1 byte."""
     bag = _image_bag(tmp_path / 'chunked', compression='storage', frames=3, size=(480, 640))
     assert len(list(DriveBag(bag).messages())) == 3
     _declared_size(bag, declared)

@@ -26,7 +26,8 @@ import zipfile
 import numpy as np
 
 __all__ = ['FileProblem', 'MAX_TEXT_BYTES', 'MAX_DEPTH', 'MAX_ARRAY_BYTES', 'MAX_MODEL_BYTES',
-           'MAX_BOOSTER_BYTES', 'full_path', 'check_file_size', 'nesting_depth', 'parse_json',
+           'MAX_BOOSTER_BYTES', 'full_path', 'check_file_size', 'nesting_depth', 'check_depth',
+           'parse_json',
            'read_text', 'read_json', 'npz_headers', 'check_npz', 'load_npz', 'naming',
            'one_line']
 
@@ -77,12 +78,17 @@ def nesting_depth(text: str | bytes) -> int:
     return int(np.cumsum(steps).max(initial=0))
 
 
-def parse_json(text: str, what: str) -> Any:
-    """Parse JSON ``text`` after bounding its nesting; ``what`` names the file in errors."""
+def check_depth(text: str, what: str) -> None:
+    """Raise :class:`FileProblem` when ``text`` nests deeper than :data:`MAX_DEPTH`."""
     depth = nesting_depth(text)
     if depth > MAX_DEPTH:
-        raise FileProblem(f'{what}: JSON nested {depth} levels deep, more than the '
-                          f'{MAX_DEPTH} allowed')
+        raise FileProblem(f'{what}: nested {depth} levels deep, more than the {MAX_DEPTH} '
+                          f'allowed')
+
+
+def parse_json(text: str, what: str) -> Any:
+    """Parse JSON ``text`` after bounding its nesting; ``what`` names the file in errors."""
+    check_depth(text, what)
     try:
         return json.loads(text)
     except ValueError as exc:  # JSONDecodeError, and numbers too long to convert

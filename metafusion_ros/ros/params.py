@@ -18,8 +18,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from metafusion_ros.core.files import MAX_DEPTH, naming, nesting_depth, one_line, read_text
-from metafusion_ros.runtime.segmenter.spec import yaml_error
+from metafusion_ros.core.files import naming, one_line
+from metafusion_ros.runtime.segmenter.spec import read_yaml
 
 __all__ = ['params_files', 'params_file_problem', 'mistyped_parameter', 'unknown_parameters',
            'override_source', 'RclLoader']
@@ -70,19 +70,6 @@ RclLoader.add_implicit_resolver(  # 1e-1, 2E5: floats to rcl, text to YAML 1.1
     re.compile(r'^[-+]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)[eE][-+]?[0-9]+$'), list('-+0123456789.'))
 
 
-def _read_yaml(path: Path) -> Any:
-    """Parse a parameter file, its size and (flow) nesting bounded first."""
-    text = read_text(path, 'parameter file')
-    depth = nesting_depth(text)
-    if depth > MAX_DEPTH:
-        raise ValueError(f'parameter file {path}: nested {depth} levels deep, more than the '
-                         f'{MAX_DEPTH} allowed')
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ValueError(f'parameter file {path}: not valid YAML{yaml_error(exc)}') from exc
-
-
 def params_file_problem(argv: Sequence[str]) -> str:
     """Return one line naming the first unreadable parameter file and why, or ''."""
     for name in params_files(argv):
@@ -91,7 +78,7 @@ def params_file_problem(argv: Sequence[str]) -> str:
             return f'parameter file {path} does not exist'
         try:
             with naming('parameter file', path):
-                data = _read_yaml(path)
+                data = read_yaml(path, 'parameter file')
         except (ValueError, OSError) as exc:  # naming() made every failure one line naming it
             return one_line(str(exc))
         if next(_sections(data), None) is None:
