@@ -34,7 +34,7 @@ setup(
     entry_points={
         'console_scripts': [
             'metafusion = metafusion_ros.tools.cli:main',
-            'metafusion_node = metafusion_ros.ros.node:main',
+            'metafusion_node = metafusion_ros.ros.executable:main',
         ],
     },
 )

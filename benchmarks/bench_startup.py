@@ -6,7 +6,7 @@ the mask comes back. The first run uses an empty numba cache (``cold_s``), the n
 reuse it (``warm_s_median``, target <= 3 s; ``warm_configured_s_median``: until the node logs
 that it is configured, i.e. imports, loading and warm-up). Baseline of the same run: a bare
 interpreter importing rclpy (``baseline_rclpy_import_s``). Run it from the repository root (the
-node is started as ``python -m metafusion_ros.ros.node``), as ``make bench`` does.
+node is started as ``python -m metafusion_ros.ros.executable``), as ``make bench`` does.
 """
 from __future__ import annotations
 

@@ -15,7 +15,8 @@ TAU='0.5 0.3 0.7 0 1'   # 0 keeps every candidate, 1 none (reference fusion: agr
 export OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1
 mkdir -p "$OUT" docs/results
 
-mf() { echo "+ metafusion $*"; python -m metafusion_ros.tools.cli "$@"; }
+# --force: these commands rewrite the shipped files (every command refuses to without it).
+mf() { echo "+ metafusion $* --force"; python -m metafusion_ros.tools.cli "$@" --force; }
 
 fit_report() {  # NAME FIT-ARGS...: fit a bundle; what fit prints (out-of-fold) -> NAME_fit.md
   local name=$1; shift

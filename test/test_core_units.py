@@ -336,6 +336,18 @@ def test_fp_fn_delta_by_hand():
     assert b.f1 == pytest.approx(2 / 3)
 
 
+def test_kept_share_is_defined_beyond_one_and_without_ml_gains():
+    """(Bayes FN - fused FN) / (Bayes FN - ML FN), not clamped; NaN where ML removes none."""
+    share = evaluation.added_tp_share
+    counts = evaluation.SegmentCounts
+    bayes, ml = counts(fn=15), counts(fn=8)
+    assert share(counts(fn=7), bayes, ml) == pytest.approx(8 / 7)  # fewer misses than ML
+    assert share(counts(fn=8), bayes, ml) == 1.0 and share(counts(fn=15), bayes, ml) == 0.0
+    assert share(counts(fn=16), bayes, ml) == pytest.approx(-1 / 7)  # misses more than Bayes
+    assert np.isnan(share(counts(fn=3), bayes, counts(fn=15)))
+    assert np.isnan(share(counts(fn=3), bayes, counts(fn=16)))  # ML misses more than Bayes
+
+
 def whole_frame_counts(pred: np.ndarray, gt: np.ndarray, t) -> evaluation.SegmentCounts:
     """Count as spec §6 words it: ignore copied into the prediction, every segment labelled."""
     c, ignore = t.target, t.ignore_label

@@ -63,7 +63,8 @@ def test_priors_of_a_generated_drive_sum_to_one_and_resize(tmp_path, capsys):
     assert priors.level == 'category' and priors.resolution == (32, 64)
     assert priors.names[6] == 'human' and priors.num_images == 3
     np.testing.assert_allclose(priors.probs.sum(axis=2), 1.0, atol=1e-5)
-    assert main(['priors', '--dataset', 'synthetic', '--root', str(root), '--out', str(out)]) == 0
+    assert main(['priors', '--dataset', 'synthetic', '--root', str(root), '--out', str(out),
+                 '--force']) == 0  # over the category priors
     priors = Priors.load(out)
     seen = priors.counts > 0
     np.testing.assert_allclose(priors.probs.sum(axis=2)[seen], 1.0, atol=1e-5)

@@ -118,8 +118,8 @@ def test_export_command_writes_a_loadable_model(torch, espnet_dir, shared_dir, t
     assert extra['check']['max_abs_diff_torch_onnxruntime'] < 1e-4
     assert extra['pretrained']['sha256'].startswith('343b0e77')
     assert main(['espnet', 'cityscapes', '--weights', str(espnet_dir / 'espnet_p_2_q_8.pth'),
-                 '--output', str(out), '--size', '100x64']) == 2
+                 '--output', str(out), '--size', '100x64', '--force']) == 2
     assert 'multiples of 8' in capsys.readouterr().err
     assert main(['espnet', 'camvid', '--weights', str(espnet_dir / 'espnet_p_2_q_8.pth'),
-                 '--output', str(out)]) == 2
+                 '--output', str(out), '--force']) == 2
     assert 'sha256' in capsys.readouterr().err

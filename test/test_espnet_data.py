@@ -125,7 +125,7 @@ def test_priors_command_records_where_they_came_from(tmp_path, capsys):
     labels = random_labels(2)
     labels[1][0, 0] = (labels[1][0, 0] + 1) % 11
     write_camvid(root, 'train', labels)
-    assert main(args) == 0
+    assert main(args + ['--force']) == 0  # over the first priors
     assert Priors.load(out).provenance['labels_sha256'] != first['labels_sha256']
     assert Priors.load(out).resized((9, 12)).provenance == Priors.load(out).provenance
 

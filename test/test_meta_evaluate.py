@@ -202,7 +202,7 @@ def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
     assert params == {'alpha': best.alpha, 'tau': best.tau, 'fusion': 'reference'}
     (tmp_path / 'bad.csv').write_text('x,y\n1,2\n')
     assert main(['operating-point', '--results', str(tmp_path / 'bad.csv'), '--max-fn', '3',
-                 '--config', str(config)]) == 2
+                 '--config', str(config), '--force']) == 2
     assert 'needs columns' in capsys.readouterr().err
 
 

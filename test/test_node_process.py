@@ -9,7 +9,7 @@ import itertools
 import json
 import signal
 
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 import numpy as np
 import pytest
 from rclpy.parameter import Parameter
@@ -341,6 +341,32 @@ def test_diagnostics_report_rate_latency_and_counters(setup):
     assert float(values['latency_ms_p50']) > 0 and 'frames_dropped' in values
 
 
+def _statuses(setup, name: str) -> list:
+    """Return every /diagnostics status of node ``name`` received so far."""
+    return [status for array in setup['tester'].received['/diagnostics']
+            for status in array.status if status.name.startswith(f'{name}: ')]
+
+
+def test_second_node_of_the_same_name_is_a_warning(setup):
+    """Another /fusion in the domain: a WARN in the log and in diagnostics, gone with it."""
+    tester, proc = setup['tester'], setup['proc']
+    note = f'2 nodes named /{NAME} in this ROS domain'
+    twin = start_node(setup['env'], {'model_path': setup['files']['model'],
+                                     'priors_path': setup['files']['priors'],
+                                     'autostart': False}, name=NAME)
+    try:
+        assert tester.spin_until(lambda: any(
+            note in s.message and s.level == DiagnosticStatus.WARN and
+            ('model_state', 'active') in {(kv.key, kv.value) for kv in s.values}
+            for s in _statuses(setup, f'/{NAME}')), timeout=60.0), node_output(proc)[-2000:]
+        assert note in node_output(proc) and '[WARN]' in node_output(proc)
+    finally:
+        code, output = stop_node(twin, signal.SIGTERM)
+    assert code == 0, output
+    assert tester.spin_until(lambda: note not in _statuses(setup, f'/{NAME}')[-1].message,
+                             timeout=60.0)
+
+
 def test_sigterm_exits_cleanly(setup):
     """SIGTERM ends the node with exit code 0 and no traceback."""
     code, output = stop_node(setup['proc'], signal.SIGTERM)
@@ -409,6 +435,47 @@ def test_lifecycle_transitions_without_autostart(setup):
             future = client.set_parameters([Parameter('model_path', value='/x/other.onnx')])
             assert tester.spin_until(future.done, timeout=30.0)
             assert future.result().results[0].successful is allowed
+    finally:
+        code, output = stop_node(proc, signal.SIGTERM)
+    assert code == 0 and 'Traceback' not in output, output
+
+
+def test_diagnostics_period_and_window_take_effect_at_configure(setup):
+    """diagnostics_period_s / _window_s are refused while configured and apply at configure."""
+    from lifecycle_msgs.msg import Transition
+
+    tester = setup['tester']
+    proc = start_node(setup['env'], {'model_path': setup['files']['model'],
+                                     'priors_path': setup['files']['priors'],
+                                     'autostart': False}, name='periodic')
+    client = AsyncParameterClient(tester.node, 'periodic')
+
+    def rate_and_window() -> tuple[float, float]:
+        """Count the node's statuses over 3 s; return them per second and the newest window."""
+        before = len(_statuses(setup, '/periodic'))
+        tester.spin_for(3.0)
+        statuses = _statuses(setup, '/periodic')
+        window = {kv.key: kv.value for kv in statuses[-1].values}['window_s']
+        return (len(statuses) - before) / 3.0, float(window)
+
+    def set_values(**values) -> list[bool]:
+        future = client.set_parameters([Parameter(k, value=v) for k, v in values.items()])
+        assert tester.spin_until(future.done, timeout=30.0)
+        return [result.successful for result in future.result().results]
+    try:
+        assert client.wait_for_services(timeout_sec=30.0)
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert _change_state(tester, '/periodic', transition)
+        tester.spin_for(2.5)  # uptime beyond the new window
+        rate, window = rate_and_window()
+        assert rate <= 1.7 and window > 2.0, (rate, window)  # 1 Hz, 10 s (the uptime)
+        assert set_values(diagnostics_period_s=0.2) == [False]
+        for transition in (Transition.TRANSITION_DEACTIVATE, Transition.TRANSITION_CLEANUP):
+            assert _change_state(tester, '/periodic', transition)
+        assert set_values(diagnostics_period_s=0.2, diagnostics_window_s=2.0) == [True, True]
+        assert _change_state(tester, '/periodic', Transition.TRANSITION_CONFIGURE)
+        rate, window = rate_and_window()
+        assert rate >= 3.0 and window == 2.0, (rate, window)  # 5 Hz over a 2 s window
     finally:
         code, output = stop_node(proc, signal.SIGTERM)
     assert code == 0 and 'Traceback' not in output, output

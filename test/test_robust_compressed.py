@@ -53,7 +53,7 @@ CASES = {
     'png_truncated_half': ('png', payload('png', PHOTO)[:len(payload('png', PHOTO)) // 2],
                            CorruptCompressed, 'does not decode'),
     'png_garbage_after_signature': ('png', payload('png')[:8] + RNG.bytes(300),
-                                    CorruptCompressed, 'does not decode'),
+                                    CorruptCompressed, 'no IHDR header'),
 }
 
 

@@ -10,11 +10,13 @@ marker file is refused, and no loader in the package can unpickle.
 """
 import hashlib
 import importlib.util
+import io
 import json
 from pathlib import Path
 import re
 import signal
 import subprocess
+import zipfile
 
 import fixtures
 import numpy as np
@@ -77,6 +79,24 @@ def _bundle_copy(meta: Path, target: Path, member_data: bytes | None = None,
     return target
 
 
+def write_npz(path, members: dict) -> None:
+    """Write an .npz whose members are raw ``.npy`` bytes (headers free to lie)."""
+    with zipfile.ZipFile(path, 'w') as archive:
+        for name, data in members.items():
+            archive.writestr(f'{name}.npy', data)
+
+
+def npy_bytes(array: np.ndarray | None = None, shape=None, descr: str = '<f4') -> bytes:
+    """Return the ``.npy`` bytes of ``array``, or a header declaring ``shape`` over 8 bytes."""
+    buffer = io.BytesIO()
+    if array is not None:
+        np.save(buffer, array, allow_pickle=False)
+        return buffer.getvalue()
+    np.lib.format.write_array_header_1_0(buffer, {'descr': descr, 'fortran_order': False,
+                                                  'shape': shape})
+    return buffer.getvalue() + bytes(8)
+
+
 def _params_yaml(path: Path, text: str) -> Path:
     """Write a node parameter file with ``text`` under ``/**: ros__parameters:``."""
     body = ''.join(f'    {line}\n' for line in text.splitlines())
@@ -121,6 +141,18 @@ def write_bad_files(bad: Path, files: dict) -> dict:
     np.savez(out['priors_not_priors'], probs=np.ones((48, 64, 3), np.float32))
     out['priors_other_dataset'] = fixtures.write_priors(bad / 'cityscapes priors.npz',
                                                         table=cityscapes_table())
+    with np.load(priors, allow_pickle=False) as arrays:
+        probs, meta_bytes = arrays['probs'], npy_bytes(arrays['meta'])
+    out['priors_declares_298_gib'] = bad / 'bomb priors.npz'
+    write_npz(out['priors_declares_298_gib'], {'probs': npy_bytes(shape=(100000, 100000, 8)),
+                                               'meta': meta_bytes})
+    out['priors_meta_an_integer'] = bad / 'int meta priors.npz'
+    write_npz(out['priors_meta_an_integer'], {'probs': npy_bytes(probs),
+                                              'meta': npy_bytes(np.array('5'))})
+    out['priors_all_zero'] = bad / 'zero priors.npz'
+    write_npz(out['priors_all_zero'], {'probs': npy_bytes(probs * 0), 'meta': meta_bytes})
+    out['priors_times_1000'] = bad / 'scaled priors.npz'
+    write_npz(out['priors_times_1000'], {'probs': npy_bytes(probs * 1000), 'meta': meta_bytes})
     out['meta_empty'] = _bundle_copy(meta, bad / 'empty meta.json', b'')
     out['meta_corrupt'] = _bundle_copy(meta, bad / 'corrupt meta.json', b'{"learner": [',
                                        sha_of_data=False)
@@ -139,6 +171,12 @@ def write_bad_files(bad: Path, files: dict) -> dict:
                                                        members=escaping)))
     out['meta_other_priors'] = _bundle_copy(meta, bad / 'other priors meta.json',
                                             priors_digest='0' * 16)
+    out['manifest_alpha_nan'] = _bundle_copy(meta, bad / 'nan alpha meta.json')
+    nan_first = json.loads(out['manifest_alpha_nan'].read_text())
+    nan_first['members'][0]['alpha'] = float('nan')
+    out['manifest_alpha_nan'].write_text(json.dumps(nan_first))
+    out['spec_nested'] = onnx('nested spec model.onnx', data)
+    out['spec_nested'].with_suffix('.json').write_text('[' * 100000 + ']' * 100000)
     out['meta_other_network'] = _bundle_copy(meta, bad / 'other network meta.json',
                                              network_digest='f' * 64)
     out['meta_other_schema'] = write_meta_model(bad / 'cityscapes meta.json',
@@ -184,6 +222,18 @@ CASES = {
                           ['{file}', 'not a readable priors .npz', 'meta']),
     'priors_other_dataset': ({'priors_path': '{file}'}, None, 1,
                              ['{file}', "'cityscapes', 19 classes", '(3 classes)']),
+    'priors_declares_298_gib': ({'priors_path': '{file}'}, None, 1,
+                                ['{file}', "array 'probs' declares shape (100000, 100000, 8)"]),
+    'priors_meta_an_integer': ({'priors_path': '{file}'}, None, 1,
+                               ['{file}', 'meta must be a JSON object, got int']),
+    'priors_all_zero': ({'priors_path': '{file}'}, None, 1,
+                        ['{file}', 'priors are not probabilities', 'they sum to 0']),
+    'priors_times_1000': ({'priors_path': '{file}'}, None, 1,
+                          ['{file}', 'priors are not probabilities', 'they sum to 1000']),
+    'manifest_alpha_nan': ({'meta_model_path': '{file}'}, None, 1,
+                           ['{file}', 'member 0 has alpha nan']),
+    'spec_nested': ({'model_path': '{file}'}, None, 1,
+                    ['nested spec model.json', 'nested 100000 levels deep']),
     'meta_missing': ({'meta_model_path': '{bad}/no such meta.json'}, None, 1,
                      ['{bad}/no such meta.json', 'does not exist']),
     'meta_empty': ({'meta_model_path': '{file}'}, None, 1,
@@ -242,6 +292,8 @@ if 'CUDAExecutionProvider' in importlib.import_module('onnxruntime').get_availab
 # error into its one line the same way); the others load the files as the node's configure does.
 PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',
            'priors_truncated', 'priors_pickled', 'priors_other_dataset', 'meta_corrupt',
+           'priors_declares_298_gib', 'priors_meta_an_integer', 'priors_all_zero',
+           'manifest_alpha_nan',
            'meta_member_missing', 'meta_other_schema', 'meta_other_priors', 'meta_other_network',
            'meta_alpha_out_of_reach', 'yaml_unknown_key',
            'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_text_number',

@@ -4,6 +4,7 @@ One node process (tiny network, default warning throttle) serves the tests in fi
 test ends by checking that a valid frame still gives the reference mask. docs/robustness.md lists
 every case. Memory under 2x the sustainable rate is measured by ``benchmarks/bench_node.py``.
 """
+from pathlib import Path
 import signal
 import time
 
@@ -132,3 +133,77 @@ def test_signal_while_processing_exits_cleanly(tmp_path, sig):
         stop_node(proc, signal.SIGKILL)
     assert code == 0, output
     assert 'Traceback' not in output
+
+
+# rclpy.init has started the middleware once the node process runs this many threads (Fast DDS
+# starts about 15; numpy, ONNX Runtime and numba 2 before it).
+ROS_THREADS = 10
+
+
+def handles_sigterm(pid: int) -> bool:
+    """Return whether process ``pid`` catches SIGTERM (the executable's handlers are in place)."""
+    try:
+        status = Path(f'/proc/{pid}/status').read_text()
+    except OSError:
+        return False
+    mask = next(line.split()[1] for line in status.splitlines() if line.startswith('SigCgt:'))
+    return bool(int(mask, 16) & (1 << (signal.SIGTERM - 1)))
+
+
+def threads(pid: int) -> int:
+    """Return the number of threads of process ``pid`` (0 once it is gone)."""
+    try:
+        return len(list(Path(f'/proc/{pid}/task').iterdir()))
+    except OSError:
+        return 0
+
+
+# Start-up phases: name -> when to signal: importing (handlers in place, no middleware yet),
+# configuring (the middleware started, configure loads the model: at once and 0.3 s later), or
+# active (the node logged 'configured').
+PHASES = {'importing': lambda t, pid, log: handles_sigterm(pid) and threads(pid) < ROS_THREADS,
+          'configuring': lambda t, pid, log: t is not None,
+          'configuring_later': lambda t, pid, log: t is not None and time.monotonic() > t + 0.3,
+          'active': lambda t, pid, log: 'configured' in log}
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
+def test_signal_at_any_moment_of_start_up_exits_zero(tmp_path, sig):
+    """A signal while importing, while configure loads the model, or while spinning: exit 0.
+
+    No traceback, no error line and no failed rosout publication (was: exit 1 or killed, "Failed
+    to complete transition 1"). The nodes start together; each is signalled when its phase
+    comes, seen in /proc (handlers in place, the middleware's threads) and in its log. Before
+    its first statement Python itself starts (about 50 ms) with the default actions.
+    """
+    files = write_files(tmp_path)
+    env = ros_env(DOMAIN + 3 + (sig == signal.SIGINT), tmp_path / 'log')
+    params = {'model_path': files['model'], 'priors_path': files['priors'],
+              'meta_model_path': files['meta']}
+    procs = {phase: start_node(env, params, name=f'{phase}_{sig.name}') for phase in PHASES}
+    started, ros, configured = time.monotonic(), {}, {}
+    try:
+        while len(configured) < len(PHASES) and time.monotonic() < started + 120:
+            for phase, due in PHASES.items():
+                proc = procs[phase]
+                if phase in configured:
+                    continue
+                if threads(proc.pid) >= ROS_THREADS:
+                    ros.setdefault(phase, time.monotonic())
+                log = node_output(proc)
+                if due(ros.get(phase), proc.pid, log):
+                    configured[phase] = 'configured' in log
+                    proc.send_signal(sig)
+            time.sleep(0.01)
+        results = {phase: (proc.wait(timeout=60.0), node_output(proc))
+                   for phase, proc in procs.items()}
+    finally:
+        for proc in procs.values():
+            stop_node(proc, signal.SIGKILL)
+    assert len(configured) == len(PHASES), configured
+    for phase, (code, output) in results.items():
+        assert code == 0, f'{phase}: exit {code}: {output[-2000:]}'
+        for text in ('Traceback', 'rosout', 'ERROR', 'Failed'):
+            assert text not in output, f'{phase}: {output[-2000:]}'
+    assert configured['active'] and 'importing' not in ros, (configured, ros)
+    assert not configured['configuring'], 'the signal came after configure: nothing tested'

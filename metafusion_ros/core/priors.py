@@ -22,19 +22,41 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 import hashlib
 import json
-import zipfile
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.files import load_npz, MAX_TEXT_BYTES, naming, parse_json
 
-__all__ = ['Priors', 'estimate_priors', 'interpolate', 'REFERENCE_EPS']
+__all__ = ['Priors', 'estimate_priors', 'interpolate', 'check_probabilities', 'REFERENCE_EPS',
+           'SUM_TOLERANCE']
 
 FORMAT = 'metafusion-priors/1'
 # The reference adds this to every prior before dividing (spec §1).
 REFERENCE_EPS = 1e-5
+# How far the K priors of a pixel may sum from 1. Stored float32 values are rounded by at most
+# 2^-24 each, so a sum of K of them is off by at most K * 2^-24 (1.1e-6 for 19 classes); the
+# shipped priors are off by 4.9e-8 at most (float64 sum, test_data_priors.py).
+SUM_TOLERANCE = 1e-4
+
+
+def check_probabilities(probs: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``probs`` (H, W, K) are finite, >= 0 and sum to 1 per pixel."""
+    finite = np.isfinite(probs)
+    if not finite.all():
+        raise ValueError(f'priors hold {probs.size - int(finite.sum())} NaN or Inf values')
+    if probs.size and probs.min() < 0:
+        raise ValueError(f'priors hold {int((probs < 0).sum())} negative values '
+                         f'(smallest {float(probs.min()):g})')
+    error = np.abs(probs.sum(axis=2, dtype=np.float64) - 1.0)
+    if error.size and error.max() > SUM_TOLERANCE:
+        row, col = np.unravel_index(int(error.argmax()), error.shape)
+        raise ValueError(f'priors are not probabilities: the {probs.shape[2]} priors of a pixel '
+                         f'must sum to 1 (within {SUM_TOLERANCE:g}), at pixel ({row}, {col}) '
+                         f'they sum to {float(probs[row, col].sum(dtype=np.float64)):.6g} '
+                         f'({int((error > SUM_TOLERANCE).sum())} pixels off)')
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,9 +82,8 @@ class Priors:
                              f'of table {self.table.name!r}, got shape {probs.shape}')
         if not np.issubdtype(probs.dtype, np.floating):
             raise TypeError(f'priors must be floating point, got {probs.dtype}')
-        if not np.all(np.isfinite(probs)) or probs.min() < 0:
-            raise ValueError('priors contain NaN, Inf or negative values')
         object.__setattr__(self, 'probs', probs.astype(np.float32, copy=False))
+        check_probabilities(self.probs)
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -120,31 +141,33 @@ class Priors:
 
     @classmethod
     def load(cls, path: str | Path) -> 'Priors':
-        """Read a priors ``.npz``; raise ``ValueError`` naming the file when it is not one."""
+        """Read a priors ``.npz``; raise ``ValueError`` naming the file when it is not one.
+
+        The arrays' declared sizes are bounded before they are read (:func:`load_npz`); any
+        failure, expected or not, is one line naming the file (:func:`naming`).
+        """
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'priors file {path} does not exist')
-        if not zipfile.is_zipfile(path):  # np.load would take other bytes for a pickle
-            raise ValueError(f'priors file {path}: not a .npz archive (empty, truncated or '
-                             f'another format)')
-        try:
-            with np.load(path, allow_pickle=False) as data:
-                meta = json.loads(str(data['meta']))
-                probs = data['probs']
-                counts = data['counts'] if 'counts' in data.files else None
-        except (OSError, ValueError, KeyError, EOFError, json.JSONDecodeError,
-                zipfile.BadZipFile) as exc:
-            raise ValueError(f'priors file {path}: not a readable priors .npz ({exc})') from exc
-        if meta.get('format') != FORMAT:
-            raise ValueError(f'priors file {path}: unknown format {meta.get("format")!r}')
-        try:
-            priors = cls(probs, ClassTable.from_dict(meta['table']), meta['level'],
-                         int(meta['num_images']), str(meta.get('dataset', '')), counts,
-                         dict(meta.get('provenance') or {}))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError(f'priors file {path}: {exc}') from exc
-        if list(priors.names) != list(meta['names']):
-            raise ValueError(f'priors file {path}: channel names do not match its class table')
+        what = f'priors file {path}'
+        with naming('priors file', path):
+            arrays = load_npz(path, what, member_limits={'meta': 4 * MAX_TEXT_BYTES})
+            missing = {'probs', 'meta'} - set(arrays)
+            if missing:
+                raise ValueError(f'{what}: not a readable priors .npz (no array '
+                                 f'{", ".join(sorted(missing))}; it holds '
+                                 f'{", ".join(sorted(arrays)) or "none"})')
+            meta = parse_json(str(arrays['meta']), what)
+            if not isinstance(meta, dict):
+                raise ValueError(f'{what}: meta must be a JSON object, got '
+                                 f'{type(meta).__name__}')
+            if meta.get('format') != FORMAT:
+                raise ValueError(f'{what}: unknown format {meta.get("format")!r}')
+            priors = cls(arrays['probs'], ClassTable.from_dict(meta['table']), meta['level'],
+                         int(meta['num_images']), str(meta.get('dataset', '')),
+                         arrays.get('counts'), dict(meta.get('provenance') or {}))
+            if list(priors.names) != list(meta['names']):
+                raise ValueError(f'{what}: channel names do not match its class table')
         return priors
 
 

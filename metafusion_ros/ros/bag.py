@@ -13,16 +13,20 @@ from collections import Counter
 from dataclasses import dataclass
 import json
 from pathlib import Path
+import re
 import shutil
 import struct
 import time
 from typing import Any, Callable, Iterable, Iterator
 
+from lz4.frame import LZ4FrameDecompressor
 import numpy as np
-from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2 import Reader, storage_mcap, StoragePlugin, Writer
+from rosbags.rosbag2.errors import ReaderError
 from rosbags.typesys import get_typestore, Stores
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.files import FileProblem, parse_json, read_text
 
 __all__ = ['IMAGE_TOPIC', 'INFO_TOPIC', 'GT_TOPIC', 'BagError', 'write_drive', 'DriveBag',
            'replay', 'publishers', 'clock_publisher', 'wait_for_subscribers', 'header_stamp',
@@ -44,8 +48,35 @@ KNOWN_TYPES = ('sensor_msgs/msg/Image', 'sensor_msgs/msg/CameraInfo',
                'sensor_msgs/msg/CompressedImage')
 
 
+# The most one MCAP chunk may declare uncompressed (rosbag2 writes chunks of about 1 MiB; a chunk
+# holding one 8K rgb8 frame has 100 MB).
+MAX_CHUNK_BYTES = 512 << 20
+
+
 class BagError(ValueError):
     """A bag that cannot be written, read or scored as asked; the message names it."""
+
+
+def _bounded(compression: str) -> Callable[[bytes, int], bytes]:
+    """Return a decompressor of MCAP chunks that never inflates past the declared size.
+
+    rosbags decompresses a chunk whole and compares the result with the size the chunk
+    declares afterwards: a 1 MB chunk declaring 1 MB could inflate to gigabytes first.
+    """
+    def decompress(data: bytes, size: int) -> bytes:
+        if size > MAX_CHUNK_BYTES:
+            raise ReaderError(f'a chunk declares {size} bytes uncompressed, more than the '
+                              f'{MAX_CHUNK_BYTES >> 20} MiB the tools read')
+        if not compression:
+            return data
+        decompressor = storage_mcap.zstd.ZstdDecompressor() if compression == 'zstd' else \
+            LZ4FrameDecompressor()
+        return decompressor.decompress(data, max_length=size + 1)  # one more: rosbags says so
+    return decompress
+
+
+# Every chunk of an MCAP bag the tools read is decompressed through these.
+storage_mcap.DECOMPRESSORS.update({kind: _bounded(kind) for kind in ('', 'lz4', 'zstd')})
 
 
 def _header(stamp_ns: int, frame_id: str) -> Any:
@@ -80,18 +111,23 @@ def _camera_info(height: int, width: int, header: Any) -> Any:
 
 def write_drive(frames: Iterable[Any], out: str | Path, table: ClassTable,
                 storage: str = 'mcap', rate: float = 10.0, frame_id: str = 'camera',
-                progress: Callable[[Iterable[Any]], Iterable[Any]] = iter) -> int:
+                progress: Callable[[Iterable[Any]], Iterable[Any]] = iter,
+                replace: bool = False) -> int:
     """Write ``frames`` (with ``image`` and ``labels``) as a drive bag; return the frame count.
 
     The bag is written to a hidden sibling folder and renamed to ``out`` only when complete.
+    An existing bag at ``out`` is replaced then only with ``replace``; anything else that
+    exists there, never.
     """
     out = Path(out)
     if storage not in STORAGES:
         raise BagError(f'unknown storage {storage!r}; use one of {", ".join(STORAGES)}')
     if not rate > 0:
         raise BagError(f'rate must be positive, got {rate}')
-    if out.exists():
-        raise BagError(f'bag {out} already exists; remove it or choose another name')
+    if out.exists() and not (replace and (out / 'metadata.yaml').is_file()):
+        raise BagError(f'bag {out} already exists' + (
+            ' and is not a bag; it is not replaced' if replace else
+            '; remove it, choose another name or replace it (bag make --force)'))
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = out.with_name(f'.{out.name}.partial')
     shutil.rmtree(scratch, ignore_errors=True)
@@ -121,6 +157,8 @@ def write_drive(frames: Iterable[Any], out: str | Path, table: ClassTable,
                 count += 1
         if count == 0:
             raise BagError(f'bag {out}: no frames to write')
+        if out.exists():
+            shutil.rmtree(out)
         partial.rename(out)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
@@ -133,10 +171,31 @@ class DriveBag:
 
     path: Path
 
+    def _check_metadata(self) -> None:
+        """Refuse metadata above the text cap and rosbag2's file / message compression.
+
+        rosbags inflates a ``file``-compressed bag to a temporary folder and ``message``
+        compression message by message, neither bounded; MCAP chunk compression is.
+        """
+        metadata = self.path / 'metadata.yaml'
+        if not metadata.is_file():
+            return  # the reader names it
+        try:
+            text = read_text(metadata, 'bag metadata')
+        except (FileProblem, OSError) as exc:
+            raise BagError(f'bag {self.path}: unreadable ({exc})') from exc
+        mode = re.search(r'^\s*compression_mode:\s*[\'"]?(\w*)', text, re.MULTILINE)
+        if mode and mode.group(1).lower() in ('file', 'message'):
+            raise BagError(f'bag {self.path}: rosbag2 {mode.group(1).lower()} compression is '
+                           f'not read (its size cannot be bounded before it is inflated); '
+                           f'convert it to MCAP with `ros2 bag convert` (chunk compression is '
+                           f'fine)')
+
     def _reader(self) -> Reader:
         """Return an opened reader; raise BagError naming the bag when it is unreadable."""
         if not self.path.exists():
             raise BagError(f'bag {self.path} does not exist')
+        self._check_metadata()
         try:
             reader = Reader(self.path)
             reader.open()
@@ -186,8 +245,8 @@ class DriveBag:
             raise BagError(f'bag {self.path}: no class table recorded ({TABLE_KEY}); '
                            f'write it with `metafusion bag make`')
         try:
-            return ClassTable.from_dict(json.loads(custom[TABLE_KEY]))
-        except (ValueError, KeyError, TypeError) as exc:
+            return ClassTable.from_dict(parse_json(custom[TABLE_KEY], f'{TABLE_KEY} of the bag'))
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise BagError(f'bag {self.path}: unreadable class table ({TABLE_KEY}): '
                            f'{exc}') from exc
 

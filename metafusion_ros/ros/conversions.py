@@ -14,12 +14,10 @@ grey without a word) and decoded with OpenCV by :func:`compressed_to_rgb`.
 """
 from __future__ import annotations
 
-import io
 import sys
 
 import cv2
 import numpy as np
-from PIL import Image as PILImage
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
@@ -27,8 +25,8 @@ __all__ = ['check_image', 'check_size', 'ImageError', 'UnsupportedEncoding', 'Ze
            'BadStep', 'BadDataLength', 'BadEndianness', 'ImageTooLarge', 'SUPPORTED_ENCODINGS',
            'CHANNELS', 'image_to_array', 'image_to_rgb', 'array_to_image', 'rgb_to_image',
            'mask_to_image', 'float_to_image', 'image_to_mask',
-           'UnknownCompression', 'CorruptCompressed', 'check_compressed', 'compressed_to_rgb',
-           'rgb_to_compressed']
+           'UnknownCompression', 'CorruptCompressed', 'check_compressed', 'compressed_size',
+           'compressed_to_rgb', 'rgb_to_compressed']
 
 # Channels of each supported 8-bit encoding, and the OpenCV conversion of each but rgb8 to RGB.
 CHANNELS = {'rgb8': 3, 'bgr8': 3, 'rgba8': 4, 'bgra8': 4, 'mono8': 1}
@@ -120,23 +118,64 @@ def check_image(msg: Image) -> int:
 def check_size(msg: Image | CompressedImage, max_pixels: int) -> None:
     """Raise :class:`ImageTooLarge` when ``msg`` has more than ``max_pixels`` pixels.
 
-    A compressed frame's size is read from its JPEG / PNG header (Pillow, no decode), so an 8K
-    payload is refused before it is ever decoded.
+    A compressed frame's size is read from its PNG / JPEG header (:func:`compressed_size`, no
+    decoder involved), so a payload declaring 30000x30000 is refused before anything decodes it.
     """
-    width, height = (msg.width, msg.height) if isinstance(msg, Image) else _header_size(msg)
+    width, height = (msg.width, msg.height) if isinstance(msg, Image) else \
+        compressed_size(msg.data)
     if width * height > max_pixels:
         raise ImageTooLarge(f'image {width}x{height} has {width * height} pixels, more than '
                             f'max_input_pixels = {max_pixels}')
 
 
-def _header_size(msg: CompressedImage) -> tuple[int, int]:
-    """Return ``(width, height)`` from a compressed payload's header."""
-    try:
-        with PILImage.open(io.BytesIO(bytes(msg.data))) as image:
-            return image.size
-    except (OSError, ValueError) as exc:
-        raise CorruptCompressed(f'{msg.format or "compressed"} payload has no readable header: '
-                                f'{exc}') from exc
+# JPEG start-of-frame markers (they hold the size): SOF0-3, 5-7, 9-11, 13-15.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = frozenset(range(0xD0, 0xD8)) | {0x01}  # RSTn, TEM: no length field
+MAX_JPEG_SEGMENTS = 4096  # segments before the image data (a camera's JPEG has about 10)
+
+
+def compressed_size(data: bytes | bytearray) -> tuple[int, int]:
+    """Return ``(width, height)`` from a png / jpeg payload's header, reading nothing else.
+
+    PNG: the IHDR chunk that must follow the signature. JPEG: the start-of-frame segment,
+    found by walking the segments' lengths up to the first scan. Raise :class:`CorruptCompressed`
+    when the signature or the header is missing, cut or inconsistent.
+    """
+    data = memoryview(data).cast('B')
+    head = bytes(data[:8])
+    if not head.startswith(SIGNATURES['jpeg']) and not head.startswith(SIGNATURES['png']):
+        raise CorruptCompressed(f'payload of {len(data)} bytes starts with neither the png nor '
+                                f'the jpeg signature')
+    if head.startswith(SIGNATURES['png']):
+        if len(data) < 24 or bytes(data[12:16]) != b'IHDR':
+            raise CorruptCompressed(f'png payload of {len(data)} bytes has no IHDR header '
+                                    f'after its signature')
+        return int.from_bytes(data[16:20], 'big'), int.from_bytes(data[20:24], 'big')
+    position, sizes = 2, []
+    for _ in range(MAX_JPEG_SEGMENTS):
+        while position < len(data) and data[position] == 0xFF and \
+                position + 1 < len(data) and data[position + 1] == 0xFF:
+            position += 1  # fill bytes
+        if position + 4 > len(data) or data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker in _JPEG_STANDALONE:
+            position += 2
+            continue
+        length = int.from_bytes(data[position + 2:position + 4], 'big')
+        if marker == 0xDA or length < 2:  # start of scan: the frame header came before
+            break
+        if marker in _JPEG_SOF and length >= 7 and position + 9 <= len(data):
+            sizes.append((int.from_bytes(data[position + 7:position + 9], 'big'),
+                          int.from_bytes(data[position + 5:position + 7], 'big')))
+        position += 2 + length
+    else:
+        raise CorruptCompressed(f'jpeg payload has more than {MAX_JPEG_SEGMENTS} segments '
+                                f'before its image data')
+    if not sizes or min(min(size) for size in sizes) == 0:
+        raise CorruptCompressed(f'jpeg payload of {len(data)} bytes has no frame header with '
+                                f'a non-zero size before the image data')
+    return max(w for w, _ in sizes), max(h for _, h in sizes)
 
 
 def image_to_array(msg: Image) -> np.ndarray:
@@ -251,9 +290,17 @@ def compressed_to_rgb(msg: CompressedImage) -> np.ndarray:
     import cv2
 
     kind = check_compressed(msg)
-    bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    width, height = compressed_size(msg.data)
+    try:
+        bgr = cv2.imdecode(np.frombuffer(msg.data, dtype=np.uint8), cv2.IMREAD_COLOR)
+    except Exception as exc:  # noqa: B902 - OpenCV's own limits and errors: the frame is bad
+        raise CorruptCompressed(f'{kind} payload of {len(msg.data)} bytes does not decode '
+                                f'({type(exc).__name__}: {str(exc).strip()[:200]})') from exc
     if bgr is None or bgr.ndim != 3 or bgr.shape[2] != 3:
         raise CorruptCompressed(f'{kind} payload of {len(msg.data)} bytes does not decode')
+    if bgr.shape[:2] != (height, width):
+        raise CorruptCompressed(f'{kind} payload decodes to {bgr.shape[1]}x{bgr.shape[0]}, its '
+                                f'header says {width}x{height}')
     return bgr[:, :, ::-1]
 
 

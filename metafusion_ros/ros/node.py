@@ -12,7 +12,6 @@ without ``frame_id`` is processed and counted. The parameters are declared from 
 """
 from __future__ import annotations
 
-import signal
 import sys
 from typing import Any, Callable
 
@@ -26,6 +25,7 @@ from rclpy.lifecycle import Node as LifecycleNode, State, TransitionCallbackRetu
 from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_policy_name_from_kind
+from rclpy.signals import install_signal_handlers, SignalHandlerOptions
 from rclpy.subscription import Subscription
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -33,7 +33,9 @@ from std_msgs.msg import Float32, String
 from visualization_msgs.msg import MarkerArray
 
 from metafusion_ros.ros.conversions import check_compressed, check_image, check_size, ImageError
-from metafusion_ros.ros.inputs import input_qos, LATCHED, Message
+from metafusion_ros.ros.executable import (forget_interrupt, ignore_signals, stop_on_signals,
+                                           stopping)
+from metafusion_ros.ros.inputs import input_qos, LATCHED, Message, ProcessingError
 from metafusion_ros.ros.messages import (AlphaChoice, classes_message, descriptor, diagnostics,
                                          engine_values, frame_outputs, HEATMAP_TOPICS)
 from metafusion_ros.ros.parameters import DEFAULTS, OPTIONAL_OUTPUTS, RUNTIME, SPECS
@@ -76,8 +78,10 @@ class MetaFusionNode(LifecycleNode):
         self._pubs: dict[str, Publisher] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
         # A steady clock: with use_sim_time and no /clock, ROS time stands still at 0.
-        self.create_timer(self.p('diagnostics_period_s'), self._publish_diagnostics,
-                          clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._diagnostics_timer = self.create_timer(
+            self.p('diagnostics_period_s'), self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME))
+        self._same_name = 1  # nodes of this name in the domain, at the last diagnostics
 
     @property
     def state_name(self) -> str:
@@ -131,11 +135,18 @@ class MetaFusionNode(LifecycleNode):
 
     # lifecycle --------------------------------------------------------------------------------
     def on_configure(self, state: State) -> TransitionCallbackReturn:
-        """Load network, priors and meta model; fail with one clear line if they do not fit."""
+        """Load network, priors and meta model; fail with one clear line if they do not fit.
+
+        The diagnostics period and window (configure-time parameters) apply from here on.
+        """
+        self._diagnostics_timer.timer_period_ns = round(self.p('diagnostics_period_s') * 1e9)
+        self.stats.window_s = float(self.p('diagnostics_window_s'))
         config = EngineConfig(**{name: self.p(name) for name in ENGINE_PARAMETERS})
         try:
             self.engine = FusionEngine.load(config)
         except Exception as exc:  # noqa: B902 - any loader error must end in one clear line
+            if stopping():  # a signal interrupted the loading (the library turned it into this)
+                return TransitionCallbackReturn.FAILURE
             text = str(exc) if isinstance(exc, ConfigurationError) else \
                 f'{type(exc).__name__}: {exc}'
             self.get_logger().error('configure failed: ' + ' '.join(
@@ -221,11 +232,24 @@ class MetaFusionNode(LifecycleNode):
         except ImageError as exc:
             self.inputs.skip(exc)
             return
+        except Exception as exc:  # noqa: B902 - no message may kill the node
+            self.inputs.skip(ProcessingError(f'{type(exc).__name__}: {exc}'))
+            return
         self.inputs.check_header(msg.header)
         self.worker.put(msg)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        """Keep the newest camera info; the worker warms up at a size it has not seen yet."""
+        """Keep the newest camera info; the worker warms up at a size it has not seen yet.
+
+        A size above ``max_input_pixels`` is ignored (counted, warned): no frame of it would be
+        processed, and warming up at 40000x40000 alone would cost gigabytes.
+        """
+        pixels, limit = msg.width * msg.height, self.p('max_input_pixels')
+        if pixels > limit:
+            self.inputs.count_and_warn('camera_info_too_large', lambda total: (
+                f'camera info {msg.width}x{msg.height} declares {pixels} pixels, more than '
+                f'max_input_pixels = {limit}: ignored, no warm-up ({total} so far)'))
+            return
         self.worker.camera_info = msg
 
     # output -------------------------------------------------------------------------------------
@@ -251,6 +275,21 @@ class MetaFusionNode(LifecycleNode):
         self.stats.add(**{f'computed_{key}': 1 for key in computed})
 
     # diagnostics ------------------------------------------------------------------------------
+    def _same_name_notes(self) -> list[str]:
+        """Return a note (and warn once) while other nodes in the domain have this node's name.
+
+        Both would take the same topics: every output published twice, parameter and lifecycle
+        services answered by either.
+        """
+        me = (self.get_name(), self.get_namespace())
+        count = sum(1 for node in self.get_node_names_and_namespaces() if node == me)
+        text = (f'{count} nodes named {self.get_fully_qualified_name()} in this ROS domain: '
+                f'each publishes every output (two launches of one camera?)')
+        if count > 1 and self._same_name <= 1:
+            self.get_logger().warning(text)
+        self._same_name = count
+        return [text] if count > 1 else []
+
     def _publish_diagnostics(self) -> None:
         """Publish counters, rate, latency and model state on /diagnostics."""
         state, engine = self.state_name, self.engine
@@ -272,24 +311,31 @@ class MetaFusionNode(LifecycleNode):
             if self.get_clock().now().nanoseconds == 0:  # sim time stands at 0 until /clock
                 values['clock'] = 'sim, no /clock yet'
                 notes.append('use_sim_time is true and no /clock has arrived')
+        notes.extend(self._same_name_notes())
         self._diag_pub.publish(diagnostics(
             f'{self.get_fully_qualified_name()}: fusion',
             engine.config.model_path if engine is not None else self.p('model_path') or 'none',
             state, values, notes, self.get_clock().now().to_msg()))
 
 
-def _ignore_further_signals() -> None:
-    """Ignore SIGINT / SIGTERM while shutting down (``ros2 launch`` signals a group twice).
-
-    Without this a second SIGINT interrupts ``destroy_node`` or the worker's join with a
-    traceback and a non-zero exit; the first signal already decided that the node stops.
-    """
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
+    """Run the node until SIGINT/SIGTERM (exit 0, at any moment); 1 when configuration fails.
+
+    Until the executor spins, a signal raises ``KeyboardInterrupt`` here (:mod:`.executable`);
+    rclpy's own handlers, which shut the context down and wake the executor, take over after.
+    """
+    stop_on_signals()
+    try:
+        return _run(args)
+    except KeyboardInterrupt:
+        return 0
+    finally:
+        if stopping():
+            forget_interrupt()
+
+
+def _run(args: list[str] | None) -> int:
+    """Check the command line, start ROS, configure and spin (see :func:`main`)."""
     argv = sys.argv if args is None else args
     problem = params_file_problem(argv) or mistyped_parameter(
         argv, DEFAULTS, NODE_NAME)
@@ -297,7 +343,7 @@ def main(args: list[str] | None = None) -> int:
         print(f'{NODE_NAME}: error: {problem}', file=sys.stderr)
         return 2
     try:
-        rclpy.init(args=args)
+        rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     except RuntimeError as exc:  # rclpy's RCLError: unparsable --ros-args
         print(f'{NODE_NAME}: error: bad command line ({exc})', file=sys.stderr)
         return 2
@@ -307,8 +353,11 @@ def main(args: list[str] | None = None) -> int:
         node = MetaFusionNode()
         if node.p('autostart'):
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
-                return 1
+                return 0 if stopping() else 1
             node.trigger_activate()
+        if stopping():  # a library swallowed the KeyboardInterrupt
+            return 0
+        install_signal_handlers(SignalHandlerOptions.ALL)  # they chain to stop_on_signals'
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin()
@@ -321,12 +370,12 @@ def main(args: list[str] | None = None) -> int:
         print(f'{NODE_NAME}: error: {exc} {override_source(argv)}', file=sys.stderr)
         return 2
     except Exception:  # noqa: B902 - see below
-        if rclpy.ok():
+        if rclpy.ok() and not stopping():
             raise
         # A signal shut the context down while the executor was taking a message; rclpy then
         # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
-        _ignore_further_signals()
+        ignore_signals()
         if node is not None:
             node.worker.stop()
             node.destroy_node()

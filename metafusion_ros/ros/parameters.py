@@ -115,9 +115,10 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in [
          runtime=True),
     Spec('warn_throttle_s', 5.0, 'minimum seconds between warnings of one kind', (0.0, 3600.0),
          runtime=True),
-    Spec('diagnostics_period_s', 1.0, 'period of /diagnostics', (0.05, 60.0)),
+    Spec('diagnostics_period_s', 1.0, 'period of /diagnostics', (0.05, 60.0),
+         runtime_note='applied at the next configure'),
     Spec('diagnostics_window_s', 10.0, 'seconds over which /diagnostics computes rates, shares '
-         'and stage times', (1.0, 3600.0)),
+         'and stage times', (1.0, 3600.0), runtime_note='applied at the next configure'),
     Spec('autostart', True, 'configure and activate on start-up (no lifecycle manager)'),
 ]}
 DEFAULTS = {name: spec.default for name, spec in SPECS.items()}

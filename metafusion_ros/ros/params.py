@@ -18,7 +18,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import yaml
 
-from metafusion_ros.runtime.segmenter.spec import yaml_error
+from metafusion_ros.core.files import naming, one_line
+from metafusion_ros.runtime.segmenter.spec import read_yaml
 
 __all__ = ['params_files', 'params_file_problem', 'mistyped_parameter', 'unknown_parameters',
            'override_source', 'RclLoader']
@@ -76,11 +77,10 @@ def params_file_problem(argv: Sequence[str]) -> str:
         if not path.is_file():
             return f'parameter file {path} does not exist'
         try:
-            data = yaml.safe_load(path.read_text())
-        except OSError as exc:
-            return f'parameter file {path}: unreadable ({exc})'
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            return f'parameter file {path}: not valid YAML{yaml_error(exc)}'
+            with naming('parameter file', path):
+                data = read_yaml(path, 'parameter file')
+        except (ValueError, OSError) as exc:  # naming() made every failure one line naming it
+            return one_line(str(exc))
         if next(_sections(data), None) is None:
             return (f'parameter file {path}: no "<node name>: {{{PARAMS_KEY}: {{...}}}}" '
                     f'mapping (e.g. "/**:" for any node)')

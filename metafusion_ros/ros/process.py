@@ -30,7 +30,7 @@ def package_file(*parts: str) -> Path:
 def node_command(params: dict[str, Any], name: str = 'metafusion_node',
                  remap: dict[str, str] | None = None) -> list[str]:
     """Return the command line of a node with the package config and ``params`` overrides."""
-    command = [sys.executable, '-m', 'metafusion_ros.ros.node', '--ros-args',
+    command = [sys.executable, '-m', 'metafusion_ros.ros.executable', '--ros-args',
                '--params-file', str(package_file('config', 'fusion.yaml')),
                '-r', f'__node:={name}']
     for key, value in params.items():

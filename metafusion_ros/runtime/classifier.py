@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.files import check_file_size, MAX_BOOSTER_BYTES, naming, read_json
 
 __all__ = ['MetaParams', 'ModelContext', 'MetaClassifier', 'MetaBundle', 'AlphaChoice',
            'check_training_set', 'FORMAT', 'ALPHA_REACH']
@@ -272,6 +273,7 @@ class MetaClassifier:
         model_file = folder / name
         if not model_file.is_file():
             raise FileNotFoundError(f'{where}: booster file {model_file} does not exist')
+        check_file_size(model_file, MAX_BOOSTER_BYTES, f'{where}: booster')
         if record.get('model_sha256') != _sha256(model_file):
             raise ValueError(f'{where}: file {model_file} does not match the SHA-256 recorded '
                              f'in the manifest')
@@ -404,6 +406,12 @@ class MetaBundle:
         SHA-256.
         """
         path = Path(path)
+        with naming('meta model bundle', path):
+            return cls._load(path, runtime)
+
+    @classmethod
+    def _load(cls, path: Path, runtime: ModelContext | None) -> 'MetaBundle':
+        """Read the bundle ``path`` (see :meth:`load`)."""
         manifest = _read_manifest(path)
         where = f'meta model bundle {path}'
         try:
@@ -418,6 +426,7 @@ class MetaBundle:
                 from exc
         if not records:
             raise ValueError(f'{where}: the manifest lists no members')
+        _check_grid(alphas, where)
         if runtime is not None:
             problems = context.mismatches(runtime)
             if problems:
@@ -429,6 +438,19 @@ class MetaBundle:
         if runtime is not None:
             bundle.select(runtime.alpha)
         return bundle
+
+
+def _check_grid(alphas: list[float], where: str) -> None:
+    """Raise unless every member's α is finite, in [0, 1] and no two are the same (eq. 15)."""
+    for index, alpha in enumerate(alphas):
+        if not 0.0 <= alpha <= 1.0:  # also NaN
+            raise ValueError(f'{where}: member {index} has alpha {alpha}; a member\'s alpha must '
+                             f'be a number in [0, 1]')
+    ordered = sorted(alphas)
+    for low, high in zip(ordered, ordered[1:]):
+        if high - low <= ALPHA_TOLERANCE:
+            raise ValueError(f'{where}: two members have alpha {low:g}; each alpha of the grid '
+                             f'must have one member')
 
 
 def _package_version() -> str:
@@ -458,10 +480,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     """Read and check a bundle manifest; name a bare booster or an old single-α model."""
     if not path.is_file():
         raise FileNotFoundError(f'meta model bundle {path} does not exist')
-    try:
-        manifest = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f'meta model bundle {path}: not valid JSON ({exc})') from exc
+    manifest = read_json(path, 'meta model bundle')
     found = manifest.get('format') if isinstance(manifest, dict) else None
     if isinstance(manifest, dict) and 'learner' in manifest:
         raise ValueError(f'meta model bundle {path}: this is a bare XGBoost booster; give the '

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
+from metafusion_ros.core.files import full_path, naming, one_line
 from metafusion_ros.core.fusion import check_fusion
 from metafusion_ros.core.pipeline import check_tau, FrameResult, MetaFusion
 from metafusion_ros.core.priors import check_alpha, Priors
@@ -88,7 +89,7 @@ def _existing(path: str, what: str) -> Path:
     """Return ``path`` if it names an existing file, else raise naming ``what``."""
     if not path:
         raise ConfigurationError(f'{what} path is empty')
-    file = Path(path).expanduser()
+    file = full_path(path)
     if file.is_dir():
         raise ConfigurationError(f'{what} file {file} is a folder, not a file')
     if not file.is_file():
@@ -103,9 +104,10 @@ def _load_priors(config: EngineConfig) -> Priors:
                                  f'chain manifest: give its priors (priors_path)')
     file = _existing(config.priors_path, 'priors')
     try:
-        return Priors.load(file)
-    except (OSError, ValueError, TypeError) as exc:  # Priors.load names the file
-        raise ConfigurationError(str(exc)) from exc
+        with naming('priors file', file):
+            return Priors.load(file)
+    except Exception as exc:  # noqa: B902 - named by naming(): one line, whatever it was
+        raise ConfigurationError(one_line(str(exc))) from exc
 
 
 def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
@@ -124,8 +126,10 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
         return load_segmenter(str(file), backend=config.backend, priors=priors, **options)
     except PriorsMismatch as exc:  # names the model; the priors object has no file name
         raise ConfigurationError(f'{exc} (priors file {config.priors_path})') from exc
-    except (OSError, ValueError, TypeError, RuntimeError, ImportError) as exc:
-        message = str(exc)
+    except Exception as exc:  # noqa: B902 - the loader boundary: any failure names the model
+        message = one_line(str(exc))
+        if not isinstance(exc, (OSError, ValueError, RuntimeError, ImportError)):
+            message = f'{type(exc).__name__}: {message}'
         raise ConfigurationError(message if str(file) in message else
                                  f'model {file}: {message}') from exc
 
@@ -141,9 +145,10 @@ def _load_meta(config: EngineConfig, metafusion: MetaFusion) -> Any:
     runtime = ModelContext(metafusion.feature_names, metafusion.table, metafusion.alpha,
                            metafusion.priors.digest, file_sha256(config.model_path))
     try:
-        return MetaBundle.load(file, runtime)
-    except (OSError, ValueError, TypeError, KeyError) as exc:
-        raise ConfigurationError(str(exc)) from exc
+        with naming('meta model bundle', file):
+            return MetaBundle.load(file, runtime)
+    except Exception as exc:  # noqa: B902 - named by naming(): one line, whatever it was
+        raise ConfigurationError(one_line(str(exc))) from exc
 
 
 class FusionEngine:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 import sys
 
 # Subcommand modules, in the order --help lists them.
@@ -18,6 +19,54 @@ COMMAND_MODULES: tuple[str, ...] = ('synth', 'priors', 'stats', 'digits', 'fit',
 
 class CommandError(Exception):
     """A user-facing error: printed as one line, exit code 2, no traceback."""
+
+
+def add_force(parser: argparse.ArgumentParser) -> None:
+    """Add ``--force``, the one switch that lets a command write over its existing outputs."""
+    parser.add_argument('--force', action='store_true',
+                        help='write over outputs that exist already (refused without it)')
+
+
+def _check_output(path: Path, force: bool, what: str, folder: bool) -> None:
+    """Apply the output rule to ``path`` (see :func:`output_path`); create nothing."""
+    for parent in path.absolute().parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise CommandError(f'{what} {path}: {parent} is a file, not a folder')
+            break
+    if path.exists() and path.is_dir() != folder:
+        raise CommandError(f'{what} {path} is a {"file" if folder else "folder"}, not a '
+                           f'{"folder" if folder else "file"}')
+    if path.exists() and not force:
+        raise CommandError(f'{what} {path} already exists; pass --force to write over it')
+
+
+def output_path(path: str | Path, force: bool, what: str = 'output',
+                folder: bool = False) -> Path:
+    """Return ``path`` ready to be written: the rule of every command's outputs.
+
+    A folder above it that is a file is named as such; an existing ``path`` is refused unless
+    ``force``, and so is a folder where a file belongs (``folder``: the output is a folder);
+    missing folders above it are created.
+    """
+    path = Path(path)
+    _check_output(path, force, what, folder)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def output_folder(path: str | Path, force: bool, files: list[str] | None = None) -> Path:
+    """Check the output folder ``path`` by the rule of :func:`output_path` (nothing created).
+
+    ``files``: the names the command writes into it, each refused if it exists; without, the
+    folder itself must be absent or empty unless ``force``.
+    """
+    folder = Path(path)
+    empty = not folder.is_dir() or not any(folder.iterdir())
+    _check_output(folder, force or empty or files is not None, 'output folder', True)
+    for name in files or ():
+        _check_output(folder / name, force, 'output', False)
+    return folder
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -23,6 +23,7 @@ import numpy as np
 import onnx
 from scipy.special import softmax
 
+from metafusion_ros.core.files import check_file_size, MAX_MODEL_BYTES
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.runtime.segmenter.preprocess import resize_maps
 from metafusion_ros.runtime.segmenter.spec import ModelSpec
@@ -81,6 +82,7 @@ def inspect_onnx(path: str | Path) -> tuple[onnx.ModelProto, GraphIO]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f'ONNX model {path} does not exist')
+    check_file_size(path, MAX_MODEL_BYTES, 'ONNX model')
     try:
         model = onnx.load(str(path))
         onnx.checker.check_model(model)

@@ -22,9 +22,10 @@ from typing import Any
 import yaml
 
 from metafusion_ros.core.classes import ClassTable, table_by_name
+from metafusion_ros.core.files import check_depth, naming, read_text
 from metafusion_ros.runtime.segmenter.preprocess import Preprocess
 
-__all__ = ['OutputSpec', 'ModelSpec', 'sidecar_path', 'yaml_error']
+__all__ = ['OutputSpec', 'ModelSpec', 'sidecar_path', 'read_yaml', 'yaml_error']
 
 FORMAT = 'metafusion-segmenter/1'
 
@@ -108,15 +109,22 @@ class ModelSpec:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f'model spec {path} does not exist')
-        try:
-            data = yaml.safe_load(path.read_text())
-        except (yaml.YAMLError, UnicodeDecodeError) as exc:
-            raise ValueError(f'model spec {path}: not valid JSON/YAML{yaml_error(exc)}') from exc
-        return cls.from_dict(data, str(path))
+        with naming('model spec', path):
+            return cls.from_dict(read_yaml(path, 'model spec', 'JSON/YAML'), str(path))
 
     def save(self, path: str | Path) -> None:
         """Write the spec as JSON."""
         Path(path).write_text(json.dumps(self.to_dict(), indent=1))
+
+
+def read_yaml(path: Path, what: str, kind: str = 'YAML') -> Any:
+    """Parse the YAML (or JSON) file ``path``, its size and flow nesting bounded first."""
+    text = read_text(path, what)
+    check_depth(text, f'{what} {path}')
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ValueError(f'{what} {path}: not valid {kind}{yaml_error(exc)}') from exc
 
 
 def yaml_error(exc: Exception) -> str:

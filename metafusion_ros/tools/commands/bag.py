@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 import sys
 
-from metafusion_ros.tools.cli import CommandError
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 
 __all__ = ['register']
 
@@ -26,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument('--rate', type=float, default=10.0, help='frames per second (10)')
     make.add_argument('--max-frames', type=int, default=0, help='0 = all frames of the split')
     make.add_argument('--frame-id', default='camera', help='header frame_id (camera)')
+    add_force(make)
     make.set_defaults(func=_make)
 
     play = sub.add_parser('play', help='replay a bag through rclpy with its timing')
@@ -52,6 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     score.add_argument('--timeout', type=float, default=30.0,
                        help='seconds to wait for the node and for each frame (30)')
     score.add_argument('--json', type=Path, help='also write the report to this file')
+    add_force(score)
     score.set_defaults(func=_score)
 
 
@@ -66,11 +68,12 @@ def _make(args: argparse.Namespace) -> int:
 
     if args.max_frames < 0:
         raise CommandError(f'--max-frames must be >= 0, got {args.max_frames}')
+    output_path(args.out, args.force, 'bag', folder=True)
     source = open_dataset(args.dataset, args.root, args.split)
     total = len(source) if not args.max_frames else min(len(source), args.max_frames)
     frames = islice(iter(source), total)
     count = write_drive(frames, args.out, source.table, storage=args.storage, rate=args.rate,
-                        frame_id=args.frame_id,
+                        frame_id=args.frame_id, replace=args.force,
                         progress=lambda it: tqdm(it, total=total, desc='bag', unit='frame'))
     print(f'wrote {count} frames of {args.dataset} {args.split} to {args.out} ({args.storage})')
     return 0
@@ -106,12 +109,13 @@ def _score(args: argparse.Namespace) -> int:
     from metafusion_ros.ros.bag import DriveBag
     from metafusion_ros.ros.score import score_bag
 
+    out = None if args.json is None else output_path(args.json, args.force, 'report file')
     report = score_bag(DriveBag(args.bag), node=args.node, rate=args.rate,
                        lockstep=args.lockstep, timeout=args.timeout).summary()
     text = json.dumps(report, indent=1)
     print(text, file=sys.stdout)
-    if args.json:
-        args.json.write_text(text + '\n')
+    if out is not None:
+        out.write_text(text + '\n')
     if report['frames_scored'] == 0:
         skipped = report['messages_skipped']
         raise CommandError(f'no frame of {args.bag} was scored; ' + (

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import shlex
 
+from metafusion_ros.tools.cli import add_force, output_folder
 from metafusion_ros.tools.meta.digits import DigitsSetup, run_digits, write_table
 
 
@@ -19,6 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--folds', type=int, default=5, help='k of the k-fold CV (default 5)')
     parser.add_argument('--tau', type=float, default=0.5, help='meta threshold τ (default 0.5)')
     parser.add_argument('--seed', type=int, default=0, help='split seed (default 0)')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -28,6 +30,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f'--left-out must lie in [0, 1), got {args.left_out}')
     if args.folds < 2:
         raise ValueError(f'--folds must be at least 2, got {args.folds}')
+    output_folder(args.out, args.force, ['digits.md', 'digits.csv'])
     setup = DigitsSetup(left_out=args.left_out, folds=args.folds, tau=args.tau, seed=args.seed)
     rows = run_digits(setup, progress=True)
     command = (f'metafusion digits --out {shlex.quote(str(args.out))} '

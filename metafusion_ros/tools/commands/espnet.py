@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from metafusion_ros.tools.cli import CommandError
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 from metafusion_ros.tools.data.datasets import parse_size
 from metafusion_ros.tools.data.frame import read_rgb_png
 
@@ -33,11 +33,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--check-image', type=Path,
                         help='an image run through torch and ONNX Runtime; the max abs '
                              'difference of the probabilities goes into the JSON')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Export and print the check."""
+    output_path(args.output, args.force, 'ONNX file')
+    output_path(args.output.with_suffix('.json'), args.force, 'model spec')
     try:
         from metafusion_ros.tools.training.espnet_export import export_pretrained, PRETRAINED
     except ImportError as exc:

@@ -11,9 +11,10 @@ import sys
 
 from metafusion_ros.core.fusion import FUSION_MODES
 from metafusion_ros.runtime.classifier import MetaBundle
+from metafusion_ros.tools.cli import add_force, output_folder
 from metafusion_ros.tools.meta.collect import collect
 from metafusion_ros.tools.meta.evaluate import DEFAULT_ALPHAS, evaluate
-from metafusion_ros.tools.meta.report import write_report
+from metafusion_ros.tools.meta.report import REPORT_FILES, write_report
 from metafusion_ros.tools.meta.sources import (add_params_arguments, add_source_arguments,
                                                build_setup, describe)
 
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              '= the authors\' code, literal = eq. 14 read literally)')
     parser.add_argument('--out', default='docs/results', help='output folder')
     parser.add_argument('--name', required=True, help='report name (file prefix)')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -49,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     for tau in args.tau:
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f'--tau must lie in [0, 1], got {tau}')
+    output_folder(args.out, args.force, [f'{args.name}{end}' for end in REPORT_FILES])
     setup = build_setup(args)
     bundle = None
     if args.meta_model:

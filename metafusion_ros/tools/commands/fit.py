@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 from metafusion_ros.tools.meta.collect import candidate_set, collect
 from metafusion_ros.tools.meta.fit import fit_bundle, PAPER_ALPHAS
 from metafusion_ros.tools.meta.sources import (add_params_arguments, add_source_arguments,
@@ -26,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--out', required=True,
                         help='bundle manifest (.json); the boosters <stem>.a<α>.json go '
                              'beside it')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -55,6 +57,11 @@ def run(args: argparse.Namespace) -> int:
     for alpha in args.alphas:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f'--alphas must lie in [0, 1], got {alpha}')
+    out = output_path(args.out, args.force, 'meta model bundle')
+    if out.suffix != '.json':
+        raise CommandError(f'meta model bundle {out}: use a .json file name')
+    for alpha in args.alphas:
+        output_path(out.with_name(f'{out.stem}.a{alpha:g}.json'), args.force, 'bundle member')
     setup = build_setup(args)
     folder = collect(setup.source, setup.priors, setup.table, args.alphas, setup.cache,
                      progress=True)
@@ -67,6 +74,6 @@ def run(args: argparse.Namespace) -> int:
         _print_alpha(alpha, candidate_set(folder, alpha, setup.feature_names).summary(),
                      None if member is None else member.info['metrics'],
                      bundle.skipped.get(alpha))
-    written = bundle.save(args.out)
+    written = bundle.save(out)
     print(f'wrote {written[-1]} and {len(written) - 1} members beside it')
     return 0

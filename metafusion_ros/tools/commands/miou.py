@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from metafusion_ros.core.classes import table_by_name
+from metafusion_ros.core.files import naming
 from metafusion_ros.core.mapping import mapping_between
+from metafusion_ros.tools.cli import add_force, output_path
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset
 
 
@@ -32,6 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help='ONNX Runtime intra-op threads (default 1)')
     parser.add_argument('--limit', type=int, default=None,
                         help='score at most this many frames per split')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -42,9 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from metafusion_ros.tools.training.scoring import score_splits
 
     table = table_by_name(args.dataset)
+    out = None if args.out is None else output_path(args.out, args.force, 'scores file')
     splits = [s for value in args.split for s in value.split(',') if s]
     sources = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
-    seg = load_segmenter(args.model, threads=args.threads)
+    with naming('model', args.model):
+        seg = load_segmenter(args.model, threads=args.threads)
     mapping = mapping_between(seg.spec.table, table) if seg.spec.table is not None else None
 
     def predict(image: np.ndarray) -> np.ndarray:
@@ -56,10 +61,9 @@ def run(args: argparse.Namespace) -> int:
               'root': str(args.root), 'splits': splits,
               'mapping': None if mapping is None else mapping.name, **scores}
     _print(report)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + '\n')
-        print(f'wrote {args.out}')
+    if out is not None:
+        out.write_text(json.dumps(report, indent=1) + '\n')
+        print(f'wrote {out}')
     return 0
 
 

@@ -9,6 +9,7 @@ import numpy as np
 from metafusion_ros.core.classes import table_by_name
 from metafusion_ros.core.mapping import mapping_between
 from metafusion_ros.core.priors import Priors, estimate_priors
+from metafusion_ros.tools.cli import add_force, output_path
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset, parse_size
 
 
@@ -41,6 +42,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--skip-bad', action='store_true',
                         help='log and count unreadable or inconsistent frames instead of '
                              'stopping at the first')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -48,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Estimate, save and optionally draw the priors."""
     table = table_by_name(args.table or args.dataset, args.target)
     size = None if args.size is None else parse_size(args.size)[::-1]
+    out = output_path(args.out, args.force, 'priors file')
+    png = None if args.png is None else output_path(args.png, args.force, 'picture')
     source = open_dataset(args.dataset, args.root, args.split, table, images=False,
                           skip_bad=args.skip_bad)
     mapping = mapping_between(table_by_name(args.dataset), table)
@@ -58,16 +62,14 @@ def run(args: argparse.Namespace) -> int:
     priors = estimate_priors(source.label_maps(), table, categories=args.categories, size=size,
                              progress=True, dataset=f'{args.dataset}:{args.split}',
                              smoothing=args.smoothing, provenance=provenance)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     priors.save(out)
     height, width = priors.resolution
     print(f'wrote {out}: {priors.level} priors over {len(priors.names)} channels, '
           f'{width}x{height}, from {priors.num_images} label maps'
           + (f' ({len(source.skipped)} skipped)' if source.skipped else ''))
-    if args.png:
-        draw_target_prior(priors, Path(args.png))
-        print(f'wrote {args.png}')
+    if png is not None:
+        draw_target_prior(priors, png)
+        print(f'wrote {png}')
     return 0
 
 

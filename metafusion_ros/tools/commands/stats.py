@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from metafusion_ros.core.classes import table_by_name
+from metafusion_ros.tools.cli import add_force, output_path
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset
 from metafusion_ros.tools.data.stats import dataset_stats
 
@@ -21,12 +21,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--root', required=True, help='dataset root folder')
     parser.add_argument('--split', default='train', help='split (default train)')
     parser.add_argument('--json', help='also write the numbers to this JSON file')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Compute and print the statistics."""
     table = table_by_name(args.dataset)
+    out = None if args.json is None else output_path(args.json, args.force, 'JSON file')
     source = open_dataset(args.dataset, args.root, args.split, table, images=False)
     numbers = dataset_stats(source.label_maps(), table).to_dict()
     print(f'{args.dataset} {args.split}: {numbers["frames"]} frames, {numbers["pixels"]} pixels')
@@ -38,6 +40,6 @@ def run(args: argparse.Namespace) -> int:
           f'{numbers["median_segment_px"]} px, {numbers["share_under_200px"]} under 200 px')
     for size, count in numbers['size_histogram'].items():
         print(f'  {size:>10} px: {count}')
-    if args.json:
-        Path(args.json).write_text(json.dumps(numbers, indent=2) + '\n')
+    if out is not None:
+        out.write_text(json.dumps(numbers, indent=2) + '\n')
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from metafusion_ros.tools.cli import add_force, output_folder
 from metafusion_ros.tools.data.datasets import parse_size
 from metafusion_ros.tools.data.synth import (DEFAULT_DRIVES, DEFAULT_FPS, DEFAULT_FRAMES,
                                              DEFAULT_SIZE, generate_drives, parse_drives)
@@ -19,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     'pedestrians and cyclists) as leftImg8bit/ images and gtFine/ labelIds '
                     '(+ labelTrainIds) PNGs that `metafusion priors --dataset cityscapes` and '
                     'the Cityscapes reader read. The same arguments give byte-identical files.')
-    parser.add_argument('--out', required=True, help='output root (created if missing)')
+    parser.add_argument('--out', required=True,
+                        help='output root (created if missing; if it holds files: --force)')
     parser.add_argument('--drives', default=default_drives,
                         help=f'N (N drives in each of train, val, test) or split=N[,split=N...] '
                              f'(default {default_drives})')
@@ -30,6 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--fps', type=float, default=DEFAULT_FPS,
                         help='frame rate of the drives (default %(default)s)')
     parser.add_argument('--seed', type=int, default=0, help='random seed (default 0)')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
@@ -37,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
     """Generate the drives and print what was written."""
     drives = parse_drives(args.drives)
     size = parse_size(args.size)
+    output_folder(args.out, args.force)
     start = time.perf_counter()
     summary = generate_drives(args.out, drives, args.frames, size, args.seed, args.fps,
                               progress=True)

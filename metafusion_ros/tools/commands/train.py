@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from metafusion_ros.tools.cli import CommandError
+from pathlib import Path
+
+from metafusion_ros.tools.cli import add_force, CommandError, output_path
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -56,11 +58,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              'its JSON')
     parser.add_argument('--fresh', action='store_true',
                         help='ignore an existing checkpoint instead of resuming')
+    add_force(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Train, export and print the test scores."""
+    if not args.evaluate_only:  # that one updates the scores in OUTPUT's JSON
+        output_path(args.output, args.force, 'ONNX file')
+        output_path(Path(args.output).with_suffix('.json'), args.force, 'model spec')
     try:
         from metafusion_ros.tools.training.train import rescore, TrainConfig, train
     except ImportError as exc:

@@ -33,6 +33,7 @@ from typing import Callable, Iterable, Iterator, Protocol, Sequence
 import numpy as np
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.files import check_npz, load_npz, read_json
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.core.segments import Candidates
@@ -118,6 +119,7 @@ class NpzSource:
         """Return one frame per file, grouped by drive."""
         refs = []
         for path in self._files:
+            check_npz(path, f'softmax file {path}')
             with np.load(path, allow_pickle=False) as data:
                 group = str(data['sequence']) if 'sequence' in data.files else \
                     path.stem.split('_')[0]
@@ -132,13 +134,11 @@ class NpzSource:
     def load(self, ref: FrameRef) -> tuple[np.ndarray, np.ndarray]:
         """Read one file; raise ``ValueError`` naming it when arrays are missing."""
         path = self.folder / f'{ref.key}.npz'
+        data = load_npz(path, f'softmax file {path}')
         try:
-            with np.load(path, allow_pickle=False) as data:
-                return data['probs'].astype(np.float32, copy=False), data['gt']
+            return data['probs'].astype(np.float32, copy=False), data['gt']
         except KeyError as exc:
             raise ValueError(f'{path}: needs arrays probs and gt ({exc})') from exc
-        except (OSError, ValueError, EOFError) as exc:
-            raise ValueError(f'{path}: not a readable .npz ({exc})') from exc
 
 
 @dataclass(eq=False)
@@ -336,26 +336,34 @@ def _check_refs(refs: list[FrameRef]) -> None:
 
 def load_frames(folder: Path, alpha: float) -> Iterator[CachedFrame]:
     """Yield the cached frames of one α from a folder filled by :func:`collect`."""
-    refs = [FrameRef(k, g) for k, g in json.loads((folder / 'frames.json').read_text())]
-    for ref in refs:
-        with np.load(folder / f'{ref.key}.base.npz', allow_pickle=False) as base, \
-                np.load(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz',
-                        allow_pickle=False) as data:
-            candidates = Candidates(data['pixels'], data['pixel_ids'], data['pred_ml'].shape,
-                                    data['boxes'], data['sizes'], int(data['dropped']),
-                                    data['agreeing'])
-            yield CachedFrame(ref, base['pred_bayes'], data['pred_ml'], base['gt'],
-                              candidates, data['features'], data['labels'])
+    for ref in _frame_refs(folder):
+        base = _cached(folder / f'{ref.key}.base.npz')
+        data = _cached(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz')
+        candidates = Candidates(data['pixels'], data['pixel_ids'], data['pred_ml'].shape,
+                                data['boxes'], data['sizes'], int(data['dropped']),
+                                data['agreeing'])
+        yield CachedFrame(ref, base['pred_bayes'], data['pred_ml'], base['gt'],
+                          candidates, data['features'], data['labels'])
+
+
+def _frame_refs(folder: Path) -> list[FrameRef]:
+    """Return the frames of a cache folder (``frames.json``, read bounded)."""
+    return [FrameRef(k, g) for k, g in read_json(folder / 'frames.json', 'cache index')]
+
+
+def _cached(path: Path) -> dict[str, np.ndarray]:
+    """Return the arrays of one cache file, their declared sizes bounded first."""
+    return load_npz(path, f'cache file {path}')
 
 
 def candidate_set(folder: Path, alpha: float, feature_names: tuple[str, ...]) -> CandidateSet:
     """Concatenate the cached candidates of one α over all frames (without the masks)."""
-    refs = [FrameRef(k, g) for k, g in json.loads((folder / 'frames.json').read_text())]
+    refs = _frame_refs(folder)
     features, labels, frame, groups = [], [], [], []
     for index, ref in enumerate(refs):
-        with np.load(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz', allow_pickle=False) as data:
-            features.append(data['features'])
-            labels.append(data['labels'])
+        data = _cached(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz')
+        features.append(data['features'])
+        labels.append(data['labels'])
         frame.append(np.full(labels[-1].size, index))
         groups.append(np.full(labels[-1].size, ref.group, dtype=object))
     return CandidateSet(np.concatenate(features).reshape(-1, len(feature_names)),

@@ -21,6 +21,7 @@ import numpy as np
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.evaluation import (added_tp_share, confusion, delta, iou_per_class,
                                             mean_iou, SegmentCounts, segment_counts)
+from metafusion_ros.core.files import load_npz, parse_json
 from metafusion_ros.core.fusion import FUSION_MODES, fuse
 from metafusion_ros.runtime.classifier import (check_training_set, MetaBundle, MetaParams,
                                                ModelContext)
@@ -173,10 +174,10 @@ def out_of_fold(folder: Path, context: ModelContext, params: MetaParams = MetaPa
     check_training_set(candidates.features, candidates.labels, 'candidate set')
     path = _scores_path(folder, context.alpha, params, max_folds)
     if path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            return CrossValidation(data['scores'], data['fold_of'], list(data['auc']),
-                                   json.loads(str(data['test_drives'])), data['importances'],
-                                   data['labels'])
+        data = load_npz(path, f'cache file {path}')
+        return CrossValidation(data['scores'], data['fold_of'], list(data['auc']),
+                               parse_json(str(data['test_drives']), f'cache file {path}'),
+                               data['importances'], data['labels'])
     failed = path.with_suffix('.error.txt')
     if failed.is_file():
         raise ValueError(failed.read_text())

@@ -16,8 +16,10 @@ from metafusion_ros.tools.meta.evaluate import Evaluation, results_table
 from metafusion_ros.tools.meta.figures import collage_figure, fp_fn_figure, importance_figure
 from metafusion_ros.tools.meta.fit import ranking_metrics
 
-__all__ = ['write_report', 'CSV_FIELDS', 'JSON_FIELDS', 'json_rows']
+__all__ = ['write_report', 'CSV_FIELDS', 'JSON_FIELDS', 'REPORT_FILES', 'json_rows']
 
+# The files write_report may write, each <name> + one of these.
+REPORT_FILES = ('.md', '.csv', '.json', '_fp_fn.png', '_importance.png', '_collage.png')
 CSV_FIELDS = ('rule', 'fusion', 'alpha', 'tau', 'miou', 'tp', 'fp', 'fn', 'delta', 'f1',
               'added_tp_kept', 'candidates', 'kept', 'rules_fp_at_fn', 'note')
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.features import feature_names
+from metafusion_ros.core.files import naming
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.runtime.classifier import MetaParams, ModelContext
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset
@@ -101,7 +102,8 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
     network = file_sha256(args.model)
     splits = _splits(args.split)
     parts = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
-    segmenter = load_segmenter(args.model, threads=args.threads)
+    with naming('model', args.model):
+        segmenter = load_segmenter(args.model, threads=args.threads)
     data = hashlib.sha256('|'.join(part.data_sha256() for part in parts.values()).encode())
     tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{network}|' \
           f'{data.hexdigest()}'
