@@ -234,7 +234,8 @@ def test_write_records_an_int8_member_when_there(tmp_path):
     tiny_chain(folder)
     int8 = fixtures.write_model(folder / 'tiny.int8.onnx')
     chain = Chain.load(write_chain('tiny', folder / 'tiny.onnx', folder / 'tiny_priors.npz',
-                                   folder / 'tiny_meta.json', 'street', trained_on='hand'))
+                                   folder / 'tiny_meta.json', 'street', trained_on='hand',
+                                   force=True))
     assert chain.network_int8 == int8 and chain.file('network_int8_spec') == \
         int8.with_suffix('.json')
     assert resolve(str(int8)).chain.name == 'tiny'  # the INT8 file belongs to the chain too
@@ -248,7 +249,7 @@ def test_write_refuses_results_of_another_network(tmp_path, capsys):
     (tmp_path / 'miou.json').write_text(json.dumps(report))
     code = cli(['models', 'write', 'tiny', '--network', str(folder / 'tiny.onnx'), '--priors',
                 str(folder / 'tiny_priors.npz'), '--kind', 'street', '--trained-on', 'hand',
-                '--miou', str(tmp_path / 'miou.json')])
+                '--miou', str(tmp_path / 'miou.json'), '--force'])
     err = capsys.readouterr().err.strip()
     assert code == 2 and '\n' not in err
     assert 'were measured on another network than' in err and 'rerun metafusion miou' in err
@@ -260,7 +261,21 @@ def test_write_refuses_members_in_another_folder(tmp_path):
     chain = tiny_chain(folder)
     with pytest.raises(CommandError, match='is not beside the network'):
         write_chain('tiny', chain.network, fixtures.write_priors(tmp_path / 'p.npz'), None,
-                    'street', trained_on='hand')
+                    'street', trained_on='hand', force=True)
+
+
+def test_write_refuses_an_existing_manifest_without_force(tmp_path, capsys):
+    """`models write` over a manifest that exists: exit 2, one line; --force writes it."""
+    folder = tmp_path / 'models'
+    chain = tiny_chain(folder)
+    before = chain.path.read_text()
+    args = ['models', 'write', 'tiny', '--network', str(chain.network), '--priors',
+            str(chain.priors), '--kind', 'toy', '--trained-on', 'hand']
+    assert cli(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert f'chain manifest {chain.path} already exists; pass --force' in err
+    assert chain.path.read_text() == before
+    assert cli(args + ['--force']) == 0 and Chain.load(chain.path).kind == 'toy'
 
 
 def test_models_lists_the_shipped_chains(capsys):

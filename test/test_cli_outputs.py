@@ -14,8 +14,10 @@ from test_bag import drive_frames
 from metafusion_ros.ros.bag import DriveBag, write_drive
 from metafusion_ros.tools.cli import build_parser, main
 
-# Options that name something a command writes.
+# Options that name something a command writes (when they take a value: `models --json` prints).
 OUTPUT_OPTIONS = {'--out', '--json', '--output', '--config', '--png'}
+# Commands whose output is named by their arguments, not by an option.
+WRITES_BESIDE = {'models write'}  # NAME.chain.json beside the network
 
 
 def commands(parser: argparse.ArgumentParser, prefix: str = ''):
@@ -28,16 +30,18 @@ def commands(parser: argparse.ArgumentParser, prefix: str = ''):
 
 
 def test_every_command_that_writes_has_force():
-    """The twelve commands with an output option all take --force."""
+    """The thirteen commands that write (an output option, or beside the inputs) take --force."""
     writing = []
     for name, parser in commands(build_parser()):
         options = {o for action in parser._actions for o in action.option_strings}
-        if options & OUTPUT_OPTIONS:
+        valued = {o for action in parser._actions if action.nargs != 0
+                  for o in action.option_strings}
+        if valued & OUTPUT_OPTIONS or name in WRITES_BESIDE:
             writing.append(name)
             assert '--force' in options, name
     assert sorted(writing) == sorted([
         'synth', 'priors', 'stats', 'digits', 'fit', 'evaluate', 'operating-point',
-        'bag make', 'bag score', 'train', 'espnet', 'miou'])
+        'bag make', 'bag score', 'train', 'espnet', 'miou', 'models write'])
 
 
 def _args(tmp_path, output: str) -> dict[str, list[str]]:

@@ -18,7 +18,7 @@ from typing import Any
 
 from metafusion_ros.runtime.chains import (Chain, chain_names, ChainError, FORMAT, KINDS,
                                            load_chain, package_folder, sha256_of, SUFFIX)
-from metafusion_ros.tools.cli import CommandError
+from metafusion_ros.tools.cli import CommandError, output_path
 
 __all__ = ['register', 'write_chain', 'refresh_chain', 'listing']
 
@@ -50,6 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     write.add_argument('--evaluate', type=Path,
                        help='`metafusion evaluate` JSON of the chain (its .md beside it)')
     write.set_defaults(func=_write)
+    write.add_argument('--force', action='store_true', help='write over an existing manifest')
     refresh = sub.add_parser('refresh', help='rewrite manifests from their members and results')
     refresh.add_argument('names', nargs='*', help='chains to refresh (default: all)')
     refresh.set_defaults(func=_refresh)
@@ -215,10 +216,15 @@ def _metafusion_results(path: Path) -> dict[str, Any]:
 
 def write_chain(name: str, network: Path, priors: Path, meta: Path | None, kind: str,
                 summary: str | None = None, trained_on: str | None = None,
-                miou: Path | None = None, evaluate: Path | None = None) -> Path:
-    """Write ``<name>.chain.json`` beside ``network``; return its path (see runtime.chains)."""
+                miou: Path | None = None, evaluate: Path | None = None,
+                force: bool = False) -> Path:
+    """Write ``<name>.chain.json`` beside ``network``; return its path (see runtime.chains).
+
+    An existing manifest is refused unless ``force`` (the output rule of every command).
+    """
     network = Path(network)
     folder = network.parent
+    path = output_path(folder / f'{name}{SUFFIX}', force, 'chain manifest')
     _beside(folder, network, 'network')
     members = _network_members(network) + [_member('priors', _beside(folder, Path(priors),
                                                                      'priors'))]
@@ -237,7 +243,6 @@ def write_chain(name: str, network: Path, priors: Path, meta: Path | None, kind:
                 'input': [spec['preprocess']['width'], spec['preprocess']['height']],
                 'trained_on': {'network': trained_on or _network_training(spec), **origin},
                 'members': members, 'measured': measured}
-    path = folder / f'{name}{SUFFIX}'
     path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + '\n')
     Chain.load(path)  # the reader accepts what was written (name, kind, members)
     return path
@@ -250,13 +255,14 @@ def refresh_chain(chain: Chain) -> Path:
         chain.name, chain.network, chain.priors, chain.meta, chain.kind, chain.summary,
         chain.trained_on.get('network'),
         Path(measured['network']['source']) if 'network' in measured else None,
-        Path(measured['metafusion']['source']) if 'metafusion' in measured else None)
+        Path(measured['metafusion']['source']) if 'metafusion' in measured else None,
+        force=True)
 
 
 def _write(args: argparse.Namespace) -> int:
     """Write one manifest."""
     path = write_chain(args.name, args.network, args.priors, args.meta, args.kind, args.summary,
-                       args.trained_on, args.miou, args.evaluate)
+                       args.trained_on, args.miou, args.evaluate, args.force)
     print(f'wrote {path}')
     return 0
 
