@@ -2,7 +2,13 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt | sha1sum | cut -c1-12)
+# Upstream launch, launch_ros, launch_testing and ros2cli as wheels (not on PyPI; every ROS 2
+# install has them): installed beside the Kilted wheels when the folder is there, so `make test`
+# runs under launch_testing's pytest plugin as on a ROS 2 install. Without it, as before.
+ROS_UPSTREAM ?= ../shared/wheels/ros-upstream
+UPSTREAM_WHEELS := $(sort $(wildcard $(ROS_UPSTREAM)/*.whl))
+STAMP := $(VENV)/.installed-$(shell (cat requirements.txt requirements-upstream.txt; \
+  echo $(notdir $(UPSTREAM_WHEELS))) | sha1sum | cut -c1-12)
 ENV := source scripts/env.sh
 COLCON_DIRS := --build-base build --install-base install
 
@@ -10,10 +16,14 @@ COLCON_DIRS := --build-base build --install-base install
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-upstream.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
+ifneq ($(UPSTREAM_WHEELS),)
+	$(PY) -m pip install -q -r requirements-upstream.txt
+	$(PY) -m pip install -q --no-deps $(UPSTREAM_WHEELS)
+endif
 	@touch $(VENV)/COLCON_IGNORE
 	@rm -f $(VENV)/.installed-* && touch $@
 
