@@ -412,3 +412,25 @@ def test_lifecycle_transitions_without_autostart(setup):
     finally:
         code, output = stop_node(proc, signal.SIGTERM)
     assert code == 0 and 'Traceback' not in output, output
+
+
+@pytest.mark.parametrize('autostart,transition', [(True, 'TRANSITION_ACTIVE_SHUTDOWN'),
+                                                  (False, 'TRANSITION_UNCONFIGURED_SHUTDOWN')])
+def test_lifecycle_shutdown_ends_the_process_with_zero(setup, autostart, transition):
+    """The shutdown transition (``ros2 lifecycle set <node> shutdown``) finalizes and exits 0."""
+    from lifecycle_msgs.msg import Transition
+
+    files, tester = setup['files'], setup['tester']
+    name = f'finalized_{int(autostart)}'
+    proc = start_node(setup['env'], {'model_path': files['model'], 'priors_path': files['priors'],
+                                     'autostart': autostart}, name=name)
+    try:
+        state = 'active' if autostart else 'unconfigured'
+        assert tester.spin_until(lambda: diagnostics_values(
+            tester.received['/diagnostics'], f'/{name}').get('model_state') == state)
+        assert _change_state(tester, f'/{name}', getattr(Transition, transition))
+        code = proc.wait(timeout=30.0)
+    finally:
+        stop_node(proc, signal.SIGKILL)
+    output = node_output(proc)
+    assert code == 0 and 'Traceback' not in output, output[-2000:]

@@ -27,6 +27,7 @@ from rclpy.parameter import Parameter
 from rclpy.publisher import Publisher
 from rclpy.qos import qos_policy_name_from_kind
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, String
@@ -71,6 +72,7 @@ class MetaFusionNode(LifecycleNode):
         self.worker = Worker(lambda: self.engine, self._publish, self.stats, self.inputs,
                              self.get_logger(), lambda: rclpy.ok(context=self.context))
         self._configure_failed = False
+        self.finalized: Future = Future()  # done at the shutdown transition: main() returns
         self._subs: list[Subscription] = []
         self._pubs: dict[str, Publisher] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -193,8 +195,9 @@ class MetaFusionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        """Stop the worker on shutdown from any state."""
+        """Stop the worker on shutdown from any state; the process then exits with 0."""
         self.worker.stop()
+        self.finalized.set_result(True)  # main() stops spinning once this reply is sent
         return TransitionCallbackReturn.SUCCESS
 
     # input ------------------------------------------------------------------------------------
@@ -283,7 +286,7 @@ def _ignore_further_signals() -> None:
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; exit 0, or 1 when configuration fails."""
+    """Run the node until SIGINT/SIGTERM or shutdown; exit 0, or 1 when configuration fails."""
     argv = sys.argv if args is None else args
     problem = params_file_problem(argv) or mistyped_parameter(
         argv, DEFAULTS, NODE_NAME)
@@ -305,7 +308,7 @@ def main(args: list[str] | None = None) -> int:
             node.trigger_activate()
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        executor.spin_until_future_complete(node.finalized)  # lifecycle shutdown ends it
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigurationError as exc:
