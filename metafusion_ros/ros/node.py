@@ -50,7 +50,8 @@ __all__ = ['MetaFusionNode', 'main']
 NODE_NAME = 'metafusion_node'
 SILENT_S = 3.0  # a matched image publisher this long without a frame turns diagnostics WARN
 OUTPUTS = {'mask': Image, 'markers': MarkerArray, 'mask_bayes': Image, 'mask_ml': Image,
-           'color_mask': Image, 'segments': String, 'processing_time_ms': Float32,
+           'color_mask': Image, 'confidence': Image, 'segments': String,
+           'processing_time_ms': Float32,
            'overlay': Image, **{f'heatmap/{name}': Image for name in HEATMAP_TOPICS}}
 ENGINE_PARAMETERS = ('model_path', 'priors_path', 'meta_model_path', 'backend', 'precision',
                      'alpha', 'tau', 'fusion', 'target_class', 'resize_mode')
@@ -300,13 +301,13 @@ def main(args: list[str] | None = None) -> int:
         return 2
     keep_frame_buffers()  # frame after frame on the same pages (4K: 20 ms a frame)
     node = None
+    executor = SingleThreadedExecutor()
     try:
         node = MetaFusionNode()
         if node.p('autostart'):
             if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
                 return 1
             node.trigger_activate()
-        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.spin_until_future_complete(node.finalized)  # lifecycle shutdown ends it
     except (KeyboardInterrupt, ExternalShutdownException):
@@ -324,6 +325,7 @@ def main(args: list[str] | None = None) -> int:
         # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
         _ignore_further_signals()
+        executor.shutdown()  # else its __del__ meets a guard condition the context destroyed
         if node is not None:
             node.worker.stop()
             node.destroy_node()
