@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(shell (cat requirements.txt requirements-upstream.
 ENV := source scripts/env.sh
 COLCON_DIRS := --build-base build --install-base install
 
-.PHONY: venv build test demo bench results clean
+.PHONY: venv build test test-full demo bench results clean
 
 venv: $(STAMP)
 
@@ -27,6 +27,13 @@ endif
 	@touch $(VENV)/COLCON_IGNORE
 	@rm -f $(VENV)/.installed-* && touch $@
 
+# The train extra (a CPU PyTorch wheel; setuptools<80, which colcon-core needs) for `make
+# test-full`, which CI runs: the ESPNet export and training tests then run instead of skipping.
+TORCH_STAMP := $(VENV)/.torch-2.13.0
+$(TORCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q --no-warn-conflicts 'torch==2.13.0' 'setuptools<80'
+	@touch $@
+
 build: $(STAMP)
 	$(ENV) && colcon --log-base log build --base-paths . $(COLCON_DIRS) --event-handlers console_cohesion-
 
@@ -39,6 +46,10 @@ test: build
 	  --pytest-args -p no:cacheprovider -rs; rc=$$?; \
 	  colcon test-result --test-result-base build --verbose; \
 	  python scripts/test_floor.py $(RESULTS) test/min_tests_run.txt || rc=1; exit $$rc
+
+# `make test` with the train extra installed first (CI: .ci/run); `make test` never installs it.
+test-full: $(TORCH_STAMP)
+	$(MAKE) test
 
 demo: build
 	$(ENV) && source install/setup.bash && python -m metafusion_ros.tools.demo
