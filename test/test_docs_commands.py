@@ -71,7 +71,7 @@ class Command:
 
     @property
     def words(self) -> list[str]:
-        """Return the command's words (shell syntax; placeholders kept as they are)."""
+        """Return the command split as a shell splits it (placeholders kept as they are)."""
         return shlex.split(self.text.replace('<', '').replace('>', ''))
 
     @property
@@ -81,8 +81,11 @@ class Command:
 
 
 def command_key(words: list[str]) -> str:
-    """Return the key of a command's ``words``: ``ros2`` + verb (+ subverb), ``metafusion`` + the
-    subcommands its parser knows (+ the first unknown name, which then fails as unknown)."""
+    """Return the key of a command's ``words``.
+
+    ``ros2`` + verb (+ subverb); ``metafusion`` + the subcommands its parser knows (+ the first
+    unknown name, which then fails as unknown).
+    """
     if words[0] == 'ros2':
         if len(words) > 2 and words[1] not in ('launch', 'run') and NAME.fullmatch(words[2]):
             return ' '.join(words[:3])
@@ -186,8 +189,11 @@ COMMANDS = all_commands()
 
 @dataclass(frozen=True)
 class Run:
-    """How a documented command runs: ``starts`` a node, ``node`` (against the launched one) or
-    ``alone``; ``feed``: frames flow to the node meanwhile; ``check`` the command's own check."""
+    """How a documented command runs.
+
+    ``kind``: ``starts`` a node, runs against the launched ``node``, or ``alone``; ``feed``:
+    frames flow to the node meanwhile; ``check``: the command's own check of its output.
+    """
 
     kind: str
     feed: bool = False
@@ -319,8 +325,11 @@ def test_commands_are_read_as_a_shell_reads_them():
 
 
 def handled(command: Command) -> bool:
-    """Return whether ``command`` runs or is excluded; a group named in prose (``ros2 param``,
-    ``metafusion bag``) is handled through its commands."""
+    """Return whether ``command`` runs or is excluded.
+
+    A command group named in prose (``ros2 param``, ``metafusion bag``) is handled through its
+    commands.
+    """
     known = set(RUNS) | set(EXCLUDED)
     return command.key in known or (not command.fenced and command.text == command.key and any(
         key.startswith(command.key + ' ') for key in known))
@@ -471,7 +480,7 @@ def start_daemon(domain: int, folder: Path) -> None:
 
 @pytest.fixture(scope='module')
 def scratch(tmp_path_factory):
-    """The documented paths in a scratch folder; a node started by ``ros2 launch`` in it."""
+    """Yield the documented paths in a scratch folder and a node started by ``ros2 launch``."""
     missing = tools_missing()
     if missing:
         pytest.skip(missing)
