@@ -11,24 +11,28 @@ ESPNet Cityscapes today). Empty ``priors``/``meta_model`` arguments take the cha
 (``meta_model:=none``: no meta classifier, keep every candidate); an empty ``camera_info_topic``
 is ``camera_info`` beside ``input_topic``; any other empty argument leaves the config file's
 value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
-arguments: a bad value ends the launch with one line naming the argument.
+arguments: a bad value, or an argument on the command line that is not declared (``alhpa:=0.5``),
+ends the launch with one line naming the argument.
 """
+import sys
+
 from ament_index_python.packages import get_package_share_directory
 from launch import LaunchContext, LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
-from metafusion_ros.ros.launch_args import arguments, node_settings
+from metafusion_ros.ros.launch_args import arguments, command_line, node_settings
 
 PACKAGE = 'metafusion_ros'
 
 
 def _node(context: LaunchContext) -> list:
-    """Build the node from the checked launch arguments."""
+    """Build the node from the checked launch arguments (undeclared ones refused)."""
     share = get_package_share_directory(PACKAGE)
-    settings = node_settings({arg.name: LaunchConfiguration(arg.name).perform(context)
-                              for arg in arguments(share)}, share)
+    given = command_line(sys.argv, __file__)  # launch keeps undeclared ones without a word
+    settings = node_settings({**given, **{arg.name: LaunchConfiguration(arg.name).perform(context)
+                                          for arg in arguments(share)}}, share)
     return [Node(
         package=PACKAGE, executable='metafusion_node', name=settings.name,
         namespace=settings.namespace, output='screen', emulate_tty=True,

@@ -176,3 +176,35 @@ def test_play_waits_for_subscribers_and_names_the_lonely_topics(tmp_path):
         assert (warning in proc.stderr) == lonely, proc.stderr
         if lonely:
             assert time.monotonic() - start >= 0.5
+
+
+def test_looping_play_counts_what_it_published_when_interrupted(tmp_path):
+    """``bag play --loop`` until Ctrl-C prints the messages it published (was: 0), exits 0."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from test_node_harness import Peer, REPO, ros_env
+
+    out = tmp_path / 'drive'
+    write_drive(drive_frames(2), out, fixtures.tiny_table(), rate=20.0)
+    peer = Peer(domain_for(75))
+    images = peer.subscribe(IMAGE_TOPIC, Image)
+    log = tmp_path / 'play.out'
+    with log.open('w') as sink:
+        proc = subprocess.Popen([sys.executable, '-m', 'metafusion_ros.tools.cli', 'bag', 'play',
+                                 str(out), '--loop', '--rate', '4'], cwd=REPO, stdout=sink,
+                                stderr=subprocess.STDOUT, text=True,
+                                env=ros_env(domain_for(75), tmp_path / 'log'))
+    try:
+        assert peer.spin_until(lambda: len(images) >= 6, timeout=60.0), log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30.0) == 0, log.read_text()
+    finally:
+        proc.kill()
+        peer.close()
+    published = re.search(rf'published (\d+) messages from {re.escape(str(out))}$',
+                          log.read_text(), re.MULTILINE)
+    assert published is not None, log.read_text()
+    assert int(published[1]) >= len(images) >= 6  # images and camera infos, three passes and more

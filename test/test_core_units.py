@@ -429,6 +429,42 @@ def test_empty_frame_and_score_threshold():
     assert not mf.process(probs, score_fn=lambda f: np.full(len(f), 0.9)).keep.any()
 
 
+@pytest.mark.parametrize('alpha,fusion', [(1.0, 'reference'), (0.7, 'literal'),
+                                          (0.0, 'reference')])
+def test_confidence_is_the_deciding_rules_probability_of_the_label(alpha, fusion):
+    """Bayes pixels: merged-renormalised softmax; pixels fused from ML: the ML probability of c.
+
+    Checked against the numpy reference of both rules (spec §1, eq. 1, 3, 16); the published
+    label is the most probable class of the distribution its confidence comes from.
+    """
+    t = table(4, target=2, merge=((3, 2),))
+    rng = np.random.default_rng(7)
+    probs = onehot(rng.integers(0, 2, size=(12, 16)).astype(np.uint8), 4, 0.7)
+    for row, col in ((1, 1), (1, 9), (7, 4)):  # c loses under Bayes, wins under ML
+        probs[row:row + 4, col:col + 5] = [0.42, 0.12, 0.32, 0.14]
+    probs *= rng.uniform(0.95, 1.05, size=probs.shape).astype(np.float32)
+    probs /= probs.sum(axis=2, keepdims=True)
+    prior = np.full((12, 16, 4), 0.3, np.float32)
+    prior[..., 2] = 0.05
+    prior /= prior.sum(axis=2, keepdims=True)
+    mf = MetaFusion(Priors(prior, t), alpha=alpha, fusion=fusion)
+    result = mf.process(probs, score_fn=lambda f: np.resize([0.9, 0.1], len(f)))
+    got = mf.confidence(probs, result)
+    bayes = oracle.merge_classes(probs, t)
+    ml = rules.ml_probabilities(probs, interpolate(prior, alpha), t)
+    replaced = result.fused != result.pred_bayes
+    assert replaced.any() == (alpha > 0)
+    if alpha > 0:
+        assert result.keep.any() and not result.keep.all() and (~replaced).any()
+    label = result.fused[..., None].astype(np.int64)
+    expected = np.where(replaced, np.take_along_axis(ml, label, 2)[..., 0],
+                        np.take_along_axis(bayes, label, 2)[..., 0])
+    assert got.dtype == np.float32 and got.shape == (12, 16)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=2e-6)
+    np.testing.assert_allclose(got, np.where(replaced, ml.max(axis=2), bayes.max(axis=2)),
+                               rtol=0, atol=2e-6)
+
+
 def test_two_classes_only():
     """Run MetaFusion with only two classes."""
     t = table(2, target=1)

@@ -7,6 +7,8 @@ launch file's examples are then started as node processes by ``test_launch_examp
 Never a module-level skip: the plugin imports every test module at collection.
 """
 import os
+from pathlib import Path
+import sys
 import tempfile
 import time
 import unittest
@@ -15,10 +17,14 @@ import pytest
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from sensor_msgs.msg import Image
-from test_node_harness import domain_for, REPO
 
-import fixtures
-from metafusion_ros.ros.conversions import image_to_mask, rgb_to_image
+HERE = str(Path(__file__).resolve().parent)
+if HERE not in sys.path:  # `launch_test test/test_launch_fusion.py` imports this file alone
+    sys.path.insert(0, HERE)
+from test_node_harness import domain_for, REPO  # noqa: E402 (needs HERE on the path)
+
+import fixtures  # noqa: E402
+from metafusion_ros.ros.conversions import image_to_mask, rgb_to_image  # noqa: E402
 
 try:  # a ROS 2 installation (the repository's launch/ folder alone has no launch.actions)
     from launch import LaunchDescription

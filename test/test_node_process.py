@@ -23,7 +23,7 @@ from test_node_harness import (accounted, BURST_SCENE, diagnostics_values, domai
 from visualization_msgs.msg import Marker, MarkerArray
 
 import fixtures
-from metafusion_ros.ros.conversions import image_to_mask
+from metafusion_ros.ros.conversions import image_to_mask, probability_to_mono8
 from metafusion_ros.runtime.engine import EngineConfig, FusionEngine
 
 DOMAIN = domain_for(71)
@@ -200,6 +200,50 @@ def test_camera_twice_the_network_size(setup):
     tester.unsubscribe(f'{OUT}/segments')
     tester.unsubscribe(f'{OUT}/heatmap/entropy')
     diagnostics(setup, lambda v: int(v.get('computed_heatmaps', 0)) >= computed + 2)
+
+
+def test_confidence_is_the_fused_labels_probability_at_the_masks_size(setup):
+    """``~/output/confidence``: mono8 ``round(255 p)`` of the fused label, lazy, sized as the mask.
+
+    p is the engine's confidence (the Bayes label's softmax probability, the ML probability of
+    c where a segment was fused; core test: test_core_units.py), enlarged like the labels; a
+    frame above ``max_input_pixels`` is a counted skip without a confidence image.
+    """
+    tester, files = setup['tester'], setup['files']
+    engine = FusionEngine.load(EngineConfig(str(files['model']), str(files['priors']),
+                                            str(files['meta']), tau=0.5))
+    camera = np.repeat(np.repeat(SCENE, 2, axis=0), 2, axis=1)
+    processed = engine.process(camera)
+    at_network = probability_to_mono8(engine.confidence(processed))
+    softmax = processed.output.probs
+    block = (slice(31, 37), slice(9, 15))  # inside a dim red block: person by fusion alone
+    assert (processed.result.fused[block] == 1).all() and (processed.result.pred_bayes[block] == 0
+                                                           ).all()
+    assert (at_network[block] > np.rint(255 * softmax[block][..., 1])).all()  # ML's, not softmax's
+    before = int(diagnostics(setup).get('computed_confidence', 0))
+    send(setup, camera, 571)  # nobody subscribed: not computed
+    assert int(diagnostics(setup, lambda v: int(v.get('frames_processed', 0)) > 0).get(
+        'computed_confidence', 0)) == before
+    confidence = tester.subscribe(f'{OUT}/confidence', Image)
+    assert tester.spin_until(lambda: tester.node.count_subscribers(f'{OUT}/confidence') > 0)
+    mask = send(setup, camera, 572)
+    image = latest(setup, 'confidence', 572)
+    assert image.encoding == 'mono8' and image.header == mask.header
+    np.testing.assert_array_equal(image_to_mask(image), processed.to_camera.labels(at_network))
+    assert set_params(setup, output_resolution='network')[0].successful
+    send(setup, camera, 573)
+    np.testing.assert_array_equal(image_to_mask(latest(setup, 'confidence', 573)), at_network)
+    assert set_params(setup, output_resolution='camera', max_input_pixels=SCENE.size // 3)[
+        0].successful
+    skipped = int(diagnostics(setup).get('skipped_too_large', 0))
+    send(setup, camera, 574, wait=False)
+    diagnostics(setup, lambda v: int(v.get('skipped_too_large', 0)) == skipped + 1)
+    assert set_params(setup, max_input_pixels=1 << 24)[0].successful
+    send(setup, SCENE, 575)
+    assert latest(setup, 'confidence', 575).height == SCENE.shape[0]
+    assert not with_stamp(confidence, 574)
+    tester.unsubscribe(f'{OUT}/confidence')
+    diagnostics(setup, lambda v: int(v.get('computed_confidence', 0)) == before + 3)
 
 
 def test_disabled_or_unsubscribed_outputs_are_not_computed(setup):
@@ -479,3 +523,25 @@ def test_diagnostics_period_and_window_take_effect_at_configure(setup):
     finally:
         code, output = stop_node(proc, signal.SIGTERM)
     assert code == 0 and 'Traceback' not in output, output
+
+
+@pytest.mark.parametrize('autostart,transition', [(True, 'TRANSITION_ACTIVE_SHUTDOWN'),
+                                                  (False, 'TRANSITION_UNCONFIGURED_SHUTDOWN')])
+def test_lifecycle_shutdown_ends_the_process_with_zero(setup, autostart, transition):
+    """The shutdown transition (``ros2 lifecycle set <node> shutdown``) finalizes and exits 0."""
+    from lifecycle_msgs.msg import Transition
+
+    files, tester = setup['files'], setup['tester']
+    name = f'finalized_{int(autostart)}'
+    proc = start_node(setup['env'], {'model_path': files['model'], 'priors_path': files['priors'],
+                                     'autostart': autostart}, name=name)
+    try:
+        state = 'active' if autostart else 'unconfigured'
+        assert tester.spin_until(lambda: diagnostics_values(
+            tester.received['/diagnostics'], f'/{name}').get('model_state') == state)
+        assert _change_state(tester, f'/{name}', getattr(Transition, transition))
+        code = proc.wait(timeout=30.0)
+    finally:
+        stop_node(proc, signal.SIGKILL)
+    output = node_output(proc)
+    assert code == 0 and 'Traceback' not in output, output[-2000:]

@@ -3,7 +3,8 @@
 - No test module skips at module level (a ROS install's launch_testing plugin imports every
   test module at collection; one module-level skip there skips the whole directory).
 - ``scripts/test_floor.py`` (run by ``make test``) fails a run of fewer tests than
-  ``test/min_tests_run.txt`` and prints every skip reason, on pytest's real JUnit XML.
+  ``test/min_tests_run.txt`` and prints every skip reason, on pytest's real JUnit XML, which
+  counts the same with and without launch_testing's pytest plugin.
 - The package's log records reach caplog after ``launch`` set its non-propagating logger class.
 """
 import ast
@@ -102,22 +103,65 @@ def test_repository_floor_is_a_positive_number():
     assert test_floor.read_floor(TESTS / 'min_tests_run.txt') > 100
 
 
-@pytest.fixture(scope='module')
-def junit(tmp_path_factory) -> Path:
-    """Run a small real suite (3 run, 2 skipped: one in a test, one module) to JUnit XML."""
-    folder = tmp_path_factory.mktemp('suite')
-    (folder / 'test_runs.py').write_text(
-        'import pytest\n\n\ndef test_one():\n    assert True\n\n\n'
-        'def test_two():\n    assert True\n\n\n'
-        'def test_fails():\n    assert False\n\n\n'
-        'def test_skips():\n    pytest.skip("GPU absent: no TensorRT")\n')
-    (folder / 'test_module_skip.py').write_text(
-        'import pytest\n\npytest.importorskip("no_such_module_anywhere")\n\n\n'
-        'def test_never():\n    assert True\n')
-    result = run_pytest(['-o', 'junit_family=xunit2', '--junit-xml', str(folder / 'r.xml'),
-                         '-q', str(folder)], cwd=folder)
+SUB_SUITE = {
+    'test_runs.py': 'import pytest\n\n\ndef test_one():\n    assert True\n\n\n'
+                    'def test_two():\n    assert True\n\n\n'
+                    'def test_fails():\n    assert False\n\n\n'
+                    'def test_skips():\n    pytest.skip("GPU absent: no TensorRT")\n',
+    # In a folder of its own: under launch_testing's plugin (which imports every module while
+    # collecting its directory) a module-level skip skips the whole directory it is in.
+    'skipping/test_module_skip.py': 'import pytest\n\npytest.importorskip('
+                                    '"no_such_module_anywhere")\n\n\n'
+                                    'def test_never():\n    assert True\n',
+}
+
+
+def run_sub_suite(folder: Path, autoload: bool) -> Path:
+    """Run :data:`SUB_SUITE` in ``folder``, pytest plugins autoloaded or not; return its XML."""
+    for name, text in SUB_SUITE.items():
+        (folder / name).parent.mkdir(exist_ok=True)
+        (folder / name).write_text(text)
+    env = {key: value for key, value in os.environ.items()  # colcon's options are the outer run's
+           if key not in ('PYTEST_DISABLE_PLUGIN_AUTOLOAD', 'PYTEST_ADDOPTS')}
+    if not autoload:
+        env['PYTEST_DISABLE_PLUGIN_AUTOLOAD'] = '1'
+    xml = folder / f'r-{"plugins" if autoload else "bare"}.xml'
+    result = run_pytest(['-o', 'junit_family=xunit2', '--junit-xml', str(xml), '-q',
+                         str(folder)], cwd=folder, env=env)
     assert result.returncode == 1, result.stdout  # test_fails
-    return folder / 'r.xml'
+    return xml
+
+
+@pytest.fixture(scope='module')
+def junit_runs(tmp_path_factory) -> dict[bool, Path]:
+    """Run a small real suite (3 run, 2 skipped) with and without autoloaded plugins."""
+    folder = tmp_path_factory.mktemp('suite')
+    return {autoload: run_sub_suite(folder, autoload) for autoload in (True, False)}
+
+
+@pytest.fixture(scope='module')
+def junit(junit_runs) -> Path:
+    """Return the JUnit XML of the sub-suite run with the installed plugins (a ROS install's)."""
+    return junit_runs[True]
+
+
+def skipped_as(results, name: str) -> bool:
+    """Return whether ``results`` skipped a test case ``name`` (colcon prefixes the package)."""
+    return any(case.split('::')[-1] == name for case, _ in results.skipped)
+
+
+def test_sub_suite_same_with_and_without_plugins(junit_runs):
+    """launch_testing's plugin (where installed) changes neither the counts nor the reasons.
+
+    With the plugin the module-level skip is reported for its whole folder (``skipping``):
+    the hazard ``test_no_test_module_skips_at_module_level`` guards the real suite against.
+    """
+    with_plugins, bare = (test_floor.read_results(junit_runs[key]) for key in (True, False))
+    assert (with_plugins.ran, sorted(r for _, r in with_plugins.skipped)) == \
+        (bare.ran, sorted(r for _, r in bare.skipped)) == (3, sorted(r for _, r in bare.skipped))
+    plugin = importlib.util.find_spec('launch_testing') is not None
+    assert skipped_as(with_plugins, 'skipping') == plugin, with_plugins.skipped
+    assert skipped_as(bare, 'skipping.test_module_skip'), bare.skipped
 
 
 def test_floor_counts_real_junit_xml(junit):

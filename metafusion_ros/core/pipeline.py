@@ -166,6 +166,27 @@ class MetaFusion:
         return kernels.ml_heatmaps(probs, priors.probs, priors_channel_map(priors),
                                    self.table.merged_away, self.alpha, pixels)
 
+    def confidence(self, probs: np.ndarray, result: FrameResult) -> np.ndarray:
+        """Return the probability of each pixel's fused label under the rule that chose it.
+
+        Where the fused mask keeps the Bayes label: its softmax probability with the merged
+        classes zeroed and the rest renormalised, the distribution the Bayes rule maximises
+        (eq. 1, spec §1). Where fusion (eq. 14) replaced it by class c: the ML probability of c
+        (eq. 3, 16), which is the largest there, ``1 - V`` (eq. 8), read at those pixels only.
+        So the label is always the most probable class of the reported distribution. float32
+        ``(H, W)`` in [0, 1] at the softmax's size.
+        """
+        fused = result.fused
+        label = np.take_along_axis(probs, fused[..., None].astype(np.intp), axis=2)[..., 0]
+        merged = self.table.merged_away
+        kept = probs[..., [y for y in range(probs.shape[2]) if y not in merged]].sum(axis=2) \
+            if merged else np.float32(1)
+        confidence = (label / np.maximum(kept, np.float32(1e-30))).astype(np.float32)
+        replaced = np.flatnonzero(fused != result.pred_bayes)
+        if replaced.size:
+            confidence.flat[replaced] = 1 - self.heatmaps_at(probs, replaced)[2]
+        return np.clip(confidence, 0, 1, out=confidence)
+
     def _decide(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, candidates: Candidates,
                 heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:
         """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14)."""

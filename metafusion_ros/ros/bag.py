@@ -423,7 +423,7 @@ def play(bag: DriveBag, topics: list[str], rate: float = 1.0, loop: bool = False
 
     Waits up to ``wait`` s for subscribers first and passes the topics nobody subscribed to in
     time to ``unheard``; ``clock`` publishes the bag time on /clock. Return the count of
-    published messages.
+    published messages, also when Ctrl-C ends the play (``--loop`` runs until then).
     """
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
@@ -435,22 +435,23 @@ def play(bag: DriveBag, topics: list[str], rate: float = 1.0, loop: bool = False
     node = rclpy.create_node('metafusion_bag_play')
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    count = 0
+    published: list[str] = []  # counted as they go out: Ctrl-C interrupts replay()
     try:
         pubs = publishers(node, bag, topics)
         publish_clock = clock_publisher(node) if clock else None
         alone = wait_for_subscribers(executor, node, [*pubs, '/clock'], wait) if wait > 0 else []
         if alone:
             unheard(alone)
-        count = replay(executor, bag, pubs, rate=rate, loop=loop,
-                       should_stop=lambda: not rclpy.ok(), skipped=skipped, clock=publish_clock)
+        replay(executor, bag, pubs, rate=rate, loop=loop, should_stop=lambda: not rclpy.ok(),
+               after_publish=lambda topic, data: published.append(topic), skipped=skipped,
+               clock=publish_clock)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
-    return count
+    return len(published)
 
 
 def image_rgb(data: bytes) -> np.ndarray:

@@ -24,7 +24,7 @@ from std_msgs.msg import Header
 __all__ = ['check_image', 'check_size', 'ImageError', 'UnsupportedEncoding', 'ZeroSizeImage',
            'BadStep', 'BadDataLength', 'BadEndianness', 'ImageTooLarge', 'SUPPORTED_ENCODINGS',
            'CHANNELS', 'image_to_array', 'image_to_rgb', 'array_to_image', 'rgb_to_image',
-           'mask_to_image', 'float_to_image', 'image_to_mask',
+           'mask_to_image', 'float_to_image', 'image_to_mask', 'probability_to_mono8',
            'UnknownCompression', 'CorruptCompressed', 'check_compressed', 'compressed_size',
            'compressed_to_rgb', 'rgb_to_compressed']
 
@@ -256,6 +256,11 @@ def mask_to_image(mask: np.ndarray, header: Header | None = None) -> Image:
     if mask.ndim != 2:
         raise ValueError(f'mask must be (H, W), got {mask.shape}')
     return array_to_image(mask, 'mono8', header)
+
+
+def probability_to_mono8(probability: np.ndarray) -> np.ndarray:
+    """Return probabilities in [0, 1] as uint8 ``round(255 p)`` (a mono8 confidence image)."""
+    return np.rint(np.clip(probability, 0, 1) * 255).astype(np.uint8)
 
 
 def float_to_image(array: np.ndarray, header: Header | None = None) -> Image:

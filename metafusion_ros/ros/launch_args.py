@@ -9,18 +9,19 @@ file hands to ``launch_ros.actions.Node`` and ``test_launch_examples.py`` to a n
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import difflib
 import math
 import os
 import re
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from metafusion_ros.ros.dds import PROFILE_ENV, PROFILE_FILE
 from metafusion_ros.ros.parameters import SPECS
 from metafusion_ros.runtime.chains import (ChainError, DEFAULT_CHAIN, is_chain_name, NO_META,
                                            resolve)
 
-__all__ = ['Argument', 'arguments', 'LaunchArgumentError', 'NodeSettings', 'node_settings',
-           'sibling_topic', 'CHOICES', 'FILE_ARGUMENTS']
+__all__ = ['Argument', 'arguments', 'command_line', 'LaunchArgumentError', 'NodeSettings',
+           'node_settings', 'sibling_topic', 'CHOICES', 'FILE_ARGUMENTS']
 
 # launch argument -> node parameter it overrides ('' leaves the config file's value).
 PARAMETER = {'model': 'model_path', 'priors': 'priors_path', 'meta_model': 'meta_model_path',
@@ -151,6 +152,30 @@ def _checked(name: str, text: str, pattern: re.Pattern[str], what: str) -> str:
     return text
 
 
+def command_line(argv: Sequence[str], launch_file: str) -> dict[str, str]:
+    """Return the ``name:=value`` words after ``launch_file``'s name in ``argv``.
+
+    With ``sys.argv`` these are the arguments ``ros2 launch`` was given for this launch file
+    (all of them, declared or not: ``launch`` itself ignores undeclared ones). Empty when the
+    command line names another launch file, which includes this one: its arguments are its own.
+    """
+    name = os.path.basename(launch_file)
+    for index, word in enumerate(argv):
+        if os.path.basename(word) == name:
+            return dict(word.split(':=', 1) for word in argv[index + 1:] if ':=' in word)
+    return {}
+
+
+def _undeclared(unknown: Sequence[str], declared: Sequence[str]) -> LaunchArgumentError:
+    """Return the one-line error naming ``unknown`` arguments and their closest declared names."""
+    named = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, declared, n=1)
+        named.append(f'{name} (did you mean {close[0]}?)' if close else name)
+    return LaunchArgumentError(f'unknown launch argument{"s" if len(unknown) > 1 else ""} '
+                               f'{", ".join(named)}; arguments: {", ".join(declared)}')
+
+
 def sibling_topic(topic: str, name: str) -> str:
     """Return topic ``name`` beside ``topic`` (``/front/image_raw`` -> ``/front/camera_info``)."""
     head, sep, _ = topic.rpartition('/')
@@ -160,7 +185,8 @@ def sibling_topic(topic: str, name: str) -> str:
 def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
     """Return the node settings of the launch argument ``values`` (defaults where missing).
 
-    Raises :class:`LaunchArgumentError` (one line naming the argument) for an unknown argument,
+    Raises :class:`LaunchArgumentError` (one line naming the argument) for unknown arguments
+    (each with the closest declared name),
     a number that is not one or outside [0, 1], an unknown choice, a missing file, an unknown
     chain or one whose members changed, a bad name, namespace or topic, or a ``use_sim_time``
     that is not a boolean.
@@ -168,8 +194,7 @@ def node_settings(values: Mapping[str, str], share: str) -> NodeSettings:
     declared = {arg.name: arg.default for arg in arguments(share)}
     unknown = sorted(set(values) - set(declared))
     if unknown:
-        raise LaunchArgumentError(f'unknown launch argument {unknown[0]} '
-                                  f'(arguments: {", ".join(declared)})')
+        raise _undeclared(unknown, list(declared))
     value = {**declared, **values}
     if not os.path.isfile(value['config_file']):
         raise _fail('config_file', value['config_file'], 'no such file')

@@ -19,7 +19,8 @@ from std_msgs.msg import ColorRGBA, Header, String
 from visualization_msgs.msg import Marker, MarkerArray
 
 from metafusion_ros.core.classes import ClassTable
-from metafusion_ros.ros.conversions import float_to_image, mask_to_image, rgb_to_image
+from metafusion_ros.ros.conversions import (float_to_image, mask_to_image,
+                                            probability_to_mono8, rgb_to_image)
 from metafusion_ros.ros.parameters import Spec
 from metafusion_ros.ros.views import class_report, colour_labels, overlay
 from metafusion_ros.runtime.engine import FusionEngine, Processed
@@ -63,9 +64,10 @@ def frame_outputs(header: Header, rgb: np.ndarray, processed: Processed, engine:
                   ) -> dict[str, Callable[[], Any]]:
     """Return a builder per output of one frame; calling it builds that output's message(s).
 
-    Masks and heatmaps at the camera's size (``camera``) or the network's; markers and segment
-    reports in camera pixels; the overlay on the camera frame ``rgb``. ``heatmaps`` builds the
-    list of the :data:`HEATMAP_TOPICS` images.
+    Masks, the confidence and heatmaps at the camera's size (``camera``) or the network's;
+    markers and segment reports in camera pixels; the overlay on the camera frame ``rgb``.
+    ``heatmaps`` builds the list of the :data:`HEATMAP_TOPICS` images. The confidence (the fused
+    label's probability, 0-255) is enlarged like the labels, so each pixel keeps its label's.
     """
     result, table, metafusion = processed.result, engine.table, engine.metafusion
     labels = processed.to_camera.labels if camera else np.asarray
@@ -78,6 +80,8 @@ def frame_outputs(header: Header, rgb: np.ndarray, processed: Processed, engine:
         'mask_bayes': lambda: mask_to_image(labels(result.pred_bayes), header),
         'mask_ml': lambda: mask_to_image(labels(result.pred_ml), header),
         'color_mask': lambda: rgb_to_image(colour_labels(fused(), table), header),
+        'confidence': lambda: mask_to_image(
+            labels(probability_to_mono8(engine.confidence(processed))), header),
         'segments': lambda: json_message(segment_report(
             header, processed, table.target_name, metafusion.alpha, metafusion.tau)),
         'overlay': lambda: rgb_to_image(overlay(rgb, fused_at_camera(), table, opacity), header),

@@ -27,6 +27,7 @@ from rclpy.publisher import Publisher
 from rclpy.qos import qos_policy_name_from_kind
 from rclpy.signals import install_signal_handlers, SignalHandlerOptions
 from rclpy.subscription import Subscription
+from rclpy.task import Future
 from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Float32, String
@@ -52,7 +53,8 @@ __all__ = ['MetaFusionNode', 'main']
 NODE_NAME = 'metafusion_node'
 SILENT_S = 3.0  # a matched image publisher this long without a frame turns diagnostics WARN
 OUTPUTS = {'mask': Image, 'markers': MarkerArray, 'mask_bayes': Image, 'mask_ml': Image,
-           'color_mask': Image, 'segments': String, 'processing_time_ms': Float32,
+           'color_mask': Image, 'confidence': Image, 'segments': String,
+           'processing_time_ms': Float32,
            'overlay': Image, **{f'heatmap/{name}': Image for name in HEATMAP_TOPICS}}
 ENGINE_PARAMETERS = ('model_path', 'priors_path', 'meta_model_path', 'backend', 'precision',
                      'alpha', 'tau', 'fusion', 'target_class', 'resize_mode')
@@ -74,6 +76,7 @@ class MetaFusionNode(LifecycleNode):
         self.worker = Worker(lambda: self.engine, self._publish, self.stats, self.inputs,
                              self.get_logger(), lambda: rclpy.ok(context=self.context))
         self._configure_failed = False
+        self.finalized: Future = Future()  # done at the shutdown transition: main() returns
         self._subs: list[Subscription] = []
         self._pubs: dict[str, Publisher] = {}
         self._diag_pub = self.create_publisher(DiagnosticArray, '/diagnostics', 10)
@@ -209,8 +212,9 @@ class MetaFusionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: State) -> TransitionCallbackReturn:
-        """Stop the worker on shutdown from any state."""
+        """Stop the worker on shutdown from any state; the process then exits with 0."""
         self.worker.stop()
+        self.finalized.set_result(True)  # main() stops spinning once this reply is sent
         return TransitionCallbackReturn.SUCCESS
 
     # input ------------------------------------------------------------------------------------
@@ -319,7 +323,7 @@ class MetaFusionNode(LifecycleNode):
 
 
 def main(args: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM (exit 0, at any moment); 1 when configuration fails.
+    """Run the node until a signal or lifecycle shutdown (exit 0, at any moment); 1: bad config.
 
     Until the executor spins, a signal raises ``KeyboardInterrupt`` here (:mod:`.executable`);
     rclpy's own handlers, which shut the context down and wake the executor, take over after.
@@ -348,7 +352,7 @@ def _run(args: list[str] | None) -> int:
         print(f'{NODE_NAME}: error: bad command line ({exc})', file=sys.stderr)
         return 2
     keep_frame_buffers()  # frame after frame on the same pages (4K: 20 ms a frame)
-    node = None
+    node = executor = None
     try:
         node = MetaFusionNode()
         if node.p('autostart'):
@@ -360,7 +364,7 @@ def _run(args: list[str] | None) -> int:
         install_signal_handlers(SignalHandlerOptions.ALL)  # they chain to stop_on_signals'
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        executor.spin()
+        executor.spin_until_future_complete(node.finalized)  # lifecycle shutdown ends it
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except ConfigurationError as exc:
@@ -376,6 +380,8 @@ def _run(args: list[str] | None) -> int:
         # raises from inside the take (seen: RuntimeError from pybind11). That is our shutdown.
     finally:
         ignore_signals()
+        if executor is not None:
+            executor.shutdown()  # else its __del__ meets a guard condition the context destroyed
         if node is not None:
             node.worker.stop()
             node.destroy_node()

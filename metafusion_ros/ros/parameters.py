@@ -19,7 +19,8 @@ __all__ = ['Spec', 'SPECS', 'OPTIONAL_OUTPUTS', 'DEFAULTS', 'RUNTIME', 'markdown
 
 Value = Union[bool, int, float, str]
 # Optional outputs: parameter ``outputs.<key>`` switches them; published only when subscribed.
-OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'heatmaps', 'segments', 'overlay')
+OPTIONAL_OUTPUTS = ('mask_bayes', 'mask_ml', 'color_mask', 'confidence', 'heatmaps',
+                    'segments', 'overlay')
 UNIT = (0.0, 1.0)
 
 

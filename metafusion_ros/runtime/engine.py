@@ -283,3 +283,11 @@ class FusionEngine:
         time (no full-frame ML probabilities).
         """
         return self.metafusion.heatmaps_at(processed.output.probs)
+
+    def confidence(self, processed: Processed) -> np.ndarray:
+        """Return the fused label's probability per pixel at the network's size (on demand).
+
+        :meth:`~metafusion_ros.core.pipeline.MetaFusion.confidence`: the Bayes label's softmax
+        probability, or the ML probability of c where MetaFusion fused an ML segment.
+        """
+        return self.metafusion.confidence(processed.output.probs, processed.result)
