@@ -42,6 +42,7 @@ from test_node_harness import (diagnostics_values, domain_for, image_msg, Peer, 
                                SCENE, with_stamp)
 
 from metafusion_ros.ros.bag import DriveBag, GT_TOPIC, IMAGE_TOPIC
+from metafusion_ros.runtime.chains import chain_names, DEFAULT_CHAIN
 from metafusion_ros.tools.cli import build_parser, main as metafusion
 
 DOCS = ('README.md', 'docs/node.md')
@@ -235,6 +236,14 @@ def lists_the_subcommands(command: Command, output: str, scratch: 'Scratch') -> 
         assert re.search(rf'^\s+{re.escape(name)}\b', output, re.MULTILINE), name
 
 
+def lists_the_chains(command: Command, output: str, scratch: 'Scratch') -> None:
+    """``metafusion models`` has a row for every shipped chain and marks the default one."""
+    table = output.split('\n\n')[0].splitlines()[1:]  # the chains, not the MetaFusion rows
+    rows = {line.split()[0]: line.split() for line in table}
+    assert sorted(rows) == chain_names(REPO / 'models'), output
+    assert rows[DEFAULT_CHAIN][1] == '*', output
+
+
 def prefix_holds_the_profile(command: Command, output: str, scratch: 'Scratch') -> None:
     """``ros2 pkg prefix`` names the install, whose share/ holds the documented DDS profile."""
     share = Path(output.strip().splitlines()[-1]) / 'share' / 'metafusion_ros'
@@ -256,6 +265,7 @@ RUNS: dict[str, Run] = {
     'metafusion bag make': Run('alone', check=wrote_the_bag),
     'metafusion bag play': Run('node', check=published_the_bag),
     'metafusion bag score': Run('node', check=scored_the_bag),
+    'metafusion models': Run('alone', check=lists_the_chains),
 }
 # Documented but not run here: why, and what runs it instead. Extend at will; keep a reason.
 EXCLUDED: dict[str, str] = {
@@ -281,6 +291,9 @@ EXCLUDED: dict[str, str] = {
     'metafusion operating-point': 'reads evaluate results; test_meta_evaluate.py::'
                                   'test_evaluate_and_operating_point_commands',
     'metafusion digits': "the paper's §5 protocol (minutes); test_meta_digits.py",
+    'metafusion models refresh': 'rewrites the shipped manifests (make results runs it); '
+                                 'test_chains.py::test_refresh_rewrites_the_shipped_manifest_'
+                                 'unchanged runs it on copies',
 }
 
 
