@@ -1,7 +1,8 @@
-"""ESPNet (torch extra): both decoder variants, strict loading, SHA-256, torch vs ONNX Runtime.
+"""ESPNet and ESPNetv2 (torch extra): networks, strict loading, SHA-256, torch vs ONNX Runtime.
 
-Tests that need PyTorch skip inside the test (fixture ``torch``) when it is not installed; the
-shipped ONNX models are checked without it in ``test_espnet_data.py``.
+Tests that need PyTorch skip inside the test (fixture ``torch``) when it is not installed, those
+that need the authors' weights or CamVid when ``../shared`` lacks them; the shipped ONNX models
+are checked without torch in ``test_espnet_data.py``.
 """
 from pathlib import Path
 import shutil
@@ -29,6 +30,29 @@ def espnet_dir(shared_dir):
     return folder
 
 
+@pytest.fixture
+def espnetv2_dir(shared_dir):
+    """Return ../shared/pretrained/espnetv2, or skip when its three files are not there."""
+    from metafusion_ros.tools.training.espnet_export import PRETRAINED
+    folder = shared_dir / 'pretrained' / 'espnetv2'
+    missing = [w.file for w in PRETRAINED.values() if w.s and not (folder / w.file).is_file()]
+    if missing:
+        pytest.skip(f'ESPNetv2 weights {missing} are not in {folder}')
+    return folder
+
+
+def _weights(shared_dir: Path, which) -> Path:
+    """Return where ``../shared`` keeps the authors' file of ``which``, or skip."""
+    path = shared_dir / 'pretrained' / which.family.lower() / which.file
+    if not path.is_file():
+        pytest.skip(f'{which.family} weights {path} are not there')
+    return path
+
+
+V2 = ['cityscapes-v2-s2.0', 'cityscapes-v2-s1.0', 'cityscapes-v2-s1.5']
+CAMVID_FRAME = Path('data') / 'camvid' / 'test' / '0001TP_008550.png'
+
+
 @pytest.mark.parametrize('skip,classes', [(16, 20), (19, 12)])
 def test_variants_give_full_resolution_logits(torch, skip, classes):
     """Both decoders map (1, 3, H, W) to (1, C, H, W); the CamVid one widens the last conv."""
@@ -46,7 +70,7 @@ def test_authors_files_load_strictly_into_their_variant(torch, espnet_dir):
     """Each file fills every parameter of its variant and does not fit the other one."""
     from metafusion_ros.tools.training.espnet import ESPNet
     from metafusion_ros.tools.training.espnet_export import load_pretrained, PRETRAINED
-    for which in PRETRAINED.values():
+    for which in (PRETRAINED['cityscapes'], PRETRAINED['camvid']):
         net = load_pretrained(espnet_dir / which.file, which)
         assert not net.training and net.decoder_skip == which.decoder_skip
         state = torch.load(espnet_dir / which.file, map_location='cpu', weights_only=True)
@@ -72,21 +96,26 @@ def test_weights_with_another_sha256_are_refused(torch, espnet_dir, tmp_path):
         load_pretrained(espnet_dir / PRETRAINED['cityscapes'].file, which)
 
 
-@pytest.mark.parametrize('name', ['cityscapes_espnet', 'camvid_espnet'])
-def test_shipped_onnx_equals_torch(torch, espnet_dir, shared_dir, name):
+SHIPPED = ['cityscapes_espnet', 'camvid_espnet', 'cityscapes_espnetv2_s2_768x384',
+           'cityscapes_espnetv2_s2_512x256', 'cityscapes_espnetv2_s1p5']
+
+
+@pytest.mark.parametrize('name', SHIPPED)
+def test_shipped_onnx_equals_torch(torch, shared_dir, name):
     """The shipped ONNX model and the torch network agree on a real CamVid frame (< 1e-4)."""
     from metafusion_ros.runtime.segmenter import resolve_spec
     from metafusion_ros.tools.training.espnet_export import (Deployed, load_pretrained,
                                                              max_abs_difference, PRETRAINED)
-    which = PRETRAINED[name.split('_')[0]]
     path = MODELS / f'{name}.onnx'
     spec = resolve_spec(path, None)
-    model = Deployed(load_pretrained(espnet_dir / which.file, which), spec.num_classes).eval()
-    image = read_rgb_png(shared_dir / 'data' / 'camvid' / 'test' / '0001TP_008550.png')
+    which = next(w for w in PRETRAINED.values() if w.file == spec.extra['pretrained']['file'])
+    model = Deployed(load_pretrained(_weights(shared_dir, which), which), spec.num_classes)
+    image = read_rgb_png(shared_dir / CAMVID_FRAME)
     x = spec.preprocess(image)
-    assert x.shape == (1, 3, *which.input_size[::-1])
-    diff = max_abs_difference(model, path, x)
+    assert x.shape == (1, 3, spec.preprocess.height, spec.preprocess.width)
+    diff = max_abs_difference(model.eval(), path, x)
     assert diff < 1e-4
+    assert spec.extra['check']['max_abs_diff_torch_onnxruntime'] < 1e-4
     with torch.no_grad():
         probs = model(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)  # void dropped, then the softmax
@@ -94,10 +123,11 @@ def test_shipped_onnx_equals_torch(torch, espnet_dir, shared_dir, name):
 
 def test_preprocessing_is_the_authors(torch):
     """The spec's normalisation equals ((BGR - mean) / std) / 255 with BGR statistics."""
-    from metafusion_ros.tools.training.espnet_export import CITYSCAPES_STATS, preprocess_for
-    mean, std = CITYSCAPES_STATS
+    from metafusion_ros.tools.training.espnet_export import normalisation
+    norm = normalisation('cityscapes')
+    mean, std = norm.mean, norm.std
     image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
-    x = preprocess_for((24, 16), mean, std)(image)[0]
+    x = norm.preprocess((24, 16))(image)[0]
     bgr = image[..., ::-1].astype(np.float64)
     expected = ((bgr - np.array(mean)) / np.array(std) / 255).transpose(2, 0, 1)
     np.testing.assert_allclose(x, expected, atol=1e-5)
@@ -123,3 +153,137 @@ def test_export_command_writes_a_loadable_model(torch, espnet_dir, shared_dir, t
     assert main(['espnet', 'camvid', '--weights', str(espnet_dir / 'espnet_p_2_q_8.pth'),
                  '--output', str(out), '--force']) == 2
     assert 'sha256' in capsys.readouterr().err
+
+
+def test_espnetv2_adaptive_pooling_is_pytorchs(torch):
+    """The exportable adaptive average pooling has PyTorch's bins, also where sizes do not divide.
+
+    Covers what the pyramid modules meet: 1.5x and 2x enlarged maps pooled back, maps pooled to
+    half and to a tenth (at least 5), mixed bin lengths (32 -> 5: 7 and 8; 128 -> 13: 10 and 11).
+    """
+    from torch.nn import functional as F
+    from metafusion_ros.tools.training.espnetv2 import adaptive_avg_pool
+    gen = torch.Generator().manual_seed(0)
+    for (h, w), out in [((24, 48), (16, 32)), ((32, 64), (16, 32)), ((16, 32), (5, 5)),
+                        ((64, 128), (7, 13)), ((8, 16), (5, 8)), ((5, 5), (16, 32)),
+                        ((48, 36), (48, 36))]:
+        x = torch.randn(1, 10, h, w, generator=gen)
+        torch.testing.assert_close(adaptive_avg_pool(x, out), F.adaptive_avg_pool2d(x, out),
+                                   atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize('size', [(64, 32), (96, 64), (80, 48)])
+def test_espnetv2_takes_multiples_of_16(torch, size):
+    """Logits at the input size for sides that are multiples of 16 (2:1, 3:2, 5:3), not of 8.
+
+    Four halvings must be undone by the decoder's doublings: a side of 8 (mod 16) ends at an odd
+    size at 1/16 and the skip connection no longer fits.
+    """
+    from metafusion_ros.tools.training.espnetv2 import ESPNetv2
+    net = ESPNetv2(20, s=1.0).eval()
+    with torch.no_grad():
+        assert tuple(net(torch.zeros(1, 3, size[1], size[0])).shape) == (1, 20, *size[::-1])
+        with pytest.raises(RuntimeError):
+            net(torch.zeros(1, 3, size[1] + 8, size[0]))
+    with pytest.raises(ValueError, match='scale s must be one of'):
+        ESPNetv2(20, s=3.0)
+
+
+def test_espnetv2_files_load_strictly(torch, espnetv2_dir):
+    """Each of the three files fills all 526 entries of its width; no file fits another width."""
+    from metafusion_ros.tools.training.espnet_export import load_pretrained, PRETRAINED
+    from metafusion_ros.tools.training.espnetv2 import ESPNetv2
+    widths = {name: PRETRAINED[name].s for name in V2}
+    for name, s in widths.items():
+        which = PRETRAINED[name]
+        net = load_pretrained(espnetv2_dir / which.file, which)
+        assert not net.training and net.s == s
+        state = torch.load(espnetv2_dir / which.file, map_location='cpu', weights_only=True)
+        assert len(state) == len(net.state_dict()) == 526
+        assert tuple(state['bu_dec_l4.merge_layer.3.weight'].shape) == (20, 10, 1, 1)
+        for other in set(widths.values()) - {s}:
+            with pytest.raises(RuntimeError, match='size mismatch'):
+                ESPNetv2(20, s=other).load_state_dict(state, strict=True)
+
+
+def test_espnetv2_sha256_mismatch_is_one_line(torch, espnetv2_dir, tmp_path, capsys):
+    """A changed file is refused before torch.load by the loader and the CLI (exit 2, one line)."""
+    from metafusion_ros.tools.cli import main
+    from metafusion_ros.tools.training.espnet_export import load_pretrained, PRETRAINED
+    which = PRETRAINED['cityscapes-v2-s1.0']
+    changed = tmp_path / which.file
+    changed.write_bytes((espnetv2_dir / which.file).read_bytes()[:-1] + b'\0')
+    with pytest.raises(ValueError, match=f'ESPNetv2 weights {changed}: sha256 .* expected '
+                                         f'{which.sha256}') as err:
+        load_pretrained(changed, which)
+    assert '\n' not in str(err.value)
+    other = espnetv2_dir / PRETRAINED['cityscapes-v2-s2.0'].file
+    assert main(['espnet', which.name, '--weights', str(other),
+                 '--output', str(tmp_path / 'm.onnx')]) == 2
+    err = capsys.readouterr().err.strip()
+    assert 'sha256' in err and which.sha256 in err and len(err.splitlines()) == 1
+    assert not (tmp_path / 'm.onnx').exists()
+
+
+def test_espnetv2_bad_size_or_statistics_refused(torch, tmp_path, capsys):
+    """Sides that are not multiples of 16, or ESPNet's BGR statistics, are one line (exit 2)."""
+    from metafusion_ros.tools.cli import main
+    weights = tmp_path / 'never_read.pth'  # refused before the file is opened
+    for extra, message in [(['--size', '1000x512'], 'positive multiples of 16'),
+                           (['--size', '1024x520'], 'positive multiples of 16'),
+                           (['--size', '1024x504'], 'positive multiples of 16'),
+                           (['--stats', 'cityscapes'], 'takes the statistics imagenet')]:
+        assert main(['espnet', 'cityscapes-v2-s1.5', '--weights', str(weights), '--output',
+                     str(tmp_path / 'm.onnx'), *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1, err
+
+
+def test_espnetv2_preprocessing_is_the_authors(torch):
+    """The spec's preprocessing equals EdgeNets' transform: PIL bilinear, to_tensor, normalise.
+
+    ``data_transform`` in their ``test_segmentation.py``: ``img.resize(size, BILINEAR)``,
+    ``to_tensor`` (RGB, / 255) and ``normalize(MEAN, STD)`` with the ImageNet statistics.
+    """
+    from PIL import Image
+    from metafusion_ros.tools.training.espnet_export import normalisation, PRETRAINED
+    image = np.random.default_rng(0).integers(0, 256, (360, 480, 3), dtype=np.uint8)
+    which = PRETRAINED['cityscapes-v2-s1.5']
+    pre = normalisation(which.stats).preprocess(which.input_size)
+    assert (pre.channel_order, pre.layout, pre.width, pre.height) == ('RGB', 'NCHW', 512, 256)
+    resized = Image.fromarray(image).resize(which.input_size, Image.BILINEAR)
+    theirs = torch.from_numpy(np.array(resized)).permute(2, 0, 1).float().div(255)
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    theirs = theirs.sub(mean[:, None, None]).div(std[:, None, None])
+    np.testing.assert_allclose(pre(image)[0], theirs.numpy(), atol=1e-6, rtol=0)
+
+
+def test_espnetv2_export_bounds_torch_vs_onnxruntime(torch, espnetv2_dir, shared_dir, tmp_path):
+    """``metafusion espnet`` exports s = 1.5 at a 4:3 size; ONNX Runtime = torch on CamVid (1e-4).
+
+    The spec records the file's digest, the ImageNet statistics and the measured difference; the
+    segmenter loads it and its labels are the torch network's on the real frame.
+    """
+    from metafusion_ros.runtime.segmenter import load_segmenter
+    from metafusion_ros.tools.cli import main
+    from metafusion_ros.tools.training.espnet_export import (Deployed, load_pretrained,
+                                                             max_abs_difference, PRETRAINED)
+    which = PRETRAINED['cityscapes-v2-s1.5']
+    out = tmp_path / 'v2.onnx'
+    frame = shared_dir / CAMVID_FRAME
+    assert main(['espnet', which.name, '--weights', str(espnetv2_dir / which.file),
+                 '--output', str(out), '--size', '320x240', '--check-image', str(frame)]) == 0
+    seg = load_segmenter(out)
+    assert seg.input_size == (320, 240) and seg.num_classes == 19
+    extra = seg.spec.extra
+    assert extra['check']['max_abs_diff_torch_onnxruntime'] < 1e-4
+    assert extra['pretrained']['sha256'] == which.sha256
+    assert extra['architecture']['name'] == 'ESPNetv2' and extra['architecture']['s'] == 1.5
+    assert extra['normalisation']['statistics'] == 'imagenet'
+    model = Deployed(load_pretrained(espnetv2_dir / which.file, which), 19).eval()
+    x = seg.spec.preprocess(read_rgb_png(frame))
+    assert max_abs_difference(model, out, x) < 1e-4
+    with torch.no_grad():
+        labels = model(torch.from_numpy(x)).numpy()[0].argmax(0)
+    ours = seg.infer_network(read_rgb_png(frame)).probs.argmax(-1)
+    assert (ours == labels).mean() > 0.999

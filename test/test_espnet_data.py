@@ -207,9 +207,15 @@ def test_miou_command_maps_a_cityscapes_network_into_camvid(tmp_path, capsys):
     assert 'no label mapping' in capsys.readouterr().err
 
 
-@pytest.mark.parametrize('name,classes,size', [('cityscapes_espnet', 19, (1024, 512)),
-                                               ('camvid_espnet', 11, (480, 360))])
-def test_shipped_espnets_load_and_carry_their_provenance(name, classes, size):
+V2 = ['cityscapes_espnetv2_s2_768x384', 'cityscapes_espnetv2_s2_512x256',
+      'cityscapes_espnetv2_s1p5']
+
+
+@pytest.mark.parametrize('name,classes,size,family', [
+    ('cityscapes_espnet', 19, (1024, 512), 'ESPNet'), ('camvid_espnet', 11, (480, 360), 'ESPNet'),
+    (V2[0], 19, (768, 384), 'ESPNetv2'), (V2[1], 19, (512, 256), 'ESPNetv2'),
+    (V2[2], 19, (384, 192), 'ESPNetv2')])
+def test_shipped_espnets_load_and_carry_their_provenance(name, classes, size, family):
     """The shipped models load unchanged, give a softmax over the real classes, name sources."""
     seg = load_segmenter(MODELS / f'{name}.onnx')
     assert seg.num_classes == classes and seg.input_size == size
@@ -218,9 +224,26 @@ def test_shipped_espnets_load_and_carry_their_provenance(name, classes, size):
     np.testing.assert_allclose(probs.sum(-1), 1, atol=1e-5)
     extra = seg.spec.extra
     assert extra['void_output']['index'] == classes
-    assert extra['architecture']['name'] == 'ESPNet'
+    assert extra['architecture']['name'] == family
     assert extra['check']['max_abs_diff_torch_onnxruntime'] < 1e-4
-    assert 'MIT' in (MODELS / 'ESPNET_LICENSE').read_text()
+    licence = extra['pretrained']['licence']
+    assert 'MIT' in (MODELS / licence.split('see ')[-1]).read_text()
+
+
+@pytest.mark.parametrize('name', V2)
+def test_shipped_espnetv2_scores_belong_to_the_shipped_files(name):
+    """Each shipped ESPNetv2's CamVid val + test scores were measured on that very file.
+
+    ``docs/results/camvid_<model>_miou.json`` is what ``metafusion miou --out`` wrote; its digest
+    must be the shipped file's, and its human IoU above the shipped ESPNet's 21.0.
+    """
+    from metafusion_ros.runtime.segmenter.base import file_sha256
+    report = json.loads((MODELS.parent / 'docs' / 'results' / f'camvid_{name}_miou.json')
+                        .read_text())
+    assert report['model_sha256'] == file_sha256(MODELS / f'{name}.onnx')
+    assert report['splits'] == ['val', 'test'] and report['all']['images'] == 163
+    assert report['mapping'] == 'cityscapes->camvid'
+    assert report['all']['target_group_iou'] > 0.21
 
 
 @pytest.mark.parametrize('model,priors', [('cityscapes_espnet', 'cityscapes_espnet_priors'),
@@ -242,9 +265,10 @@ def test_shipped_category_priors_fit_their_network(shared_dir, model, priors):
     assert 0.05 < loaded.probs[..., human].max() < 0.5
 
 
-@pytest.mark.parametrize('name,floor', [('camvid_espnet', 0.45), ('cityscapes_espnet', 0.2)])
+@pytest.mark.parametrize('name,floor', [('camvid_espnet', 0.45), ('cityscapes_espnet', 0.2),
+                                        *((v2, 0.35) for v2 in V2)])
 def test_shipped_espnets_segment_real_camvid_frames(shared_dir, tmp_path, name, floor):
-    """On three CamVid test frames both networks segment far above chance (one drive)."""
+    """On three CamVid test frames every network segments far above chance (one drive)."""
     out = tmp_path / 'scores.json'
     assert main(['miou', '--dataset', 'camvid', '--root', str(shared_dir / 'data' / 'camvid'),
                  '--split', 'test', '--limit', '3', '--model', str(MODELS / f'{name}.onnx'),

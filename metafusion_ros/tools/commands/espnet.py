@@ -1,4 +1,4 @@
-"""``metafusion espnet``: export the ESPNet authors' pretrained weights to ONNX (torch extra)."""
+"""``metafusion espnet``: export the authors' ESPNet and ESPNetv2 weights to ONNX (torch extra)."""
 from __future__ import annotations
 
 import argparse
@@ -8,26 +8,32 @@ from metafusion_ros.tools.cli import add_force, CommandError, output_path
 from metafusion_ros.tools.data.datasets import parse_size
 from metafusion_ros.tools.data.frame import read_rgb_png
 
-WEIGHTS = ('cityscapes', 'camvid')
+WEIGHTS = ('cityscapes', 'camvid',  # ESPNet
+           'cityscapes-v2-s2.0', 'cityscapes-v2-s1.0', 'cityscapes-v2-s1.5')  # ESPNetv2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``espnet`` subcommand."""
     parser = subparsers.add_parser(
-        'espnet', help='export the ESPNet authors\' Cityscapes or CamVid weights to ONNX',
+        'espnet', help='export the authors\' ESPNet (Cityscapes, CamVid) or ESPNetv2 '
+                       '(Cityscapes, s = 2.0 / 1.0 / 1.5) weights to ONNX',
         description='Check the SHA-256 of the authors\' file, load it strictly into the '
-                    'project\'s ESPNet, export it (void output dropped, softmax over the real '
-                    'classes, fixed input size) and write the spec JSON beside it. Needs '
-                    'PyTorch (the optional "train" extra).')
-    parser.add_argument('which', choices=WEIGHTS, help='which of the two pretrained files')
+                    'project\'s ESPNet or ESPNetv2, export it (void output dropped, softmax '
+                    'over the real classes, fixed input size) and write the spec JSON beside '
+                    'it. Needs PyTorch (the optional "train" extra).')
+    parser.add_argument('which', choices=WEIGHTS,
+                        help='which pretrained file: ESPNet cityscapes (espnet_p_2_q_8.pth) or '
+                             'camvid (espnet_p_2_q_8_camvid.pth); ESPNetv2 cityscapes-v2-s<s> '
+                             '(espnetv2_s_<s>_city_*.pth)')
     parser.add_argument('--weights', required=True, type=Path, help='the authors\' .pth file')
     parser.add_argument('--output', required=True, type=Path, help='ONNX file to write')
-    parser.add_argument('--size', help='input size WxH, multiples of 8 (default: cityscapes '
-                                       '1024x512, camvid 480x360)')
-    parser.add_argument('--stats', choices=('cityscapes', 'camvid'),
-                        help='normalisation statistics (default: cityscapes for the Cityscapes '
-                             'weights, camvid — computed from CamVid train — for the CamVid '
-                             'weights)')
+    parser.add_argument('--size', help='input size WxH, multiples of 8 for ESPNet and of 16 '
+                                       'for ESPNetv2 (default: the training size; camvid '
+                                       '480x360)')
+    parser.add_argument('--stats', choices=('cityscapes', 'camvid', 'imagenet'),
+                        help='normalisation statistics (default: cityscapes for the ESPNet '
+                             'Cityscapes weights, camvid — computed from CamVid train — for the '
+                             'CamVid weights; ESPNetv2 takes imagenet only)')
     parser.add_argument('--camvid-root', type=Path,
                         help='CamVid root whose train split gives the CamVid statistics')
     parser.add_argument('--check-image', type=Path,

@@ -27,13 +27,14 @@ _DILATIONS = (1, 2, 4, 8, 16)
 
 
 class Conv(nn.Module):
-    """A bias-free convolution with "same" padding (dilated when ``dilation`` > 1)."""
+    """A bias-free convolution with "same" padding (dilated when ``dilation`` > 1, grouped)."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1):
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, dilation: int = 1,
+                 groups: int = 1):
         super().__init__()
         pad = (k - 1) // 2 * dilation
         self.conv = nn.Conv2d(cin, cout, k, stride=stride, padding=pad, dilation=dilation,
-                              bias=False)
+                              groups=groups, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply the convolution."""
@@ -43,9 +44,9 @@ class Conv(nn.Module):
 class BnAct(nn.Module):
     """Batch normalisation followed by a per-channel PReLU."""
 
-    def __init__(self, ch: int):
+    def __init__(self, ch: int, eps: float = _BN_EPS):
         super().__init__()
-        self.bn = nn.BatchNorm2d(ch, eps=_BN_EPS)
+        self.bn = nn.BatchNorm2d(ch, eps=eps)
         self.act = nn.PReLU(ch)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,17 +54,30 @@ class BnAct(nn.Module):
         return self.act(self.bn(x))
 
 
-class ConvBnAct(Conv):
+class ConvBn(Conv):
+    """A convolution followed by batch normalisation."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                 eps: float = _BN_EPS):
+        super().__init__(cin, cout, k, stride, groups=groups)
+        self.bn = nn.BatchNorm2d(cout, eps=eps)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Convolve and normalise."""
+        return self.bn(self.conv(x))
+
+
+class ConvBnAct(ConvBn):
     """A convolution, batch normalisation and PReLU."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
-        super().__init__(cin, cout, k, stride)
-        self.bn = nn.BatchNorm2d(cout, eps=_BN_EPS)
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1,
+                 eps: float = _BN_EPS):
+        super().__init__(cin, cout, k, stride, groups, eps)
         self.act = nn.PReLU(cout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve, normalise and activate."""
-        return self.act(self.bn(self.conv(x)))
+        return self.act(super().forward(x))
 
 
 class _Pyramid(nn.Module):
