@@ -18,7 +18,16 @@ priors are there): the shipped network's softmax on generated street frames (the
 generator, test split), at the network's output size (512x256: where the node runs MetaFusion)
 and enlarged bilinearly to 2048x1024, with the shipped estimated priors and α = 1. Fields as
 above plus ``frames`` (medians over them), ``candidates`` and ``candidate_pixels`` (per frame,
-summed over the frames) and ``heatmaps_full_ms`` (the full-frame heatmaps on demand).
+summed over the frames), ``heatmaps_full_ms`` (the full-frame heatmaps on demand) and
+``fusion_<reading>_ms``: eq. 14 alone for each fusion reading (spec §5; ``support`` includes
+reading the softmax at the agreeing pixels, ``core.fusion.support_at``).
+
+``--cache FOLDER [--alpha A] [--table NAME]`` (instead of the rows above): the row
+``fusion_cache``, timing the readings on the frames of a ``metafusion evaluate`` cache folder
+(its masks, candidates and agreeing pixels at the network's resolution, every candidate kept),
+e.g. the Cityscapes network on CamVid, whose agreeing ML segments are large; the softmax gather
+of ``support`` is timed on a random softmax of the frame's size and the table's class count (its
+cost depends on the pixel count only).
 """
 from __future__ import annotations
 
@@ -31,7 +40,8 @@ import statistics
 import numpy as np
 
 from metafusion_ros.core import classes, kernels
-from metafusion_ros.core.pipeline import MetaFusion, priors_channel_map
+from metafusion_ros.core.fusion import FUSION_MODES, fuse, support_at
+from metafusion_ros.core.pipeline import FrameResult, MetaFusion, priors_channel_map
 from metafusion_ros.core.priors import estimate_priors, Priors
 from timing import median_ms
 
@@ -145,6 +155,47 @@ def network_softmaxes(models: Path, frames: int) -> list[np.ndarray]:
     return out
 
 
+def fusion_ms(result: FrameResult, probs: np.ndarray, table: classes.ClassTable,
+              repeats: int) -> dict[str, float]:
+    """Return the median time of eq. 14 per fusion reading on one frame's decisions."""
+    def fused(mode: str) -> np.ndarray:
+        support = None if mode != 'support' else support_at(
+            probs, result.candidates.agreeing, table.target, table.merged_away)
+        return fuse(result.pred_bayes, result.candidates, result.keep, table.target, mode,
+                    support)
+    return {f'fusion_{mode}_ms': median_ms(lambda m=mode: fused(m), repeats, warmup=1)
+            for mode in FUSION_MODES}
+
+
+def run_cache(folder: Path, alpha: float, table: classes.ClassTable, repeats: int) -> dict:
+    """Time the fusion readings on the cached frames of an evaluate cache; one record."""
+    from metafusion_ros.tools.meta.collect import load_frames
+
+    rows: dict[str, list[float]] = {}
+    frames = agreeing = 0
+    rng = np.random.default_rng(0)
+    probs = None
+    for frame in load_frames(folder, alpha):
+        cand = frame.candidates
+        if probs is None or probs.shape[:2] != cand.shape:
+            probs = rng.dirichlet(np.ones(table.num_classes), cand.shape).astype(np.float32)
+        keep = np.ones(cand.count, dtype=bool)
+        times = {f'fusion_{mode}_ms': (lambda m=mode: fuse(
+                     frame.pred_bayes, cand, keep, table.target, m, frame.support))
+                 for mode in FUSION_MODES}
+        times['support_at_ms'] = lambda: support_at(probs, cand.agreeing, table.target,
+                                                    table.merged_away)
+        for key, fn in times.items():
+            rows.setdefault(key, []).append(median_ms(fn, repeats, warmup=1))
+        frames += 1
+        agreeing += cand.agreeing.size
+    record = {key: round(statistics.median(values), 3) for key, values in rows.items()}
+    record.update({f'{key}_max': round(max(values), 3) for key, values in rows.items()})
+    return {'case': 'fusion_cache', 'folder': str(folder), 'alpha': alpha, 'frames': frames,
+            'size': list(probs.shape[:2]), 'agreeing_pixels_per_frame': agreeing // frames,
+            'repeats': repeats, **record}
+
+
 def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, int],
                   repeats: int) -> dict:
     """Measure the real softmaxes at ``size`` = (H, W) (enlarged if needed); one record."""
@@ -167,6 +218,8 @@ def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, 
             'heatmaps_full_ms': lambda: mf.heatmaps_at(probs)}
         for key, fn in times.items():
             rows.setdefault(key, []).append(median_ms(fn, repeats))
+        for key, value in fusion_ms(result, probs, mf.table, repeats).items():
+            rows.setdefault(key, []).append(value)
     record = {key: round(statistics.median(values), 2) for key, values in rows.items()}
     post, stream = record['post_network_ms'], record['stream_pass_ms']
     return {'case': f'real_network_{size[1]}x{size[0]}x19', 'repeats': repeats,
@@ -183,7 +236,15 @@ def main() -> None:
     parser.add_argument('--frames', type=int, default=4, help='generated frames (realistic)')
     parser.add_argument('--models', type=Path, default=MODELS)
     parser.add_argument('--only-realistic', action='store_true')
+    parser.add_argument('--cache', type=Path, help='an evaluate cache folder: time the fusion '
+                        'readings on its frames (the fusion_cache row)')
+    parser.add_argument('--alpha', type=float, default=1.0, help='α of the cached frames')
+    parser.add_argument('--table', default='cityscapes', help='class table of the cache')
     args = parser.parse_args()
+    if args.cache is not None:
+        table = classes.table_by_name(args.table)
+        print(json.dumps(run_cache(args.cache, args.alpha, table, args.repeats)), flush=True)
+        return
     if not args.only_realistic:
         for w, h in ((2048, 1024), (1024, 512)):
             print(json.dumps(run_case(w, h, args.repeats)), flush=True)

@@ -22,7 +22,8 @@ from metafusion_ros.core.kernels import SUM_COLUMNS
 from metafusion_ros.core.rules import bayes_rule, ml_probabilities
 
 __all__ = ['merge_classes', 'ml_rule', 'margin', 'variation', 'Segments', 'boundary_mask',
-           'label_segments', 'segment_features', 'components', 'ml_heatmaps', 'segment_sums']
+           'label_segments', 'segment_features', 'components', 'ml_heatmaps', 'segment_sums',
+           'support', 'supported_fusion']
 
 _EIGHT = np.ones((3, 3), dtype=bool)
 
@@ -165,3 +166,35 @@ def segment_sums(pixels: np.ndarray, sid: np.ndarray, pred: np.ndarray,
     bins = (sid[:, None] * SUM_COLUMNS + np.arange(SUM_COLUMNS)).ravel()
     sums = np.bincount(bins, columns.ravel(), minlength=(n + 1) * SUM_COLUMNS)
     return sums.reshape(n + 1, SUM_COLUMNS)[1:], events[1:]
+
+
+def support(probs: np.ndarray, target: int, merged: tuple[int, ...] = ()) -> np.ndarray:
+    """Return ``p_c / max_{y != c, y not merged} p_y`` per pixel (inf where that max is 0)."""
+    rivals = np.delete(probs, [target, *merged], axis=-1)
+    best = rivals.max(axis=-1) if rivals.shape[-1] else np.zeros(probs.shape[:-1])
+    with np.errstate(divide='ignore'):
+        return np.where(best > 0, probs[..., target] / np.where(best > 0, best, 1), np.inf)
+
+
+def supported_fusion(pred_bayes: np.ndarray, pred_ml: np.ndarray, support_map: np.ndarray,
+                     target: int, threshold: float) -> np.ndarray:
+    """Return the ``support`` reading of eq. 14 with no candidate kept (spec §5), from scipy.
+
+    Every ML class-c segment (8-connected) that holds a Bayes-c pixel and an interior pixel is
+    agreeing; inside it, the pixels 8-connected to its Bayes-c pixels through pixels that are
+    Bayes c or have ``support_map >= threshold`` take class c; everything else stays Bayes.
+    """
+    mask = pred_ml == target
+    segments_ml, n = ndimage.label(mask, structure=_EIGHT)
+    interior = ndimage.binary_erosion(mask, structure=_EIGHT, border_value=1)
+    agreeing = np.zeros(n + 1, dtype=bool)
+    agreeing[np.intersect1d(segments_ml[pred_bayes == target],
+                            segments_ml[interior])] = True
+    agreeing[0] = False
+    bayes_c = pred_bayes == target
+    grow = agreeing[segments_ml] & (bayes_c | (support_map >= threshold))
+    parts, _ = ndimage.label(grow, structure=_EIGHT)
+    attached = np.unique(parts[grow & bayes_c])
+    fused = pred_bayes.copy()
+    fused[np.isin(parts, attached[attached > 0])] = target
+    return fused

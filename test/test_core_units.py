@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from metafusion_ros.core import classes, evaluation, features, heatmaps, kernels, rules, segments
-from metafusion_ros.core.fusion import fuse
+from metafusion_ros.core.fusion import fuse, support_at
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import estimate_priors, interpolate, Priors
 import oracle
@@ -311,6 +311,91 @@ def test_fusion_copies_only_kept_candidates():
     np.testing.assert_array_equal(fuse(bayes, cand, np.array([False, False]), 2), bayes)
     with pytest.raises(ValueError, match='keep'):
         fuse(bayes, cand, np.array([True]), 2)
+
+
+def support_frame() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return Bayes and ML masks and a softmax for the ``support`` reading (c = 2 of 3).
+
+    A found pedestrian (Bayes c, rows 2-4, cols 1-3) inside a larger agreeing ML segment (rows
+    1-5, cols 0-9); the softmax gives c more than half of the winner's probability only in a band
+    beside it (cols 4-5) and in a part of the ML extent cut off from it by col 6 (cols 7-9).
+    A disagreeing candidate (rows 1-4, cols 11-13) holds no Bayes-c pixel.
+    """
+    ratio = np.full((7, 14), 0.1)
+    ratio[2:5, 1:4] = 2.0
+    ratio[1:6, 4:6] = 0.6
+    ratio[1:6, 7:10] = 0.9
+    probs = np.zeros((7, 14, 3), np.float32)
+    probs[..., 1] = 0.01
+    probs[..., 0] = 0.99 / (1 + ratio)
+    probs[..., 2] = 0.99 - probs[..., 0]
+    pred_ml = np.zeros((7, 14), np.uint8)
+    pred_ml[1:6, 0:10] = 2
+    pred_ml[1:5, 11:14] = 2
+    return rules.bayes_rule(probs), pred_ml, probs
+
+
+def test_support_fusion_grows_the_bayes_extent_through_supported_pixels():
+    """The agreeing segment keeps its Bayes extent plus the supported band attached to it.
+
+    Its unsupported ML pixels and the supported part cut off from the Bayes extent stay Bayes;
+    the kept candidate takes class c whole, as in the other readings (spec §5).
+    """
+    bayes, pred_ml, probs = support_frame()
+    cand = segments.disagreeing_candidates(pred_ml, bayes, 2)
+    assert cand.count == 1 and (bayes[2:5, 1:4] == 2).all() and (bayes[bayes != 2] == 0).all()
+    support = support_at(probs, cand.agreeing, 2)
+    fused = fuse(bayes, cand, np.array([True]), 2, 'support', support)
+    expected = bayes.copy()
+    expected[1:6, 4:6] = 2
+    expected[1:5, 11:14] = 2
+    np.testing.assert_array_equal(fused, expected)
+    twin = oracle.supported_fusion(bayes, pred_ml, oracle.support(probs, 2), 2, 0.5)
+    twin[1:5, 11:14] = 2  # the kept candidate
+    np.testing.assert_array_equal(fused, twin)
+    reference = fuse(bayes, cand, np.array([False]), 2, 'reference')
+    assert (reference[1:6, 0:10] == 2).all() and (reference[1:5, 11:14] == 0).all()
+    assert (fuse(bayes, cand, np.array([False]), 2, 'literal') == bayes).all()
+    strict = fuse(bayes, cand, np.array([False]), 2, 'support', support, threshold=0.95)
+    np.testing.assert_array_equal(strict, bayes)
+
+
+def test_support_is_the_bayes_odds_of_c_against_its_best_rival():
+    """``p_c / max_y p_y`` over the classes the Bayes rule weighs: merged ones are no rivals."""
+    probs = np.array([[[0.2, 0.7, 0.1], [0.0, 0.0, 1.0], [0.6, 0.1, 0.3]]], np.float32)
+    np.testing.assert_allclose(support_at(probs, np.arange(3), 2, merged=(1,)),
+                               [0.5, np.inf, 0.5])
+    np.testing.assert_allclose(support_at(probs, np.array([2, 0]), 2), [0.5, 0.1 / 0.7],
+                               rtol=1e-6)
+    np.testing.assert_allclose(support_at(probs, np.arange(3), 2, (1,)),
+                               oracle.support(probs, 2, (1,)).ravel())
+
+
+def test_support_fusion_refuses_a_missing_or_misaligned_support():
+    """The support reading needs one support value per agreeing pixel."""
+    bayes, pred_ml, probs = support_frame()
+    cand = segments.disagreeing_candidates(pred_ml, bayes, 2)
+    with pytest.raises(ValueError, match='support'):
+        fuse(bayes, cand, np.array([True]), 2, 'support')
+    with pytest.raises(ValueError, match='one value per agreeing pixel'):
+        fuse(bayes, cand, np.array([True]), 2, 'support', np.ones(3, np.float32))
+
+
+@settings(max_examples=80, deadline=None)
+@given(pred_ml=arrays(np.uint8, st.tuples(st.integers(1, 12), st.integers(1, 17)),
+                      elements=st.sampled_from([0, 2, 2, 2])),
+       seed=st.integers(0, 2**16))
+def test_support_fusion_agrees_with_numpy(pred_ml, seed):
+    """Any masks and supports (ties at the threshold included): sparse kernel = scipy twin."""
+    rng = np.random.default_rng(seed)
+    pred_bayes = np.where((pred_ml == 2) & (rng.random(pred_ml.shape) < 0.15), 2,
+                          rng.integers(0, 2, pred_ml.shape)).astype(np.uint8)
+    support_map = rng.choice(np.array([0.25, 0.5, 1.0], np.float32), pred_ml.shape)
+    cand = segments.disagreeing_candidates(pred_ml, pred_bayes, 2)
+    fused = fuse(pred_bayes, cand, np.zeros(cand.count, bool), 2, 'support',
+                 support_map.ravel()[cand.agreeing])
+    np.testing.assert_array_equal(fused, oracle.supported_fusion(pred_bayes, pred_ml,
+                                                                 support_map, 2, 0.5))
 
 
 # ---- evaluation (spec §6, eq. 17) -----------------------------------------------------------

@@ -13,6 +13,7 @@ import yaml
 
 from metafusion_ros.core.evaluation import added_tp_share, delta, SegmentCounts, segment_counts
 from metafusion_ros.core.features import feature_names
+from metafusion_ros.core.fusion import FUSION_MODES
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.runtime.classifier import MetaBundle, ModelContext
 from metafusion_ros.runtime.segmenter.preprocess import Nearest
@@ -51,7 +52,7 @@ def test_bayes_and_ml_rows_match_core_counts(toy):
     assert result.ml[0.0].counts == bayes
 
 
-@pytest.mark.parametrize('mode', ['reference', 'literal'])
+@pytest.mark.parametrize('mode', FUSION_MODES)
 def test_metafusion_row_matches_the_pipeline(toy, mode):
     """Fusing cached candidates with out-of-fold scores equals MetaFusion.process per frame."""
     table, priors, items, _, result = toy
@@ -69,6 +70,34 @@ def test_metafusion_row_matches_the_pipeline(toy, mode):
     assert row.kept == int((scores >= 0.5).sum()) and row.candidates == scores.size
 
 
+@pytest.mark.parametrize('mode', FUSION_MODES)
+def test_decomposition_accounts_for_every_fused_pixel(toy, mode):
+    """The pixels a reading turns to c, by source and ground truth, and the FN it removes."""
+    table, priors, items, _, result = toy
+    scores = result.validation[1.0].scores
+    fusion = MetaFusion(priors, table, 1.0, tau=0.5, fusion=mode)
+    changed, offset = np.zeros((2, table.num_classes), np.int64), 0
+    for _, _, probs, gt in items:
+        count = fusion.process(probs, None).candidates.count
+        frame = fusion.process(probs, lambda features, s=scores[offset:offset + count]: s)
+        offset += count
+        new = (frame.fused == table.target) & (frame.pred_bayes != table.target) & (
+            gt != table.ignore_label)
+        kept = np.isin(np.arange(gt.size), frame.candidates.pixels[
+            frame.keep[frame.candidates.pixel_ids - 1]]).reshape(gt.shape)
+        for source, mask in enumerate((new & ~kept, new & kept)):
+            changed[source] += np.bincount(gt[mask], minlength=table.num_classes)
+    row = result.fusion[(1.0, 0.5, mode)]
+    np.testing.assert_array_equal(row.changed, changed)
+    assert sum(row.recovered) == result.bayes.counts.fn - row.counts.fn
+    if mode == 'literal':
+        assert row.changed[0].sum() == 0 and row.recovered[0] == row.recovered[2] == 0
+    if mode == 'reference':
+        assert row.changed[0].sum() > 0, 'the toy must have agreeing ML extent to fuse'
+    rows = {(r['alpha'], r['tau'], r['fusion']): r for r in result.rows()}
+    assert sum(rows[(1.0, 0.5, mode)]['fused_pixels']['candidates'].values()) == changed[1].sum()
+
+
 def test_reference_fusion_keeps_at_least_what_literal_keeps(toy):
     """The authors' fusion adds the agreeing ML segments: never more false negatives."""
     _, _, _, _, result = toy
@@ -80,11 +109,11 @@ def test_reference_fusion_keeps_at_least_what_literal_keeps(toy):
 def test_rows_delta_share_and_tau_zero(toy):
     """Δ and the kept share come from core.evaluation; τ = 0 keeps every candidate."""
     _, _, _, _, result = toy
-    rows = {(r['rule'], r['alpha'], r['tau'] if r['rule'] == 'MetaFusion' else None): r
-            for r in result.rows()}
+    rows = {(r['rule'], r['alpha'], r['tau'] if r['rule'] == 'MetaFusion' else None,
+             r['fusion']): r for r in result.rows()}
     bayes, ml = result.bayes.counts, result.ml[1.0].counts
     fused = result.fusion[(1.0, 0.5, 'reference')].counts
-    row = rows[('MetaFusion', 1.0, 0.5)]
+    row = rows[('MetaFusion', 1.0, 0.5, 'reference')]
     assert row['delta'] == pytest.approx(delta(fused, bayes), nan_ok=True)
     assert row['added_tp_kept'] == pytest.approx(added_tp_share(fused, bayes, ml), nan_ok=True)
     everything = result.fusion[(1.0, 0.0, 'reference')]
@@ -109,6 +138,12 @@ def test_report_and_cached_scores(toy, tmp_path, monkeypatch):
     text = md.read_text()
     assert '| MetaFusion | reference | 1 | 0.5 |' in text and 'leave-one-drive-out' in text
     assert '| MetaFusion | literal | 1 | 0.5 |' in text and '| ML |  | 1 | – |' in text
+    assert '| MetaFusion | support | 1 | 0.5 |' in text
+    where = text[text.index('## Where the mIoU goes (α = 1, τ = 0.5)'):]
+    assert '| class | Bayes | reference | literal | support |' in where
+    reference = result.fusion[(1.0, 0.5, 'reference')]
+    assert f'| reference | {reference.changed[0].sum()} (' in where
+    assert f'| **mIoU** | {result.bayes.miou:.3f} | {reference.miou:.3f} (' in where
     for suffix in ('_fp_fn.png', '_importance.png', '_collage.png', '.csv'):
         assert (tmp_path / f'toy{suffix}').stat().st_size > 0
     with open(tmp_path / 'toy.csv', newline='') as fh:
@@ -193,7 +228,7 @@ def test_evaluate_and_operating_point_commands(toy, tmp_path, capsys):
     code = evaluate_softmax(items, priors, tmp_path, 'toy', '--alphas', '0', '1')
     assert code == 0 and '| Bayes |  | 0 |' in capsys.readouterr().out
     results = tmp_path / 'out' / 'toy.csv'
-    assert len(read_rows(results)) == 1 + 2 * (1 + 2 * 2)
+    assert len(read_rows(results)) == 1 + 2 * (1 + 2 * len(FUSION_MODES))
     config = tmp_path / 'op.yaml'
     assert main(['operating-point', '--results', str(results), '--fn-weight', '1000',
                  '--config', str(config)]) == 0
@@ -332,12 +367,12 @@ def test_evaluate_command_with_a_fixed_bundle(toy, fixed, tmp_path, capsys):
     text = capsys.readouterr().out
     assert code == 0 and 'The fixed meta model on these frames' in text
     rows = json.loads((tmp_path / 'out' / 'fixed.json').read_text())
-    assert [r['rule'] for r in rows] == ['bayes'] + ['ml'] + ['metafusion'] * 4 + ['ml'] + [
-        'metafusion'] * 4
-    assert {(r['tau'], r['fusion']) for r in rows[2:6]} == {
-        (t, f) for t in (0.2, 0.5) for f in ('reference', 'literal')}
+    fused_rows = 2 * len(FUSION_MODES)
+    assert [r['rule'] for r in rows] == ['bayes'] + (['ml'] + ['metafusion'] * fused_rows) * 2
+    assert {(r['tau'], r['fusion']) for r in rows[2:2 + fused_rows]} == {
+        (t, f) for t in (0.2, 0.5) for f in FUSION_MODES}
     assert all(list(r) == list(JSON_FIELDS) for r in rows)
-    bayes, ml = rows[0], rows[6]
+    bayes, ml = rows[0], rows[2 + fused_rows]
     fused = next(r for r in rows if r['rule'] == 'metafusion' and (
         r['alpha'], r['tau'], r['fusion']) == (1.0, 0.5, 'literal'))
     assert (ml['alpha'], fused['meta_alpha'], rows[1]['meta_alpha']) == (1.0, 1.0, None)

@@ -302,10 +302,13 @@ def test_off_grid_alpha_uses_the_nearest_meta_member(setup):
 
 
 def test_fusion_reading_changes_at_run_time(setup):
-    """``fusion: literal`` applies from the next frame and shows in /diagnostics."""
+    """``fusion: literal`` (and ``support``) applies from the next frame, shows in /diagnostics."""
     assert set_params(setup, fusion='literal')[0].successful
     send(setup, SCENE, 711)
     assert diagnostics(setup, lambda v: v.get('fusion') == 'literal')['fusion'] == 'literal'
+    assert set_params(setup, fusion='support')[0].successful  # reads the softmax: a frame runs
+    send(setup, SCENE, 713)
+    assert diagnostics(setup, lambda v: v.get('fusion') == 'support')['fusion'] == 'support'
     assert set_params(setup, fusion='reference')[0].successful
     send(setup, SCENE, 712)
     assert diagnostics(setup, lambda v: v.get('fusion') == 'reference')

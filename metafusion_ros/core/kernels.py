@@ -11,6 +11,10 @@
   target class's pixels, never labelling the whole frame: union-find over their horizontal
   runs (a run touches the runs of the row above that reach one column past it), and a run
   holds an interior pixel where its span meets the spans of runs above and below.
+- :func:`support_ratios`: the softmax's odds ``p_c / max_{y != c} p_y`` at given pixels, one
+  pixel at a time (no ``(P, C)`` gather).
+- :func:`attached_pixels`: the pixels of a sparse set 8-connected (within it) to a Bayes-c pixel
+  of it, with the same union-find over runs (the ``support`` fusion reading, spec §5).
 - :func:`ml_heatmaps`: the ML probabilities (eq. 3, 16, rider merged) and their heatmaps E, M, V
   (eq. 6-8) at given pixels (the candidates') or the whole frame, one pixel at a time: no
   ``(P, C)`` stacks. The float32 operations are numpy's, in numpy's order (its pairwise class
@@ -35,7 +39,7 @@ from metafusion_ros.core import simd
 from metafusion_ros.core.jit import CACHE
 
 __all__ = ['SoftmaxStats', 'decision_rules', 'decision_rules_numpy', 'disagreeing_pixels',
-           'ml_heatmaps', 'segment_sums', 'SUM_COLUMNS']
+           'attached_pixels', 'support_ratios', 'ml_heatmaps', 'segment_sums', 'SUM_COLUMNS']
 
 # Columns of :func:`segment_sums`: per heatmap (E, M, V) the sums of h and h² over the segment,
 # its interior and its boundary (6 each), then the sizes S, S_in, S_bd and the row and column sums.
@@ -244,6 +248,47 @@ def disagreeing_pixels(pred_ml: np.ndarray, pred_bayes: np.ndarray, target: int
     dropped = int(np.count_nonzero(disagreeing)) - int(np.count_nonzero(keep_root))
     agreeing = (is_root & agree & has_interior)[roots]
     return pixels[selected], new_id[roots[selected]], dropped, pixels[agreeing]
+
+
+@numba.njit(cache=CACHE, nogil=True)
+def _support_kernel(probs, pixels, target, rival, out):
+    for k in range(pixels.size):
+        row = probs[pixels[k]]
+        best = np.float32(0)
+        for y in range(row.size):
+            if rival[y] and row[y] > best:
+                best = row[y]
+        out[k] = row[target] / best if best > 0 else np.float32(np.inf)
+
+
+def support_ratios(probs: np.ndarray, pixels: np.ndarray, target: int,
+                   merged: tuple[int, ...] = ()) -> np.ndarray:
+    """Return float32 ``p_c / max_y p_y`` over rivals y (not c, not ``merged``) at ``pixels``.
+
+    ``probs`` (H, W, C), ``pixels`` flat indices; inf where every rival has probability 0.
+    """
+    num_classes = probs.shape[-1]
+    rival = np.ones(num_classes, dtype=np.bool_)
+    rival[[target, *merged]] = False
+    out = np.empty(len(pixels), dtype=np.float32)
+    _support_kernel(np.ascontiguousarray(probs, np.float32).reshape(-1, num_classes),
+                    np.asarray(pixels, dtype=np.int64), int(target), rival, out)
+    return out
+
+
+def attached_pixels(pixels: np.ndarray, pred_bayes: np.ndarray, target: int) -> np.ndarray:
+    """Return the flat ``pixels`` 8-connected, through ``pixels``, to one of them that is Bayes c.
+
+    ``pixels`` are flat indices into ``pred_bayes`` (any order); the result is in raster order.
+    The set is labelled as the candidates are (:func:`disagreeing_pixels`: union-find over its
+    horizontal runs), from a scan of a uint8 mask of the frame.
+    """
+    background = 1 if target == 0 else 0
+    marked = np.full(pred_bayes.size, background, dtype=np.uint8)
+    marked[pixels] = target
+    found, roots, agree, _ = _components_kernel(marked.reshape(pred_bayes.shape),
+                                                np.ascontiguousarray(pred_bayes), int(target))
+    return found[agree[roots]]
 
 
 def decision_rules(probs: np.ndarray, inv_prior: np.ndarray | None, channel_map: np.ndarray,

@@ -18,7 +18,7 @@ from metafusion_ros.core import kernels
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.defaults import ALPHA, FUSION, TAU
 from metafusion_ros.core.features import feature_names, features_at
-from metafusion_ros.core.fusion import check_fusion, fuse
+from metafusion_ros.core.fusion import check_fusion, fuse, support_at
 from metafusion_ros.core.priors import check_alpha, interpolate, Priors, REFERENCE_EPS
 from metafusion_ros.core.rules import check_probs
 from metafusion_ros.core.segments import Candidates, disagreeing_candidates
@@ -96,7 +96,7 @@ class MetaFusion:
 
     @property
     def fusion(self) -> str:
-        """Return the fusion reading (spec §5): 'reference' (the authors') or 'literal'."""
+        """Return the fusion reading of spec §5, one of :data:`FUSION_MODES`."""
         return self._fusion
 
     @fusion.setter
@@ -153,7 +153,7 @@ class MetaFusion:
         candidates = disagreeing_candidates(pred_ml, pred_bayes, self.table.target)
         self._lap('segments')
         heat = self.heatmaps_at(probs, candidates.pixels)
-        return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn)
+        return self._decide(pred_bayes, pred_ml, candidates, heat, score_fn, probs)
 
     def heatmaps_at(self, probs: np.ndarray, pixels: np.ndarray | None = None
                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -188,8 +188,12 @@ class MetaFusion:
         return np.clip(confidence, 0, 1, out=confidence)
 
     def _decide(self, pred_bayes: np.ndarray, pred_ml: np.ndarray, candidates: Candidates,
-                heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None) -> FrameResult:
-        """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14)."""
+                heat: tuple[np.ndarray, ...], score_fn: ScoreFn | None,
+                probs: np.ndarray) -> FrameResult:
+        """Compute candidate features, scores and keep decisions, and fuse (eq. 13, 14).
+
+        The ``support`` reading also reads the softmax at the agreeing pixels (spec §5).
+        """
         features = features_at(candidates.pixels, candidates.pixel_ids, pred_ml, heat, self.table)
         self._lap('features')
         if score_fn is None or candidates.count == 0:
@@ -201,7 +205,9 @@ class MetaFusion:
                                  f'{candidates.count} candidates (or non-finite values)')
         self._lap('classifier')
         keep = scores >= self.tau
-        fused = fuse(pred_bayes, candidates, keep, self.table.target, self.fusion)
+        support = None if self.fusion != 'support' else support_at(
+            probs, candidates.agreeing, self.table.target, self.table.merged_away)
+        fused = fuse(pred_bayes, candidates, keep, self.table.target, self.fusion, support)
         self._lap('fusion')
         return FrameResult(pred_bayes, pred_ml, candidates, features, self.feature_names,
                            scores, keep, fused)

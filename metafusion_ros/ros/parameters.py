@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import math
 from typing import Union
 
-from metafusion_ros.core.defaults import ALPHA, FUSION, FUSION_MODES, TAU
+from metafusion_ros.core.defaults import ALPHA, FUSION, FUSION_MODES, SUPPORT, TAU
 from metafusion_ros.runtime.chains import DEFAULT_CHAIN
 
 __all__ = ['Spec', 'SPECS', 'OPTIONAL_OUTPUTS', 'DEFAULTS', 'RUNTIME', 'markdown_table']
@@ -92,7 +92,9 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in [
          runtime=True,
          note="`reference` (the authors' `fuse_mask_i`): the ML extent of every human segment "
               'with `S_in > 0` that is not dropped, agreeing segments included; `literal` '
-              '(eq. 14 read literally): kept candidates only'),
+              '(eq. 14 read literally): kept candidates only; `support`: kept candidates, and '
+              'each agreeing segment\'s Bayes extent grown through its pixels where '
+              f'`p_c >= {SUPPORT:g} max p_other` (docs/meta.md)'),
     Spec('target_class', '', "target class c by name; '' = the priors' table default",
          note="class name of *c*; `''` = the priors' table default"),
     Spec('resize_mode', 'resize', 'images of another resolution than the priors: resize the '

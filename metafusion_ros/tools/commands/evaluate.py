@@ -9,6 +9,7 @@ import argparse
 import shlex
 import sys
 
+from metafusion_ros.core.defaults import SUPPORT
 from metafusion_ros.core.fusion import FUSION_MODES
 from metafusion_ros.runtime.classifier import MetaBundle
 from metafusion_ros.tools.cli import add_force, output_folder
@@ -38,8 +39,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--tau', type=float, nargs='+', default=[0.5],
                         help='meta threshold(s) τ; the first is the one of the Markdown table')
     parser.add_argument('--fusion', choices=FUSION_MODES, nargs='+', default=list(FUSION_MODES),
-                        help='fusion reading(s) of spec §5 to report (default both: reference '
-                             '= the authors\' code, literal = eq. 14 read literally)')
+                        help='fusion reading(s) of spec §5 to report (default all: reference '
+                             '= the authors\' code, literal = eq. 14 read literally, support = '
+                             'the Bayes extent grown through pixels that support c)')
+    parser.add_argument('--support', type=float, default=SUPPORT,
+                        help=f'the support reading\'s threshold: p_c >= SUPPORT * the best other '
+                             f'class\'s probability (default {SUPPORT:g}, the node\'s)')
     parser.add_argument('--out', default='docs/results', help='output folder')
     parser.add_argument('--name', required=True, help='report name (file prefix)')
     add_force(parser)
@@ -51,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
     for tau in args.tau:
         if not 0.0 <= tau <= 1.0:
             raise ValueError(f'--tau must lie in [0, 1], got {tau}')
+    if not args.support > 0:
+        raise ValueError(f'--support must be positive, got {args.support}')
     output_folder(args.out, args.force, [f'{args.name}{end}' for end in REPORT_FILES])
     setup = build_setup(args)
     bundle = None
@@ -64,12 +71,22 @@ def run(args: argparse.Namespace) -> int:
                      progress=True)
     evaluation = evaluate(folder, setup.table, setup.feature_names, setup.priors.digest,
                           alphas, args.tau, setup.params, setup.folds, progress=True,
-                          bundle=bundle, fusions=args.fusion)
+                          bundle=bundle, fusions=args.fusion, support=args.support)
     command = 'metafusion ' + ' '.join(shlex.quote(a) for a in sys.argv[1:]) \
         if sys.argv[1:2] == ['evaluate'] else 'metafusion evaluate ...'
     md = write_report(evaluation, folder, setup.table, setup.feature_names, args.out, args.name,
-                      command, f'Frames: {describe(args, setup)}; priors `{args.priors}`.',
+                      command, f'Frames: {describe(args, setup)}; priors `{args.priors}`.'
+                      + _support_note(args),
                       args.tau[0], bundle)
     print(md.read_text())
     print(f'wrote {md} and its CSV, JSON and figures')
     return 0
+
+
+def _support_note(args: argparse.Namespace) -> str:
+    """Return the report's note on the support reading's threshold (empty when not evaluated)."""
+    if 'support' not in args.fusion:
+        return ''
+    node = '' if args.support == SUPPORT else f', not the node\'s {SUPPORT:g}'
+    return (f' Fusion `support`: p_c ≥ {args.support:g} × the best other class\'s '
+            f'probability{node}.')

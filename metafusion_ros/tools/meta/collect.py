@@ -17,8 +17,10 @@ every count (eq. 13 labels, FP/FN, IoU) scores the masks as the node publishes t
 
 Per frame (``<key>.base.npz``): ``pred_bayes``, ``gt``. Per frame and α (``<key>.a<α>.npz``):
 ``pred_ml``, ``pixels`` and ``pixel_ids`` (the sparse candidate map), ``boxes``, ``sizes``,
-``dropped``, ``agreeing`` (pixels of the agreeing ML class-c segments, spec §5), ``features``,
-``labels`` (eq. 13). Masks and candidates are at the softmax's size, ``gt`` at the labels'.
+``dropped``, ``agreeing`` (pixels of the agreeing ML class-c segments, spec §5), ``support``
+(the softmax's ``p_c / max_{y != c} p_y`` at those pixels, for the ``support`` fusion reading),
+``features``, ``labels`` (eq. 13). Masks and candidates are at the softmax's size, ``gt`` at
+the labels'.
 """
 from __future__ import annotations
 
@@ -34,6 +36,7 @@ import numpy as np
 
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.files import check_npz, load_npz, read_json
+from metafusion_ros.core.fusion import support_at
 from metafusion_ros.core.pipeline import MetaFusion
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.core.segments import Candidates
@@ -45,7 +48,8 @@ __all__ = ['FrameRef', 'Source', 'ArraySource', 'NpzSource', 'SegmenterSource', 
            'at_labels']
 
 _SAFE = re.compile(r'[^A-Za-z0-9_.-]+')
-CACHE_FORMAT = 3  # part of the cache key: 2 added ``agreeing``, 3 the network's resolution
+# part of the cache key: 2 added ``agreeing``, 3 the network's resolution, 4 ``support``
+CACHE_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -193,6 +197,7 @@ class CachedFrame:
     candidates: Candidates
     features: np.ndarray
     labels: np.ndarray
+    support: np.ndarray
 
 
 @dataclass(frozen=True, eq=False)
@@ -275,7 +280,8 @@ def _process(metafusion: MetaFusion, probs: np.ndarray, gt: np.ndarray, ref: Fra
         _save(folder / f'{ref.key}.{_alpha_tag(alpha)}.npz', pred_ml=result.pred_ml,
               pixels=cand.pixels, pixel_ids=cand.pixel_ids, boxes=cand.boxes, sizes=cand.sizes,
               dropped=np.int64(cand.dropped), agreeing=cand.agreeing, features=result.features,
-              labels=candidate_labels(cand, gt, table))
+              labels=candidate_labels(cand, gt, table),
+              support=support_at(probs, cand.agreeing, table.target, table.merged_away))
         if not base.is_file():
             _save(base, pred_bayes=result.pred_bayes, gt=gt.astype(np.uint8))
 
@@ -343,7 +349,7 @@ def load_frames(folder: Path, alpha: float) -> Iterator[CachedFrame]:
                                 data['boxes'], data['sizes'], int(data['dropped']),
                                 data['agreeing'])
         yield CachedFrame(ref, base['pred_bayes'], data['pred_ml'], base['gt'],
-                          candidates, data['features'], data['labels'])
+                          candidates, data['features'], data['labels'], data['support'])
 
 
 def _frame_refs(folder: Path) -> list[FrameRef]:

@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
+from scipy import ndimage
 
 from metafusion_ros.core.classes import ClassTable
+from metafusion_ros.core.defaults import SUPPORT
 from metafusion_ros.core.evaluation import (added_tp_share, confusion, delta, iou_per_class,
                                             mean_iou, SegmentCounts, segment_counts)
 from metafusion_ros.core.files import load_npz, parse_json
@@ -49,6 +51,8 @@ class RuleResult:
     candidate_tp: int = 0
     kept_tp: int = 0
     fusion: str | None = None
+    changed: np.ndarray | None = None
+    recovered: tuple[int, int, int] | None = None
 
     @property
     def miou(self) -> float:
@@ -135,7 +139,17 @@ class Evaluation:
                 'class_iou': None if ious is None else {
                     name: None if np.isnan(v) else float(v)
                     for name, v in zip(self.table.class_names, ious)},
-                'meta_alpha': None if scores is None else scores.member}
+                'meta_alpha': None if scores is None else scores.member,
+                'fused_pixels': self._fused_pixels(result),
+                'recovered': None if result.recovered is None else dict(
+                    zip(('agreeing', 'candidates', 'both'), result.recovered))}
+
+    def _fused_pixels(self, result: RuleResult) -> dict[str, dict[str, int]] | None:
+        """Return the label pixels MetaFusion turns to c, by source and ground-truth class."""
+        if result.changed is None:
+            return None
+        return {source: {name: int(n) for name, n in zip(self.table.class_names, counts) if n}
+                for source, counts in zip(('agreeing', 'candidates'), result.changed)}
 
 
 def rules_fp_at_fn(curve: list[SegmentCounts], fn: int) -> float:
@@ -196,24 +210,80 @@ def out_of_fold(folder: Path, context: ModelContext, params: MetaParams = MetaPa
 
 @dataclass
 class _Tally:
-    """Running segment counts and confusion matrix of one rule."""
+    """Running segment counts and confusion matrix of one rule.
+
+    For MetaFusion also where its class-c pixels come from (:class:`_Truth`): ``changed`` (2, C)
+    counts the label pixels it turns to c that Bayes gave another class, by source (the agreeing
+    segments' ML extent, the kept candidates) and ground-truth class; ``recovered`` the
+    ground-truth c segments Bayes misses that it finds, through the agreeing segments only, the
+    candidates only, or both.
+    """
 
     counts: SegmentCounts = SegmentCounts()
     conf: np.ndarray | None = None
     kept: int = 0
     kept_tp: int = 0
+    changed: np.ndarray | None = None
+    recovered: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.int64))
 
-    def add(self, pred: np.ndarray, gt: np.ndarray, table: ClassTable) -> None:
-        """Add one frame (``pred`` enlarged to ``gt``'s size as the node publishes it)."""
+    def add(self, pred: np.ndarray, gt: np.ndarray, table: ClassTable) -> np.ndarray:
+        """Add one frame (``pred`` enlarged to ``gt``'s size as the node publishes it).
+
+        Return the enlarged mask.
+        """
         pred = at_labels(pred, gt)
         self.counts = self.counts + segment_counts(pred, gt, table)
         frame_conf = confusion(pred, gt, table)
         self.conf = frame_conf if self.conf is None else self.conf + frame_conf
+        return pred
+
+    def add_changes(self, fused: np.ndarray, from_candidates: np.ndarray,
+                    truth: '_Truth') -> None:
+        """Add where the enlarged ``fused`` mask's new class-c pixels come from (one frame)."""
+        changed = (fused == truth.target) & truth.not_c
+        sources = (changed & ~from_candidates, changed & from_candidates)
+        counts = np.stack([np.bincount(truth.gt[s].astype(np.int64), minlength=truth.classes)
+                           for s in sources])
+        self.changed = counts if self.changed is None else self.changed + counts
+        if truth.missed.size:
+            agree, cand = (np.isin(truth.missed, truth.segments[s]) for s in sources)
+            self.recovered += [np.count_nonzero(agree & ~cand),
+                               np.count_nonzero(cand & ~agree), np.count_nonzero(agree & cand)]
+
+
+@dataclass(frozen=True, eq=False)
+class _Truth:
+    """One frame's ground truth as the decomposition of the fused pixels reads it.
+
+    ``gt`` merged (rider read as person), ``not_c`` the valid label pixels Bayes gives another
+    class than c, ``segments`` the ground-truth c segments (8-connected, ids) and ``missed``
+    the ids of those without a Bayes-c pixel (spec §6: Bayes' false negatives).
+    """
+
+    gt: np.ndarray
+    not_c: np.ndarray
+    segments: np.ndarray
+    missed: np.ndarray
+    target: int
+    classes: int
+
+    @classmethod
+    def of(cls, bayes: np.ndarray, gt: np.ndarray, table: ClassTable) -> '_Truth':
+        """Return the truth of a frame from its enlarged Bayes mask and its labels."""
+        gt = table.merge_labels(gt)
+        c = table.target
+        segments, n = ndimage.label(gt == c, structure=np.ones((3, 3), dtype=bool))
+        found = np.zeros(n + 1, dtype=bool)
+        found[segments[bayes == c]] = True
+        missed = np.flatnonzero(~found[1:]) + 1
+        return cls(gt, (bayes != c) & (gt != table.ignore_label), segments, missed, c,
+                   table.num_classes)
 
 
 def _evaluate_alpha(folder: Path, alpha: float, table: ClassTable,
                     scores: np.ndarray | None, settings: list[tuple[float, str]],
-                    bayes: _Tally | None) -> tuple[_Tally, dict[tuple[float, str], _Tally], int]:
+                    bayes: _Tally | None, support: float = SUPPORT
+                    ) -> tuple[_Tally, dict[tuple[float, str], _Tally], int]:
     """Count ML and MetaFusion (per τ and fusion reading) at one α; fill ``bayes``."""
     ml, fused, offset = _Tally(), {key: _Tally() for key in settings}, 0
     for frame in load_frames(folder, alpha):
@@ -221,10 +291,16 @@ def _evaluate_alpha(folder: Path, alpha: float, table: ClassTable,
             bayes.add(frame.pred_bayes, frame.gt, table)
         ml.add(frame.pred_ml, frame.gt, table)
         n = frame.candidates.count
-        for (tau, mode), tally in fused.items() if scores is not None else ():
+        truth = _Truth.of(at_labels(frame.pred_bayes, frame.gt), frame.gt, table) \
+            if scores is not None and settings else None
+        for (tau, mode), tally in fused.items() if truth is not None else ():
             keep = scores[offset:offset + n] >= tau
-            tally.add(fuse(frame.pred_bayes, frame.candidates, keep, table.target, mode),
-                      frame.gt, table)
+            mask = tally.add(fuse(frame.pred_bayes, frame.candidates, keep, table.target, mode,
+                                  frame.support, support), frame.gt, table)
+            kept = np.zeros(frame.pred_bayes.size, dtype=np.uint8)
+            kept[frame.candidates.pixels[keep[frame.candidates.pixel_ids - 1]]] = 1
+            tally.add_changes(mask, at_labels(kept.reshape(frame.pred_bayes.shape),
+                                              frame.gt) == 1, truth)
             tally.kept += int(keep.sum())
             tally.kept_tp += int((keep & frame.labels).sum())
         offset += n
@@ -255,14 +331,14 @@ def evaluate(folder: Path, table: ClassTable, feature_names: tuple[str, ...],
              priors_digest: str, alphas: Iterable[float] = DEFAULT_ALPHAS,
              taus: Iterable[float] = (0.5,), params: MetaParams = MetaParams(),
              max_folds: int = 5, progress: bool = False, bundle: MetaBundle | None = None,
-             fusions: Iterable[str] = FUSION_MODES) -> Evaluation:
+             fusions: Iterable[str] = FUSION_MODES, support: float = SUPPORT) -> Evaluation:
     """Evaluate Bayes, ML and MetaFusion on a filled cache (Table 2).
 
     MetaFusion is out-of-fold (refit mode, drive-grouped CV) or, with ``bundle``, scored by its
-    fixed members, for each τ and fusion reading (spec §5: ``reference``, ``literal``). An α
-    without candidates (e.g. α = 0, or a very confident network) keeps nothing: literal fusion
-    is Bayes there; a single-class candidate set (refit mode) is reported in the notes and gets
-    no MetaFusion row.
+    fixed members, for each τ and fusion reading (spec §5: ``reference``, ``literal``,
+    ``support`` with the threshold ``support``). An α without candidates (e.g. α = 0, or a very
+    confident network) keeps nothing: literal fusion is Bayes there; a single-class candidate
+    set (refit mode) is reported in the notes and gets no MetaFusion row.
     """
     alphas, taus = [float(a) for a in alphas], [float(t) for t in taus]
     settings = [(tau, mode) for tau in taus for mode in fusions]
@@ -279,7 +355,7 @@ def evaluate(folder: Path, table: ClassTable, feature_names: tuple[str, ...],
                                params, max_folds)
         values = scored.values if scored.labels.size else np.zeros(0)
         ml, fused, count = _evaluate_alpha(folder, alpha, table, values, settings,
-                                           bayes if result is None else None)
+                                           bayes if result is None else None, support)
         if result is None:
             result = Evaluation(RuleResult('Bayes', 0.0, float('nan'), bayes.counts, bayes.conf),
                                 table, mode='out-of-fold' if bundle is None else
@@ -299,15 +375,19 @@ def _fusion_result(alpha: float, tau: float, mode: str, tally: _Tally, count: in
     """Return MetaFusion's result (nothing kept without candidates), n/a when not trainable."""
     if count == 0:
         note = 'no candidates: ' + ('MetaFusion = Bayes' if mode == 'literal' else
-                                    'only the agreeing ML segments are fused')
+                                    'only the agreeing ML segments are fused' if
+                                    mode == 'reference' else
+                                    'only the supported agreeing extent is fused')
         return RuleResult('MetaFusion', alpha, tau, tally.counts, tally.conf, 0, 0, note,
-                          fusion=mode)
+                          fusion=mode, changed=tally.changed,
+                          recovered=tuple(int(v) for v in tally.recovered))
     positives = int(scored.labels.sum())
     if scored.values is None:
         return RuleResult('MetaFusion', alpha, tau, SegmentCounts(-1, -1, -1), None, count, 0,
                           f'not trained: {scored.note}', positives, fusion=mode)
     return RuleResult('MetaFusion', alpha, tau, tally.counts, tally.conf, count, tally.kept,
-                      scored.note, positives, tally.kept_tp, mode)
+                      scored.note, positives, tally.kept_tp, mode, tally.changed,
+                      tuple(int(v) for v in tally.recovered))
 
 
 def results_table(rows: list[dict[str, Any]]) -> list[str]:

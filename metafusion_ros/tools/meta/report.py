@@ -25,10 +25,11 @@ CSV_FIELDS = ('rule', 'fusion', 'alpha', 'tau', 'miou', 'tp', 'fp', 'fn', 'delta
 
 
 # Keys of every row of <name>.json (rule in lower case: bayes, ml, metafusion; fusion: the
-# reading of spec §5, reference or literal, for MetaFusion rows, else null).
+# reading of spec §5, reference, literal or support, for MetaFusion rows, else null;
+# fused_pixels and recovered: where MetaFusion's class-c pixels come from, else null).
 JSON_FIELDS = ('rule', 'fusion', 'alpha', 'tau', 'fp', 'fn', 'tp', 'delta', 'kept_share', 'miou',
                'target_iou', 'candidates', 'candidate_tp', 'kept', 'kept_tp', 'meta_alpha',
-               'class_iou', 'note')
+               'class_iou', 'fused_pixels', 'recovered', 'note')
 
 
 def _plain(value: Any) -> Any:
@@ -120,6 +121,56 @@ def _fmt_iou(value: float) -> str:
     return '–' if np.isnan(value) else f'{value:.3f}'
 
 
+def _decomposition_lines(evaluation: Evaluation, tau: float) -> list[str]:
+    """Return where each reading's mIoU goes at the largest α with MetaFusion rows and ``tau``.
+
+    The IoU per class against Bayes, and the label pixels each reading turns to c that Bayes
+    gave another class (from the agreeing segments, from the kept candidates) with their
+    ground truth, beside the false negatives of Bayes they remove.
+    """
+    valid = {(a, mode): r for (a, t, mode), r in evaluation.fusion.items()
+             if t == tau and r.conf is not None and r.changed is not None}
+    if not valid:
+        return []
+    alpha = max(a for a, _ in valid)
+    results = {mode: r for (a, mode), r in valid.items() if a == alpha}
+    table, bayes = evaluation.table, evaluation.bayes.class_iou()
+    names, c = table.class_names, table.target
+    lines = [f'## Where the mIoU goes (α = {alpha:g}, τ = {tau:g})', '',
+             'IoU per class, each reading\'s change against Bayes in pp (classes that occur):', '',
+             '| class | Bayes | ' + ' | '.join(results) + ' |',
+             '|---|---|' + '---|' * len(results)]
+    ious = {mode: r.class_iou() for mode, r in results.items()}
+    for y in np.flatnonzero(~np.isnan(bayes)):
+        lines.append(f'| {names[y]} | {bayes[y]:.3f} | ' + ' | '.join(
+            f'{v[y]:.3f} ({100 * (v[y] - bayes[y]):+.2f})' for v in ious.values()) + ' |')
+    lines.append(f'| **mIoU** | {evaluation.bayes.miou:.3f} | ' + ' | '.join(
+        f'{r.miou:.3f} ({100 * (r.miou - evaluation.bayes.miou):+.2f})'
+        for r in results.values()) + ' |')
+    lines += ['', f'Label pixels each reading turns to {names[c]} that Bayes gave another class, '
+              f'by source, with the share whose ground truth is {names[c]} and the classes they '
+              f'take most from; and the false negatives of Bayes each removes, through those '
+              f'pixels (agreeing segments / kept candidates / both):', '',
+              '| fusion | from agreeing segments | ground truth | from kept candidates '
+              '| ground truth | Bayes FN found: agreeing / candidates / both |',
+              '|---|---|---|---|---|---|']
+    for mode, r in results.items():
+        cells = []
+        for counts in r.changed:
+            total = int(counts.sum())
+            top = ', '.join(f'{names[y]} {100 * counts[y] / total:.0f} %'
+                            for y in np.argsort(-counts)[:3] if counts[y]) if total else '–'
+            cells += [f'{total} ({_share(counts[c], total)} {names[c]})', top]
+        lines.append(f'| {mode} | ' + ' | '.join(cells) + ' | ' +
+                     ' / '.join(map(str, r.recovered)) + ' |')
+    return lines
+
+
+def _share(part: int, total: int) -> str:
+    """Format ``part / total`` as a percentage, an en dash for an empty total."""
+    return f'{100 * part / total:.1f} %' if total else '–'
+
+
 def _summary_lines(rows: list[dict], tau: float) -> list[str]:
     """Return a plain statement of where MetaFusion beats the adjusted rules and where not."""
     fusion = [r for r in rows if r['rule'] == 'MetaFusion' and r['tau'] == tau and r['fp'] >= 0
@@ -194,7 +245,9 @@ def write_report(evaluation: Evaluation, folder: Path, table: ClassTable,
              f'at τ = {tau:g} (all τ in `{name}.csv` and `{name}.json`).', '']
     lines += results_table(main) + ['', f'## MetaFusion (τ = {tau:g}) against the adjusted rules',
                                     '']
-    lines += _summary_lines(rows, tau) + ['', '## The network on these frames', '']
+    lines += _summary_lines(rows, tau) + ['']
+    decomposition = _decomposition_lines(evaluation, tau)
+    lines += decomposition + [''] * bool(decomposition) + ['## The network on these frames', '']
     lines += _class_iou_lines(evaluation)
     if bundle is None:
         lines += ['', '## Cross-validation', ''] + _validation_lines(evaluation)
