@@ -1,12 +1,14 @@
-"""Node benchmark: drives offered at 2x the rate the node sustains; one JSON line per row.
+"""Node benchmark: the shipped chains on camera frames at 2x the sustainable rate; JSON lines.
 
-1. Write a short synthetic drive as a bag (the demo's generator) at the priors' resolution
-   (rgb8: the first row); then render the drive at each camera size of ``--cameras`` (default
-   1280x720, 1920x1080, 3840x2160) as bgr8 frames (one row each).
-2. For each row start ``metafusion_node`` as its own process with ``models/synthetic_toy*``
-   (``--models``; if those are not there yet, the tiny fixture network over the Cityscapes
-   table; the JSON says which). Node and client use the shipped Fast DDS profile for large
-   frames, as ``fusion.launch.py`` does (``dds_profile``).
+Each row (``--rows``, default :data:`ROWS`) is a chain, a precision and a camera size: what a
+user runs. ``default`` is the launch default (``runtime.chains.DEFAULT_CHAIN``).
+
+1. Camera frames: CamVid test frames resized to the camera size as bgr8 (real streets, real
+   candidates), or generated ones where ``../shared`` is absent (``frames`` in the JSON says
+   which).
+2. Start ``metafusion_node`` as its own process with the row's chain and precision. Node and
+   client use the shipped Fast DDS profile for large frames, as ``fusion.launch.py`` does
+   (``dds_profile``).
 3. Measure the sustainable rate in lock-step (median end-to-end latency of 16 frames) and the
    node's processing time there (``~/output/processing_time_ms``: receipt to publication), next
    to the network alone (ONNX Runtime on one preprocessed frame in this process, once after
@@ -15,10 +17,12 @@
    node's per-stage p50s of those frames (its diagnostics).
 4. Offer the frames (fresh stamps, looping) at twice that rate, ``--warmup`` seconds unmeasured
    (the node's buffers reach their high-water mark), then ``--duration`` seconds, and report
-   frames offered / processed / dropped (the node's counter), latency p50/p99 and the node's RSS
-   at the start and end of the measured run and its peak: memory must stay flat (the growth
-   from the first to the last quarter of the run under ``FLAT_MIB``; ``memory_flat`` says so)
-   and the peak under ``PEAK_MIB`` (``target_peak_rss_le_1gib``).
+   frames offered / processed (``processed_hz``) / dropped (the node's counter), latency
+   p50/p99 and the node's RSS at the start and end of the measured run and its peak: memory must
+   stay flat (the growth from the first to the last quarter of the run under ``FLAT_MIB``;
+   ``memory_flat`` says so) and the peak under ``PEAK_MIB`` (``target_peak_rss_le_1gib``).
+
+A row whose chain has no network of that precision prints ``skipped`` with the reason.
 """
 from __future__ import annotations
 
@@ -34,75 +38,47 @@ from typing import Callable
 import numpy as np
 import rclpy
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.serialization import deserialize_message
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO), str(REPO / 'test')]  # the tiny test network (test/fixtures.py)
+sys.path.insert(0, str(REPO))
 
 from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-import fixtures  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
+from timing import street_frames  # noqa: E402
 
-from metafusion_ros.core.classes import cityscapes_table  # noqa: E402
-from metafusion_ros.core.priors import Priors  # noqa: E402
-from metafusion_ros.ros.bag import DriveBag, IMAGE_TOPIC, write_drive  # noqa: E402
-from metafusion_ros.ros.conversions import array_to_image  # noqa: E402
+from metafusion_ros.ros.conversions import array_to_image, image_to_rgb  # noqa: E402
 from metafusion_ros.ros.dds import use_large_frames_profile  # noqa: E402
 from metafusion_ros.ros.process import peak_rss_kib, rss_kib, start_node, stop_node  # noqa: E402
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN  # noqa: E402
+from metafusion_ros.runtime.engine import EngineConfig, FusionEngine  # noqa: E402
 
 NODE = '/metafusion_node'
 MIB = 1024.0
 FLAT_MIB = 8.0
 PEAK_MIB = 1024.0
+# chain:precision@camera; 'default' is the launch default chain.
+ROWS = ('default:fp32@1280x720,default:fp32@1920x1080,default:int8@1280x720,'
+        'default:int8@1920x1080,cityscapes_espnetv2_s1p5:fp32@1920x1080,'
+        'cityscapes_espnetv2_s1p5:int8@1920x1080,default:fp32@3840x2160')
 
 
-def _models(folder: Path, models: Path) -> tuple[dict[str, str], str]:
-    """Return the node's file parameters and a label: ``models`` if complete, else the fixture."""
-    model, priors = models / 'synthetic_toy.onnx', models / 'synthetic_toy_priors.npz'
-    if model.is_file() and priors.is_file():
-        meta = models / 'synthetic_toy_meta.json'
-        return ({'model_path': str(model), 'priors_path': str(priors),
-                 'meta_model_path': str(meta) if meta.is_file() else ''},
-                f'{models}/synthetic' + ('' if meta.is_file() else ' (no meta model: keep all)'))
-    table = cityscapes_table()
-    return ({'model_path': str(fixtures.write_model(folder / 'tiny.onnx', (256, 512), table)),
-             'priors_path': str(fixtures.write_priors(folder / 'tiny.npz', (256, 512), table)),
-             'meta_model_path': ''}, 'tiny fixture (models/synthetic_toy.onnx missing)')
+def camera_messages(size: tuple[int, int], count: int) -> tuple[list[Image], str]:
+    """Return ``count`` bgr8 camera frames of ``size`` (W, H) and where they come from."""
+    frames, source = street_frames(size, count)
+    messages = [array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), 'bgr8') for rgb in frames]
+    return messages, source
 
 
-def _frames(folder: Path, priors: str, count: int) -> list[Image]:
-    """Write the demo-style drive as a bag and return its images as rclpy messages."""
-    from metafusion_ros.tools.data.datasets import open_dataset
-    from metafusion_ros.tools.data.synth import generate_drives
-
-    height, width = Priors.load(priors).resolution
-    generate_drives(folder / 'synth', {'test': 1}, frames=count, size=(width, height))
-    source = open_dataset('synthetic', folder / 'synth', 'test')
-    write_drive(iter(source), folder / 'drive', source.table)
-    return [deserialize_message(d, Image) for _, _, d in
-            DriveBag(folder / 'drive').messages([IMAGE_TOPIC])]
-
-
-def _camera_frames(size: tuple[int, int], count: int) -> list[Image]:
-    """Render the test drive at the camera size ``(W, H)`` as bgr8 messages."""
-    from metafusion_ros.tools.data.synth import render_drive
-
-    return [array_to_image(np.ascontiguousarray(rgb[:, :, ::-1]), 'bgr8')
-            for _, rgb, _ in render_drive(0, 'test', 0, count, size=size)]
-
-
-def _network(model: str, frame: Image) -> Callable[[], float]:
-    """Return a callable timing (ms) one run of the network alone on ``frame`` (preprocessed)."""
-    from metafusion_ros.ros.conversions import image_to_rgb
-    from metafusion_ros.runtime.segmenter import load_segmenter
-
-    segmenter = load_segmenter(model)
-    x = segmenter.preprocess(image_to_rgb(frame))
+def _network(params: dict[str, str], frame: Image) -> Callable[[], float]:
+    """Return a callable timing (ms) one run of the row's network alone on ``frame``."""
+    engine = FusionEngine.load(EngineConfig(params['model_path'], '', 'none',
+                                            precision=params['precision']))
+    x = engine.segmenter.preprocess(image_to_rgb(frame))
 
     def run() -> float:
         start = time.perf_counter()
-        segmenter.run_network(x)
+        engine.segmenter.run_network(x)
         return (time.perf_counter() - start) * 1e3
     return run
 
@@ -221,6 +197,7 @@ def _overload(offer: Offer, pid: int, step_ms: float, duration: float, warmup: f
         'sustainable_hz': round(1000.0 / step_ms, 2), 'offered_hz': round(offered_hz, 2),
         'warmup_s': warmup, 'duration_s': duration, 'frames_offered': len(offer.sent),
         'frames_processed': int(latency.size),
+        'processed_hz': round(latency.size / duration, 2),
         'frames_dropped': int(offer.diag.get('frames_dropped', 0)) - dropped_before,
         'latency_ms_p50': round(float(np.percentile(latency, 50)), 1),
         'latency_ms_p99': round(float(np.percentile(latency, 99)), 1),
@@ -234,20 +211,20 @@ def _overload(offer: Offer, pid: int, step_ms: float, duration: float, warmup: f
     return result
 
 
-def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image],
-            duration: float, warmup: float, domain: int) -> dict:
+def run_row(folder: Path, params: dict[str, str], frames: list[Image], duration: float,
+            warmup: float, domain: int) -> dict:
     """Start a node, measure lock-step and 2x overload on ``frames``; return the JSON record."""
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                ROS_LOG_DIR=str(folder / 'log'))
     params = dict(params, **{'qos.reliability': 'reliable'})  # drops are the node's
-    network = _network(params['model_path'], frames[0])
+    network = _network(params, frames[0])
     proc = start_node(params, env=env, remap={'~/input/image': '/camera/image_raw'},
                       log=folder / 'node.log')
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     offer = Offer(context, frames)
-    result = {'bench': 'node', 'model': label,
-              'frame': f'{frames[0].width}x{frames[0].height} {frames[0].encoding}'}
+    result = {'bench': 'node', 'chain': params['model_path'], 'precision': params['precision'],
+              'camera': f'{frames[0].width}x{frames[0].height} {frames[0].encoding}'}
     try:
         step_ms, processing_ms, network_ms = _sustainable_ms(offer, 16, network)
         result.update(network_ms_p50=round(network_ms, 1),
@@ -263,39 +240,43 @@ def run_row(folder: Path, params: dict[str, str], label: str, frames: list[Image
     return result
 
 
-def _size(text: str) -> tuple[int, int]:
-    """Parse ``WxH``."""
-    width, height = (int(v) for v in text.lower().split('x'))
-    return width, height
+def parse_rows(text: str) -> list[tuple[str, str, tuple[int, int]]]:
+    """Parse ``chain:precision@WxH,...`` (``default``: the launch default chain)."""
+    rows = []
+    for row in filter(None, text.split(',')):
+        chain, rest = row.split(':')
+        precision, size = rest.split('@')
+        width, height = (int(v) for v in size.lower().split('x'))
+        rows.append((DEFAULT_CHAIN if chain == 'default' else chain, precision, (width, height)))
+    return rows
 
 
 def main() -> int:
     """Run the benchmark and print one JSON line per row."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--duration', type=float, default=120.0, help='offered-load seconds')
     parser.add_argument('--warmup', type=float, default=30.0,
                         help='offered-load seconds before the measured ones (memory settles)')
-    parser.add_argument('--frames', type=int, default=8, help='frames in the drive')
-    parser.add_argument('--models', type=Path, default=REPO / 'models',
-                        help='folder with synthetic_toy.onnx, _priors.npz, _meta.json')
-    parser.add_argument('--cameras', default='1280x720,1920x1080,3840x2160',
-                        help="camera sizes of the bgr8 rows, comma-separated ('' for none)")
-    parser.add_argument('--no-bag-row', action='store_true', help='only the camera rows')
+    parser.add_argument('--frames', type=int, default=8, help='camera frames, looped')
+    parser.add_argument('--rows', default=ROWS,
+                        help='chain:precision@WxH,... (default %(default)s)')
     parser.add_argument('--domain', type=int, default=150 + os.getpid() % 60,
                         help='ROS domain of the node and the client')
     args = parser.parse_args()
     profile = use_large_frames_profile()  # as the launch file does, for the node and the client
     folder = Path(tempfile.mkdtemp(prefix='bench_node_'))
-    params, label = _models(folder, args.models)
     code = 0
-    rows = [] if args.no_bag_row else [lambda: _frames(folder, params['priors_path'],
-                                                       args.frames)]
-    rows += [lambda size=_size(s): _camera_frames(size, args.frames)
-             for s in args.cameras.split(',') if s]
-    for frames in rows:
-        result = run_row(folder, params, label, frames(), args.duration, args.warmup,
-                         args.domain)
-        result['dds_profile'] = profile or 'none (not Fast DDS)'
+    for chain, precision, size in parse_rows(args.rows):
+        params = {'model_path': chain, 'precision': precision}
+        frames, source = camera_messages(size, args.frames)
+        base = {'bench': 'node', 'chain': chain, 'precision': precision,
+                'camera': f'{size[0]}x{size[1]} bgr8'}
+        try:
+            result = run_row(folder, params, frames, args.duration, args.warmup, args.domain)
+        except ValueError as exc:  # e.g. no INT8 network in the chain: the reason, one line
+            print(json.dumps({**base, 'skipped': str(exc)}), flush=True)
+            continue
+        result.update(frames=source, dds_profile=profile or 'none (not Fast DDS)')
         print(json.dumps(result), flush=True)
         code |= result['node_exit_code'] != 0
     return code

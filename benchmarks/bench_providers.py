@@ -35,7 +35,7 @@ from metafusion_ros.tools.data.synth import render_drive  # noqa: E402
 from timing import median_ms  # noqa: E402
 
 # network -> its priors and meta bundle in models/ (the bundle is optional)
-CHAINS = {'cityscapes_espnet': ('cityscapes_espnet_priors.npz', 'cityscapes_espnet_meta.json'),
+CHAINS = {'cityscapes_espnet': ('cityscapes_category_priors.npz', 'cityscapes_espnet_meta.json'),
           'synthetic_toy': ('synthetic_toy_priors.npz', 'synthetic_toy_meta.json')}
 BACKENDS = ('onnxruntime-cpu', 'onnxruntime-cuda')
 

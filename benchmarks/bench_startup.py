@@ -1,7 +1,7 @@
 """Start-up benchmark: seconds from starting ``metafusion_node`` to its first mask; one JSON line.
 
-The node (``models/synthetic_toy*``, or the fixture network as in ``bench_node.py``) is started
-as a process again and again; a client publishes one frame of the synthetic drive every 0.1 s until
+The node (the launch default chain, ``--chain`` another) is started as a process again and again;
+a client publishes one 1280x720 camera frame (``bench_node.camera_messages``) every 0.1 s until
 the mask comes back. The first run uses an empty numba cache (``cold_s``), the next ``--runs``
 reuse it (``warm_s_median``, target <= 3 s; ``warm_configured_s_median``: until the node logs
 that it is configured, i.e. imports, loading and warm-up). Baseline of the same run: a bare
@@ -25,10 +25,11 @@ import rclpy
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from bench_node import _frames, _models, NODE, REPO  # noqa: I100 - beside this script
+from bench_node import camera_messages, NODE  # noqa: I100 - beside this script
 from sensor_msgs.msg import Image  # noqa: I100
 
 from metafusion_ros.ros.process import start_node, stop_node  # noqa: E402
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN  # noqa: E402
 
 TARGET_S = 3.0
 
@@ -72,13 +73,11 @@ def main() -> int:
     """Run the benchmark and print one JSON line."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--runs', type=int, default=5, help='warm-cache runs')
-    parser.add_argument('--models', type=Path, default=REPO / 'models',
-                        help='folder with synthetic_toy.onnx, _priors.npz, _meta.json')
+    parser.add_argument('--chain', default=DEFAULT_CHAIN, help='chain (default %(default)s)')
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix='bench_startup_'))
-    params, label = _models(folder, args.models)
-    params['qos.reliability'] = 'reliable'
-    frame = _frames(folder, params['priors_path'], 1)[0]
+    params = {'model_path': args.chain, 'qos.reliability': 'reliable'}
+    frame = camera_messages((1280, 720), 1)[0][0]
     domain = 150 + os.getpid() % 60
     env = dict(os.environ, ROS_DOMAIN_ID=str(domain), ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST',
                ROS_LOG_DIR=str(folder / 'log'), NUMBA_CACHE_DIR=str(folder / 'numba'))
@@ -104,7 +103,7 @@ def main() -> int:
     warm = [first for first, _ in runs]
     median = float(np.median(warm))
     print(json.dumps({
-        'bench': 'startup', 'model': label, 'frame': f'{frame.width}x{frame.height}',
+        'bench': 'startup', 'chain': args.chain, 'frame': f'{frame.width}x{frame.height}',
         'cold_s': round(cold, 2), 'warm_s': [round(t, 2) for t in warm],
         'warm_s_median': round(median, 2),
         'warm_configured_s_median': round(float(np.median([c for _, c in runs])), 2),

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # `make results`: every prior, meta-classifier bundle, chain manifest, table and figure in models/
-# and docs/results from the repository and ../shared alone (network training excluded). Two
-# chains run side by side (the Cityscapes network on CamVid | the rest), each on one core; logs and
-# timings under $OUT.
+# and docs/results from the repository and ../shared alone (network training, export and
+# quantization excluded: docs/segmenter.md). Two groups of chains run side by side, each on one
+# core; logs and timings under $OUT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SHARED=${SHARED:-../shared}
@@ -60,13 +60,21 @@ camvid_chain() {  # NAME MODEL PRIORS SPLITS
   fit_report "camvid_$name" "${frames[@]}" --alphas $GRID --out "models/${name}_meta.json"
   mf miou --dataset camvid --root "$CAMVID" --split val,test --model "$model" \
     --out "docs/results/camvid_${name}_miou.json"
+  # A new street chain gets its manifest here; every manifest is refreshed at the end.
+  [ -f "models/$name.chain.json" ] || mf models write "$name" --network "$model" \
+    --priors "$priors" --meta "models/${name}_meta.json" --kind street \
+    --miou "docs/results/camvid_${name}_miou.json" --evaluate "docs/results/camvid_$name.json"
+}
+
+cityscapes_chain() {  # NAME: a Cityscapes network of models/ on all 530 CamVid frames
+  # It never saw a CamVid frame: its classifier uses all of them (3 drives, leave-one-drive-out).
+  camvid_chain "$1" "models/$1.onnx" models/cityscapes_category_priors.npz train,val,test
 }
 
 cityscapes() {
-  # The Cityscapes network never saw a CamVid frame: its classifier uses all 530 (3 drives).
-  camvid_priors models/cityscapes_espnet_priors.npz --table cityscapes
-  camvid_chain cityscapes_espnet models/cityscapes_espnet.onnx models/cityscapes_espnet_priors.npz \
-    train,val,test
+  # The 1024x512 ESPNet (the longest chain) and the ESPNetv2 of 512x256.
+  cityscapes_chain cityscapes_espnet
+  cityscapes_chain cityscapes_espnetv2_s2_512x256
 }
 
 others() {
@@ -77,6 +85,8 @@ others() {
   camvid_chain camvid_espnet models/camvid_espnet.onnx models/camvid_category_priors.npz val,test
   camvid_chain camvid models/camvid.onnx models/camvid_category_priors.npz val,test
   mf digits --out docs/results --left-out 0.9 --folds 5 --tau 0.5 --seed 0
+  cityscapes_chain cityscapes_espnetv2_s2_768x384
+  cityscapes_chain cityscapes_espnetv2_s1p5
 }
 
 timed() {  # NAME: run chain NAME, log to $OUT/NAME.log, print its minutes
@@ -86,6 +96,8 @@ timed() {  # NAME: run chain NAME, log to $OUT/NAME.log, print its minutes
 }
 
 start=$SECONDS
+# Category priors of every Cityscapes network (human = person + rider), from CamVid train.
+camvid_priors models/cityscapes_category_priors.npz --table cityscapes > "$OUT/priors.log" 2>&1
 timed cityscapes & first=$!   # the longest chain (1024x512 network on 530 frames)
 timed others & second=$!
 status=0

@@ -246,7 +246,7 @@ def test_shipped_espnetv2_scores_belong_to_the_shipped_files(name):
     assert report['all']['target_group_iou'] > 0.21
 
 
-@pytest.mark.parametrize('model,priors', [('cityscapes_espnet', 'cityscapes_espnet_priors'),
+@pytest.mark.parametrize('model,priors', [('cityscapes_espnet', 'cityscapes_category_priors'),
                                           ('camvid_espnet', 'camvid_category_priors'),
                                           ('camvid', 'camvid_category_priors')])
 def test_shipped_category_priors_fit_their_network(shared_dir, model, priors):
