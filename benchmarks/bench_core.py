@@ -13,10 +13,11 @@ single-threaded runs):
   estimated (eq. 5, smoothed) from generated street label maps, whose zeros make ``1 / p``
   span five decades: the kernel's cost must not depend on the priors.
 
-Realistic rows (``--realistic``, on by default when ``models/synthetic_toy.onnx`` and its estimated
-priors are there): the shipped network's softmax on generated street frames (the synthetic drive
-generator, test split), at the network's output size (512x256: where the node runs MetaFusion)
-and enlarged bilinearly to 2048x1024, with the shipped estimated priors and α = 1. Fields as
+Realistic rows (after the generated ones; ``--chain``, default the launch default chain): the
+chain's network softmax on camera frames (CamVid test frames, or generated ones without
+``../shared``: ``benchmarks/timing.street_frames``), at the network's output size (where the node
+runs MetaFusion) and enlarged bilinearly to 2048x1024, with the chain's estimated priors and
+α = 1. Fields as
 above plus ``frames`` (medians over them), ``candidates`` and ``candidate_pixels`` (per frame,
 summed over the frames), ``heatmaps_full_ms`` (the full-frame heatmaps on demand) and
 ``fusion_<reading>_ms``: eq. 14 alone for each fusion reading (spec §5; ``support`` includes
@@ -36,6 +37,7 @@ import json
 import os
 from pathlib import Path
 import statistics
+from typing import Any
 
 import numpy as np
 
@@ -43,10 +45,10 @@ from metafusion_ros.core import classes, kernels
 from metafusion_ros.core.fusion import FUSION_MODES, fuse, support_at
 from metafusion_ros.core.pipeline import FrameResult, MetaFusion, priors_channel_map
 from metafusion_ros.core.priors import estimate_priors, Priors
-from timing import median_ms
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN, load_chain
+from timing import median_ms, street_frames
 
 os.environ.setdefault('OMP_NUM_THREADS', '1')
-MODELS = Path(__file__).resolve().parents[1] / 'models'
 
 
 MISSED = 255  # marks humans the simulated network misses
@@ -142,17 +144,13 @@ def run_case(w: int, h: int, repeats: int) -> dict:
             'target_post_le_3x_stream': post <= 3 * stream, 'target_segment_le_5ms': seg <= 5}
 
 
-def network_softmaxes(models: Path, frames: int) -> list[np.ndarray]:
-    """Return the shipped network's softmax (h, w, C) of ``frames`` generated street frames."""
-    from metafusion_ros.tools.data.synth import render_drive
+def network_softmaxes(network: Path, frames: int) -> tuple[list[np.ndarray], str]:
+    """Return the network's softmax (h, w, C) of ``frames`` camera frames and their source."""
     from metafusion_ros.runtime.segmenter import load_segmenter
 
-    segmenter = load_segmenter(models / 'synthetic_toy.onnx', threads=1)
-    out = []
-    for _, image, _ in render_drive(0, 'test', 0, frames):
-        raw = segmenter.run_network(segmenter.preprocess(image))[segmenter.output_name][0]
-        out.append(np.ascontiguousarray(raw.transpose(1, 2, 0), np.float32))
-    return out
+    segmenter = load_segmenter(network, threads=1)
+    images, source = street_frames((1280, 720), frames)
+    return [segmenter.infer_network(image).probs for image in images], source
 
 
 def fusion_ms(result: FrameResult, probs: np.ndarray, table: classes.ClassTable,
@@ -197,7 +195,7 @@ def run_cache(folder: Path, alpha: float, table: classes.ClassTable, repeats: in
 
 
 def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, int],
-                  repeats: int) -> dict:
+                  repeats: int) -> dict[str, Any]:
     """Measure the real softmaxes at ``size`` = (H, W) (enlarged if needed); one record."""
     from metafusion_ros.runtime.segmenter.preprocess import resize_maps
 
@@ -222,7 +220,7 @@ def run_realistic(softmaxes: list[np.ndarray], priors: Priors, size: tuple[int, 
             rows.setdefault(key, []).append(value)
     record = {key: round(statistics.median(values), 2) for key, values in rows.items()}
     post, stream = record['post_network_ms'], record['stream_pass_ms']
-    return {'case': f'real_network_{size[1]}x{size[0]}x19', 'repeats': repeats,
+    return {'case': f'real_network_{size[1]}x{size[0]}x{probs.shape[2]}', 'repeats': repeats,
             'frames': len(softmaxes), **record,
             'post_over_stream': round(post / stream, 2), 'candidates': candidates,
             'candidate_pixels': pixels, 'target_post_le_3x_stream': post <= 3 * stream,
@@ -233,8 +231,8 @@ def main() -> None:
     """Run the cases and print one JSON line each."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--repeats', type=int, default=7)
-    parser.add_argument('--frames', type=int, default=4, help='generated frames (realistic)')
-    parser.add_argument('--models', type=Path, default=MODELS)
+    parser.add_argument('--frames', type=int, default=4, help='camera frames (realistic)')
+    parser.add_argument('--chain', default=DEFAULT_CHAIN, help='chain of the realistic rows')
     parser.add_argument('--only-realistic', action='store_true')
     parser.add_argument('--cache', type=Path, help='an evaluate cache folder: time the fusion '
                         'readings on its frames (the fusion_cache row)')
@@ -248,14 +246,12 @@ def main() -> None:
     if not args.only_realistic:
         for w, h in ((2048, 1024), (1024, 512)):
             print(json.dumps(run_case(w, h, args.repeats)), flush=True)
-    if not (args.models / 'synthetic_toy.onnx').is_file():
-        print(json.dumps({'case': 'real_network',
-                          'skipped': f'no {args.models}/synthetic_toy.onnx'}))
-        return
-    softmaxes = network_softmaxes(args.models, args.frames)
-    priors = Priors.load(args.models / 'synthetic_toy_priors.npz')
+    chain = load_chain(args.chain)
+    softmaxes, source = network_softmaxes(chain.network, args.frames)
+    priors = Priors.load(chain.priors)
     for size in (softmaxes[0].shape[:2], (1024, 2048)):
-        print(json.dumps(run_realistic(softmaxes, priors, size, args.repeats)), flush=True)
+        row = run_realistic(softmaxes, priors, size, args.repeats)
+        print(json.dumps({**row, 'chain': chain.name, 'frames_from': source}), flush=True)
 
 
 if __name__ == '__main__':
