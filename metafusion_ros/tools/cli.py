@@ -12,7 +12,8 @@ import sys
 
 # Subcommand modules, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = ('synth', 'priors', 'stats', 'digits', 'fit', 'evaluate',
-                                    'operating_point', 'bag', 'train', 'espnet', 'miou')
+                                    'operating_point', 'bag', 'train', 'espnet', 'miou',
+                                    'quantize')
 
 
 class CommandError(Exception):
