@@ -71,6 +71,9 @@ others() {
   camvid_priors models/camvid_category_priors.npz
   camvid_chain camvid_espnet models/camvid_espnet.onnx models/camvid_category_priors.npz val,test
   camvid_chain camvid models/camvid.onnx models/camvid_category_priors.npz val,test
+  # The static INT8 Cityscapes network (metafusion quantize, docs/segmenter.md) on val + test.
+  mf miou --dataset camvid --root "$CAMVID" --split val,test --model models/cityscapes_espnet.onnx \
+    --precision int8 --out docs/results/camvid_cityscapes_espnet_int8_miou.json
   mf digits --out docs/results --left-out 0.9 --folds 5 --tau 0.5 --seed 0
 }
 

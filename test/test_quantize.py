@@ -5,6 +5,7 @@ CamVid-layout folder written here, and on the shipped CamVid ESPNet calibrated o
 frames, whose labels it compares with the fp32 network's (skipped inside the test without
 ``../shared``).
 """
+import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -17,12 +18,14 @@ import pytest
 from toy_data import write_meta_model
 
 import fixtures
+from metafusion_ros.core.classes import camvid_table
 from metafusion_ros.runtime.engine import ConfigurationError, EngineConfig, FusionEngine
 from metafusion_ros.runtime.segmenter import load_segmenter
 from metafusion_ros.runtime.segmenter.base import file_sha256
 from metafusion_ros.runtime.segmenter.precision import int8_sibling, network_file
 from metafusion_ros.tools.cli import main
 from metafusion_ros.tools.data.datasets import open_dataset
+from metafusion_ros.tools.meta.sources import _dataset_source
 
 MODELS = Path(__file__).resolve().parents[1] / 'models'
 CALIBRATION = [f'0006R0_f{n:05d}.png' for n in (930, 960, 990, 1020, 1050)]
@@ -105,6 +108,20 @@ def test_engine_with_int8_checks_the_bundle_against_the_fp32_network(tiny):
         network_file(tiny['model'], 'fp16', 'onnxruntime')
 
 
+def test_fit_and_evaluate_frames_run_the_int8_network_cached_apart(tiny):
+    """--precision int8: the INT8 softmax, a cache key of its own, the fp32 digest for bundles."""
+    image = fixtures.scene()
+    for precision in ('fp32', 'int8'):
+        args = argparse.Namespace(dataset='camvid', root=tiny['root'], split=['train'],
+                                  model=tiny['model'], threads=1, precision=precision)
+        source, network, _ = _dataset_source(args, camvid_table())
+        assert network == file_sha256(tiny['model'])  # bundles: the fp32 network's digest
+        ran = int8_sibling(tiny['model']) if precision == 'int8' else tiny['model']
+        assert file_sha256(ran) in source.tag  # the cache key: the network that ran
+        want = load_segmenter(tiny['model'], precision=precision).infer_network(image).probs
+        np.testing.assert_array_equal(source.segment(image), want)
+
+
 def _one_line_error(capsys, argv: list[str]) -> str:
     """Run the CLI, expect exit 2 with one line on stderr; return it."""
     assert main(argv) == 2
@@ -170,18 +187,11 @@ def test_int8_file_of_another_network_is_refused_at_load(tiny, tmp_path, capsys)
     assert 'was quantized from another network' in err
 
 
-# Measured 2026-12-07 (ONNX Runtime 1.32): 3.5 % of the pixels of the six frames below change
-# their Bayes label (argmax at the network's 480x360 output) from the fp32 to the INT8 network,
-# 1.5 % to 5.5 % per frame; the INT8 Cityscapes ESPNet of docs/segmenter.md changes 17 %.
-MAX_CHANGED_SHARE = 0.06
+def changed_labels(model: Path, camvid: Path) -> list[float]:
+    """Return, for 3 val and 3 test frames, the share of pixels whose argmax fp32 -> int8 changes.
 
-
-def test_int8_of_a_real_street_network_keeps_its_bayes_labels(shared_dir, tmp_path):
-    """The command's INT8 CamVid ESPNet (4 frames of train drive 0006R0) on val/test frames."""
-    for suffix in ('.onnx', '.json'):
-        shutil.copy(MODELS / f'camvid_espnet{suffix}', tmp_path / f'espnet{suffix}')
-    model, camvid = tmp_path / 'espnet.onnx', shared_dir / 'data' / 'camvid'
-    assert main(quantize_args(model, camvid, '--drives', '0006R0', '--frames', '4')) == 0
+    The Bayes labels at the network's output size, as MetaFusion sees them.
+    """
     fp32 = load_segmenter(model, threads=2)
     int8 = load_segmenter(model, threads=2, precision='int8')
     changed = []
@@ -189,6 +199,33 @@ def test_int8_of_a_real_street_network_keeps_its_bayes_labels(shared_dir, tmp_pa
         source = open_dataset('camvid', camvid, split)
         for index in np.linspace(0, len(source) - 1, 3).round().astype(int):
             image = source.read(source.files[index]).image
-            changed.append(np.mean(fp32.infer_network(image).probs.argmax(-1)
-                                   != int8.infer_network(image).probs.argmax(-1)))
-    assert np.mean(changed) <= MAX_CHANGED_SHARE, changed
+            changed.append(float(np.mean(fp32.infer_network(image).probs.argmax(-1)
+                                         != int8.infer_network(image).probs.argmax(-1))))
+    return changed
+
+
+def test_int8_of_a_real_street_network_keeps_its_bayes_labels(shared_dir, tmp_path):
+    """The command's INT8 CamVid ESPNet (4 frames of train drive 0006R0) on val/test frames.
+
+    Measured 2026-12-07 (ONNX Runtime 1.32): 3.9 % of the pixels change their label, 1.7 % to
+    6.0 % per frame; bound 6 % on the mean.
+    """
+    for suffix in ('.onnx', '.json'):
+        shutil.copy(MODELS / f'camvid_espnet{suffix}', tmp_path / f'espnet{suffix}')
+    camvid = shared_dir / 'data' / 'camvid'
+    assert main(quantize_args(tmp_path / 'espnet.onnx', camvid, '--drives', '0006R0',
+                              '--frames', '4')) == 0
+    changed = changed_labels(tmp_path / 'espnet.onnx', camvid)
+    assert np.mean(changed) <= 0.06, changed
+
+
+def test_shipped_int8_network_keeps_most_bayes_labels(shared_dir):
+    """The shipped INT8 Cityscapes ESPNet against its fp32 source on real CamVid frames.
+
+    Measured 2026-12-07 (ONNX Runtime 1.32): 13.7 % of the pixels change their label, 5.2 % to
+    24.0 % per frame (14.0 % on 24 val/test frames), whole regions at times (building <-> sky on
+    drive 0001TP, where the fp32 network itself is unsure; its mIoU stays within 1 pp:
+    docs/segmenter.md, INT8); bound 18 % on the mean.
+    """
+    changed = changed_labels(MODELS / 'cityscapes_espnet.onnx', shared_dir / 'data' / 'camvid')
+    assert np.mean(changed) <= 0.18, changed

@@ -19,6 +19,7 @@ import fnmatch
 import hashlib
 import io
 from pathlib import Path
+import shutil
 import tempfile
 from typing import Any, Iterable, TYPE_CHECKING
 
@@ -61,7 +62,7 @@ class QuantSettings:
     per_channel: bool = True
     reduce_range: bool = False
     keep_float: tuple[str, ...] = ('tail',)
-    percentile: float = 99.999
+    percentile: float = 99.9
 
     def __post_init__(self) -> None:
         for name, value, known in (('method', self.method, METHODS),
@@ -219,13 +220,11 @@ def float_nodes(model: 'onnx.ModelProto', keep_float: Iterable[str]) -> list[str
 
 def quantize_network(model_path: str | Path, frames: CalibrationFrames,
                      settings: QuantSettings = QuantSettings(), out: str | Path | None = None,
-                     progress: bool = True,
-                     ranges_cache: str | Path | None = None) -> tuple[Path, 'ModelSpec']:
+                     progress: bool = True) -> tuple[Path, 'ModelSpec']:
     """Write the static INT8 model of ``model_path`` and its spec; return the path and spec.
 
     ``out`` defaults to the INT8 sibling ``<stem>.int8.onnx``; the spec goes beside it as
-    ``.json``. ``ranges_cache``: a JSON file of calibrated ranges, written by the first call and
-    read (no calibration) by the next ones; valid only for the same model, frames and method.
+    ``.json``.
     """
     import onnx
     import onnxruntime as ort
@@ -251,23 +250,27 @@ def quantize_network(model_path: str | Path, frames: CalibrationFrames,
         input_name = prepared_model.graph.input[0].name
         reader = CalibrationReader(frames.paths, spec.preprocess, input_name, progress)
         extra = {'CalibStridedMinMax': 1, 'CalibPercentile': settings.percentile}
+        written = Path(tmp) / 'int8.onnx'
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the histogram collector prints
+                q.quantize_static(
+                    str(prepared), str(written), reader,
+                    quant_format=q.QuantFormat[FORMATS[settings.quant_format]],
+                    activation_type=q.QuantType[TYPES[settings.activation_type]],
+                    weight_type=q.QuantType[TYPES[settings.weight_type]],
+                    calibrate_method=q.CalibrationMethod[METHODS[settings.method]],
+                    per_channel=settings.per_channel, reduce_range=settings.reduce_range,
+                    nodes_to_exclude=excluded, extra_options=extra)
+        finally:
+            reader.close()
+        record = {'source': {'file': model_path.name, 'sha256': file_sha256(model_path)},
+                  'calibration': frames.record(), 'settings': asdict(settings),
+                  'float_nodes': excluded, 'onnxruntime': ort.__version__,
+                  'onnx': onnx.__version__}
+        extra_keys = {k: v for k, v in spec.extra.items() if k != 'check'}  # fp32-only check
+        int8_spec = ModelSpec(spec.preprocess, spec.output, spec.table, spec.num_classes,
+                              {**extra_keys, 'quantization': record})
         out.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.redirect_stdout(io.StringIO()):  # the histogram collector prints
-            q.quantize_static(
-                str(prepared), str(out), reader,
-                quant_format=q.QuantFormat[FORMATS[settings.quant_format]],
-                activation_type=q.QuantType[TYPES[settings.activation_type]],
-                weight_type=q.QuantType[TYPES[settings.weight_type]],
-                calibrate_method=q.CalibrationMethod[METHODS[settings.method]],
-                per_channel=settings.per_channel, reduce_range=settings.reduce_range,
-                nodes_to_exclude=excluded, extra_options=extra,
-                calibration_cache_path=ranges_cache)
-        reader.close()
-    record = {'source': {'file': model_path.name, 'sha256': file_sha256(model_path)},
-              'calibration': frames.record(), 'settings': asdict(settings),
-              'float_nodes': excluded, 'onnxruntime': ort.__version__, 'onnx': onnx.__version__}
-    extra_keys = {k: v for k, v in spec.extra.items() if k != 'check'}  # fp32-only check
-    int8_spec = ModelSpec(spec.preprocess, spec.output, spec.table, spec.num_classes,
-                          {**extra_keys, 'quantization': record})
-    int8_spec.save(out.with_suffix('.json'))
+        int8_spec.save(out.with_suffix('.json'))
+        shutil.move(written, out)  # after its spec: a new INT8 file never has an old spec
     return out, int8_spec
