@@ -171,7 +171,7 @@ def test_model_without_int8_sibling_is_one_line(tiny, tmp_path, capsys):
 
 
 def test_int8_file_of_another_network_is_refused_at_load(tiny, tmp_path, capsys):
-    """The INT8 sibling of network A beside network B: one line at load, CLI exit 2."""
+    """The INT8 sibling of network A (or of none) beside network B: one line at load, CLI 2."""
     other = fixtures.write_retrained_model(tmp_path / 'net b.onnx')
     shutil.copy(int8_sibling(tiny['model']), int8_sibling(other))
     shutil.copy(int8_sibling(tiny['model']).with_suffix('.json'),
@@ -185,6 +185,11 @@ def test_int8_file_of_another_network_is_refused_at_load(tiny, tmp_path, capsys)
                                    '--split', 'train', '--model', str(other),
                                    '--precision', 'int8'])
     assert 'was quantized from another network' in err
+    spec = json.loads(int8_sibling(other).with_suffix('.json').read_text())
+    del spec['quantization']  # an INT8 file written by other means: no source recorded
+    int8_sibling(other).with_suffix('.json').write_text(json.dumps(spec))
+    with pytest.raises(ConfigurationError, match='its spec records no source network'):
+        FusionEngine.load(EngineConfig(str(other), str(tiny['priors']), precision='int8'))
 
 
 def changed_labels(model: Path, camvid: Path) -> list[float]:

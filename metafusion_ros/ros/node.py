@@ -149,9 +149,12 @@ class MetaFusionNode(LifecycleNode):
         self.worker.warm_sizes = {self.engine.metafusion.priors.resolution}
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             self.p('meta_model_path')
+        network = self.engine.segmenter.model_path.name  # precision int8: the INT8 sibling
+        runs = f', runs {network}' if not config.model_path.endswith(network) else ''
         self.get_logger().info(
-            f'configured: model {config.model_path} ({config.backend}), priors '
-            f'{config.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+            f'configured: model {config.model_path} ({config.backend}, {config.precision}{runs}), '
+            f'priors {config.priors_path}, meta {meta}, target '
+            f'{self.engine.table.target_name!r}')
         self._warn_nearest(self.engine.meta_choice)
         return TransitionCallbackReturn.SUCCESS
 

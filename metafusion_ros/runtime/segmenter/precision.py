@@ -5,7 +5,7 @@
 file it was quantized from (``quantization.source.sha256``). With ``precision: int8`` the ONNX
 Runtime backends load that sibling, after checking that it was made from this very fp32 file: the
 fp32 model stays the reference (its digest is the one the meta classifier bundle is checked
-against). TensorRT builds its own fp16 engine from the fp32 file.
+against). TensorRT builds its own engines (fp32, fp16) from the fp32 file.
 """
 from __future__ import annotations
 
@@ -14,8 +14,7 @@ from typing import Any
 
 from metafusion_ros.runtime.segmenter.base import file_sha256
 
-__all__ = ['PRECISIONS', 'INT8_SUFFIX', 'int8_sibling', 'network_file', 'quantization_of',
-           'check_int8_source']
+__all__ = ['PRECISIONS', 'INT8_SUFFIX', 'int8_sibling', 'network_file', 'check_int8_source']
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
 INT8_SUFFIX = '.int8'
@@ -53,21 +52,15 @@ def network_file(model_path: str | Path, precision: str, backend: str) -> Path:
     return sibling
 
 
-def quantization_of(spec_extra: dict[str, Any]) -> dict[str, Any] | None:
-    """Return the ``quantization`` record of a spec's extra keys (None for a float model)."""
-    record = spec_extra.get('quantization')
-    return record if isinstance(record, dict) else None
-
-
 def check_int8_source(int8_path: str | Path, spec_extra: dict[str, Any],
                       model_path: str | Path) -> None:
     """Raise ``ValueError`` (one line) unless ``int8_path`` was quantized from ``model_path``.
 
     The INT8 spec's ``quantization.source.sha256`` must be the SHA-256 of the fp32 file.
     """
-    record = quantization_of(spec_extra) or {}
-    source = record.get('source') if isinstance(record.get('source'), dict) else {}
-    recorded = source.get('sha256')
+    record = spec_extra.get('quantization')
+    source = record.get('source') if isinstance(record, dict) else None
+    recorded = source.get('sha256') if isinstance(source, dict) else None
     if not isinstance(recorded, str):
         raise ValueError(f'INT8 model {int8_path}: its spec records no source network '
                          f'(quantization.source.sha256); make it with `metafusion quantize`')
