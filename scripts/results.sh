@@ -84,6 +84,9 @@ others() {
   camvid_priors models/camvid_category_priors.npz
   camvid_chain camvid_espnet models/camvid_espnet.onnx models/camvid_category_priors.npz val,test
   camvid_chain camvid models/camvid.onnx models/camvid_category_priors.npz val,test
+  # The static INT8 Cityscapes network (metafusion quantize, docs/segmenter.md) on val + test.
+  mf miou --dataset camvid --root "$CAMVID" --split val,test --model models/cityscapes_espnet.onnx \
+    --precision int8 --out docs/results/camvid_cityscapes_espnet_int8_miou.json
   mf digits --out docs/results --left-out 0.9 --folds 5 --tau 0.5 --seed 0
   cityscapes_chain cityscapes_espnetv2_s2_768x384
   cityscapes_chain cityscapes_espnetv2_s1p5
@@ -104,6 +107,6 @@ status=0
 wait $first || status=1
 wait $second || status=1
 # Every chain manifest (models/*.chain.json): member digests and the numbers just measured.
-[ $status -ne 0 ] || mf models refresh || status=1
+[ $status -ne 0 ] || python -m metafusion_ros.tools.cli models refresh || status=1
 echo "results: all done in $(( (SECONDS - start) / 60 )) min $(( (SECONDS - start) % 60 )) s"
 exit $status

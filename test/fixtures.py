@@ -16,8 +16,9 @@ import numpy as np
 from metafusion_ros.core.classes import ClassTable
 from metafusion_ros.core.priors import Priors
 
-__all__ = ['tiny_table', 'write_model', 'write_faulty_model', 'with_fault', 'write_priors',
-           'scene', 'FAULTS', 'GREY', 'RED', 'DIM_RED', 'BLUE', 'SIZE']
+__all__ = ['tiny_table', 'write_model', 'write_retrained_model', 'write_faulty_model',
+           'with_fault', 'write_priors', 'scene', 'FAULTS', 'GREY', 'RED', 'DIM_RED', 'BLUE',
+           'SIZE']
 
 SIZE = (48, 64)
 GREY, RED, DIM_RED, BLUE = (128, 128, 128), (255, 0, 0), (178, 102, 102), (0, 0, 255)
@@ -75,6 +76,18 @@ def write_model(path: str | Path, size: tuple[int, int] = SIZE,
                            'std': [1.0, 1.0, 1.0], 'scale': 1 / 255, 'channel_order': 'RGB',
                            'layout': 'NCHW'}}
     path.with_suffix('.json').write_text(json.dumps(meta, indent=1))
+    return path
+
+
+def write_retrained_model(path: str | Path) -> Path:
+    """Write the tiny network with one weight changed (another file of the same graph)."""
+    import onnx
+
+    path = write_model(path)
+    model = onnx.load(str(path))
+    weights = next(init for init in model.graph.initializer if init.name == 'w')
+    weights.float_data[0] = 0.5
+    onnx.save(model, str(path))
     return path
 
 

@@ -30,7 +30,7 @@ def commands(parser: argparse.ArgumentParser, prefix: str = ''):
 
 
 def test_every_command_that_writes_has_force():
-    """The thirteen commands that write (an output option, or beside the inputs) take --force."""
+    """The fourteen commands that write (an output option, or beside the inputs) take --force."""
     writing = []
     for name, parser in commands(build_parser()):
         options = {o for action in parser._actions for o in action.option_strings}
@@ -41,7 +41,7 @@ def test_every_command_that_writes_has_force():
             assert '--force' in options, name
     assert sorted(writing) == sorted([
         'synth', 'priors', 'stats', 'digits', 'fit', 'evaluate', 'operating-point',
-        'bag make', 'bag score', 'train', 'espnet', 'miou', 'models write'])
+        'bag make', 'bag score', 'train', 'espnet', 'miou', 'models write', 'quantize'])
 
 
 def _args(tmp_path, output: str) -> dict[str, list[str]]:
@@ -63,11 +63,12 @@ def _args(tmp_path, output: str) -> dict[str, list[str]]:
         'bag score': ['bag', 'score', str(tmp_path / 'nobag'), '--json', output],
         'train': ['train', *data, '--output', output],
         'espnet': ['espnet', 'camvid', '--weights', 'w.pth', '--output', output],
+        'quantize': ['quantize', '--model', 'm.onnx', *data, '--out', output],
     }
 
 
 COMMANDS = ['priors', 'priors --png', 'stats', 'miou', 'fit', 'evaluate', 'digits', 'synth',
-            'operating-point', 'bag make', 'bag score', 'train', 'espnet']
+            'operating-point', 'bag make', 'bag score', 'train', 'espnet', 'quantize']
 # Output folders: a file in them that the command would write.
 FOLDERS = {'evaluate': 'x.md', 'digits': 'digits.md', 'synth': 'leftImg8bit'}
 

@@ -291,6 +291,9 @@ EXCLUDED: dict[str, str] = {
     'metafusion operating-point': 'reads evaluate results; test_meta_evaluate.py::'
                                   'test_evaluate_and_operating_point_commands',
     'metafusion digits': "the paper's §5 protocol (minutes); test_meta_digits.py",
+    'metafusion quantize': 'calibrates a network on dataset frames (minutes on a street '
+                           'network); test_quantize.py runs it on a tiny network '
+                           '(test_quantize_writes_an_int8_sibling_with_its_source_and_frames)',
     'metafusion models refresh': 'rewrites the shipped manifests (make results runs it); '
                                  'test_chains.py::test_refresh_rewrites_the_shipped_manifest_'
                                  'unchanged runs it on copies',

@@ -14,6 +14,7 @@ import io
 import json
 from pathlib import Path
 import re
+import shutil
 import signal
 import subprocess
 import zipfile
@@ -30,6 +31,8 @@ from metafusion_ros.ros import process
 from metafusion_ros.ros.params import (mistyped_parameter, params_file_problem, params_files,
                                        unknown_parameters)
 from metafusion_ros.runtime.engine import ConfigurationError, EngineConfig, FusionEngine
+from metafusion_ros.runtime.segmenter.base import file_sha256
+from metafusion_ros.runtime.segmenter.precision import int8_sibling
 from metafusion_ros.runtime.segmenter.tensorrt_backend import EngineKey, write_engine
 
 DOMAIN = domain_for(83)
@@ -101,6 +104,17 @@ def _params_yaml(path: Path, text: str) -> Path:
     """Write a node parameter file with ``text`` under ``/**: ros__parameters:``."""
     body = ''.join(f'    {line}\n' for line in text.splitlines())
     path.write_text(f'/**:\n  ros__parameters:\n{body}')
+    return path
+
+
+def _int8_of_another_network(path: Path, source: Path) -> Path:
+    """Write a network at ``path`` whose INT8 sibling records ``source`` as its fp32 network."""
+    fixtures.write_retrained_model(path)
+    sibling = int8_sibling(path)
+    shutil.copy(source, sibling)
+    spec = json.loads(source.with_suffix('.json').read_text())
+    spec['quantization'] = {'source': {'file': source.name, 'sha256': file_sha256(source)}}
+    sibling.with_suffix('.json').write_text(json.dumps(spec))
     return path
 
 
@@ -183,6 +197,7 @@ def write_bad_files(bad: Path, files: dict) -> dict:
                                                 out['priors_other_dataset'])
     other = fixtures.write_priors(bad / 'other table priors.npz', table=OTHER_TABLE)
     out['meta_other_table'] = write_meta_model(bad / 'other table meta.json', other)
+    out['int8_other_network'] = _int8_of_another_network(bad / 'other net.onnx', model)
     out['yaml_unknown_key'] = _params_yaml(bad / 'typo params.yaml', 'alhpa: 0.5')
     out['yaml_unknown_nested'] = _params_yaml(bad / 'nested typo.yaml',
                                               'outputs:\n  makers: false')
@@ -263,6 +278,12 @@ CASES = {
     'meta_alpha_out_of_reach': ({'meta_model_path': '{meta}', 'alpha': 0.3}, None, 1,
                                 ['{meta} has no classifier for alpha 0.3: its grid is 0.5, 0.9, '
                                  '1 and the nearest member (0.5) is more than 0.1 away']),
+    'int8_missing': ({'precision': 'int8'}, None, 1,
+                     ['{model} has no INT8 network beside it', 'tiny model.int8.onnx does not '
+                      'exist', 'metafusion quantize --model {model}']),
+    'int8_other_network': ({'model_path': '{file}', 'precision': 'int8'}, None, 1,
+                           ['INT8 model {bad}/other net.int8.onnx was quantized from another '
+                            'network', '{file} has']),
     'yaml_unknown_key': ({}, 'yaml_unknown_key', 2,
                          ['{file}', "unknown parameter 'alhpa' (did you mean 'alpha'?)"]),
     'yaml_unknown_nested': ({}, 'yaml_unknown_nested', 2,
@@ -295,7 +316,7 @@ PROCESS = ['model_missing', 'model_corrupt', 'spec_corrupt', 'engine_as_model',
            'priors_declares_298_gib', 'priors_meta_an_integer', 'priors_all_zero',
            'manifest_alpha_nan',
            'meta_member_missing', 'meta_other_schema', 'meta_other_priors', 'meta_other_network',
-           'meta_alpha_out_of_reach', 'yaml_unknown_key',
+           'meta_alpha_out_of_reach', 'int8_other_network', 'yaml_unknown_key',
            'yaml_unknown_nested', 'yaml_out_of_range', 'yaml_bad_choice', 'yaml_text_number',
            'param_text_number', 'yaml_invalid',
            'alpha_out_of_range']

@@ -165,9 +165,11 @@ class MetaFusionNode(LifecycleNode):
         files = self.engine.config
         meta = 'none (keep all candidates)' if self.engine.meta is None else \
             files.meta_model_path
+        network = self.engine.segmenter.model_path.name  # precision int8: the INT8 sibling
+        runs = f', runs {network}' if not files.model_path.endswith(network) else ''
         self.get_logger().info(
-            f'configured: model {files.model_path} ({config.backend}), priors '
-            f'{files.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
+            f'configured: model {files.model_path} ({config.backend}, {config.precision}{runs}), '
+            f'priors {files.priors_path}, meta {meta}, target {self.engine.table.target_name!r}')
         warn, line = startup_report(self.engine.chain, files.model_path, config.precision,
                                     config.backend)
         (self.get_logger().warning if warn else self.get_logger().info)(line)

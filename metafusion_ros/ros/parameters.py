@@ -73,7 +73,9 @@ SPECS: dict[str, Spec] = {spec.name: spec for spec in [
               '`-cpu` the CPU even there; `-cuda` the CUDA provider or exit 1 with the reason '
               '(ONNX Runtime alone would fall back to the CPU without a word)'),
     Spec('precision', 'fp32', 'inference precision', choices=('fp32', 'fp16', 'int8'),
-         note='non-fp32 needs `tensorrt`'),
+         note='`int8` with ONNX Runtime: the static INT8 network `<stem>.int8.onnx` beside '
+              '`model_path` (`metafusion quantize`), refused (exit 1) when missing or quantized '
+              'from another network; `fp16` needs `tensorrt`'),
     Spec('priors_path', '', "position-specific priors .npz (eq. 5); '' = the chain's",
          note="priors `.npz` (`metafusion priors`); `''`: the chain's (a network of no chain "
               'needs one)'),

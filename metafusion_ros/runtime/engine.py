@@ -116,14 +116,12 @@ def _load_segmenter(config: EngineConfig, priors: Priors) -> Any:
     from metafusion_ros.runtime.segmenter.base import PriorsMismatch
 
     file = _existing(config.model_path, 'model')
-    options = {}
-    if config.precision != 'fp32':
-        if config.backend != 'tensorrt':
-            raise ConfigurationError(f'precision {config.precision} needs backend tensorrt, '
-                                     f'not {config.backend}')
-        options['precision'] = config.precision
+    # with TensorRT, fp32 (the parameter's default) leaves the backend its default engine (fp16)
+    precision = None if config.precision == 'fp32' and config.backend == 'tensorrt' else \
+        config.precision
     try:
-        return load_segmenter(str(file), backend=config.backend, priors=priors, **options)
+        return load_segmenter(str(file), backend=config.backend, priors=priors,
+                              precision=precision)
     except PriorsMismatch as exc:  # names the model; the priors object has no file name
         raise ConfigurationError(f'{exc} (priors file {config.priors_path})') from exc
     except Exception as exc:  # noqa: B902 - the loader boundary: any failure names the model

@@ -14,7 +14,7 @@ import sys
 # Subcommand modules, in the order --help lists them.
 COMMAND_MODULES: tuple[str, ...] = ('synth', 'priors', 'stats', 'digits', 'fit', 'evaluate',
                                     'operating_point', 'bag', 'train', 'espnet', 'miou',
-                                    'models')
+                                    'models', 'quantize')
 
 
 class CommandError(Exception):

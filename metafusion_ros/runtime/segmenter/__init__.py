@@ -11,6 +11,7 @@ from typing import Any
 
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.runtime.segmenter.base import check_not_engine, Segmenter, SegmenterOutput
+from metafusion_ros.runtime.segmenter.precision import check_int8_source, network_file
 from metafusion_ros.runtime.segmenter.spec import ModelSpec, sidecar_path
 
 __all__ = ['load_segmenter', 'resolve_spec', 'Segmenter', 'SegmenterOutput', 'ModelSpec',
@@ -40,17 +41,28 @@ def resolve_spec(model_path: str | Path, spec: ModelSpec | dict | str | Path | N
 
 def load_segmenter(model_path: str | Path, backend: str = 'onnxruntime',
                    spec: ModelSpec | dict | str | Path | None = None,
-                   priors: Priors | str | Path | None = None, **backend_options: Any) -> Segmenter:
+                   priors: Priors | str | Path | None = None, precision: str | None = None,
+                   **backend_options: Any) -> Segmenter:
     """Load and check a segmentation model; every mismatch is a ``ValueError`` here.
 
     ``backend`` is ``onnxruntime`` (CUDA where present, else CPU), ``onnxruntime-cpu`` (the CPU
     even where CUDA is present), ``onnxruntime-cuda`` (ONNX Runtime's CUDA provider or a
     ``ValueError``) or ``tensorrt``; ``priors`` (a :class:`Priors` or a ``.npz`` path) are
-    checked against the model's classes.
+    checked against the model's classes. ``precision`` (default: the backend's, fp32 for ONNX
+    Runtime): ``int8`` runs the INT8 sibling of the fp32 ``model_path`` on ONNX Runtime
+    (:func:`~metafusion_ros.runtime.segmenter.precision.network_file`), checked to be quantized
+    from it; TensorRT takes ``fp32`` or ``fp16`` and builds its engine from ``model_path``.
     """
     if backend not in BACKENDS:
         raise ValueError(f'unknown segmenter backend {backend!r}; known: {", ".join(BACKENDS)}')
     check_not_engine(model_path)
+    network = network_file(model_path, precision or 'fp32', backend)
+    if network != Path(model_path):  # the INT8 sibling, with its own spec
+        spec = resolve_spec(network, None)
+        check_int8_source(network, spec.extra, model_path)
+        model_path = network
+    elif precision is not None and backend == 'tensorrt':
+        backend_options['precision'] = precision
     spec = resolve_spec(model_path, spec)
     if priors is not None and not isinstance(priors, Priors):
         priors = Priors.load(priors)

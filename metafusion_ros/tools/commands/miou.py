@@ -29,6 +29,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--split', action='append', required=True,
                         help='split(s) to score; repeat or comma-separate (e.g. val,test)')
     parser.add_argument('--model', required=True, type=Path, help='ONNX model with its spec')
+    parser.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
+                        help='int8: run the INT8 network beside the model (<stem>.int8.onnx, '
+                             '`metafusion quantize`), checked to be made from it; the scores '
+                             'name the file that ran')
     parser.add_argument('--out', type=Path, help='also write the scores to this JSON file')
     parser.add_argument('--threads', type=int, default=1,
                         help='ONNX Runtime intra-op threads (default 1)')
@@ -49,14 +53,15 @@ def run(args: argparse.Namespace) -> int:
     splits = [s for value in args.split for s in value.split(',') if s]
     sources = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
     with naming('model', args.model):
-        seg = load_segmenter(args.model, threads=args.threads)
+        seg = load_segmenter(args.model, threads=args.threads, precision=args.precision)
     mapping = mapping_between(seg.spec.table, table) if seg.spec.table is not None else None
 
     def predict(image: np.ndarray) -> np.ndarray:
         return seg.infer(image).probs.argmax(-1).astype(np.uint8)
     scores = score_splits(predict, sources, mapping, args.limit)
     pre = seg.spec.preprocess
-    report = {'model': str(args.model), 'model_sha256': file_sha256(args.model),
+    report = {'model': str(seg.model_path), 'model_sha256': file_sha256(seg.model_path),
+              'precision': args.precision,
               'input_size': [pre.width, pre.height], 'dataset': args.dataset,
               'root': str(args.root), 'splits': splits,
               'mapping': None if mapping is None else mapping.name, **scores}

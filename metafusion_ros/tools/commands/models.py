@@ -283,13 +283,14 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 def listing(chains: list[Chain], problems: dict[str, str]) -> str:
     """Return the table of ``metafusion models``: accuracy and speed, then MetaFusion, sources."""
-    lines = [f"{'chain':<20}{'kind':<8}{'members':<9}{'int8':<6}{'input':<10}{'mIoU':>6}"
+    width = max([len('chain'), *(len(chain.name) + 2 for chain in chains)]) + 2
+    lines = [f"{'chain':<{width}}{'kind':<8}{'members':<9}{'int8':<6}{'input':<10}{'mIoU':>6}"
              f"{'human':>7}{'ms/frame':>10}  measured on"]
     for chain in chains:
         net = chain.measured.get('network', {})
         size = 'x'.join(map(str, chain.input)) if chain.input else '?'
         lines.append(
-            f"{chain.name + (' *' if chain.is_default else ''):<20}{chain.kind:<8}"
+            f"{chain.name + (' *' if chain.is_default else ''):<{width}}{chain.kind:<8}"
             f"{'CHANGED' if chain.name in problems else 'ok':<9}"
             f"{'yes' if chain.network_int8 is not None else 'no':<6}"
             f"{size:<10}{_cell(net.get('miou')):>6}"
@@ -300,11 +301,11 @@ def listing(chains: list[Chain], problems: dict[str, str]) -> str:
     for chain in chains:
         block = chain.measured.get('metafusion')
         if not block:
-            lines.append(f'{chain.name:<20}not measured')
+            lines.append(f'{chain.name:<{width}}not measured')
             continue
         rules = block['rules']
         lines.append(
-            f"{chain.name:<20}{rules['bayes']['fp']} / {rules['bayes']['fn']} -> "
+            f"{chain.name:<{width}}{rules['bayes']['fp']} / {rules['bayes']['fn']} -> "
             f"{rules['ml']['fp']} / {rules['ml']['fn']} ({_cell(rules['ml']['delta'])}) -> "
             f"{rules['metafusion']['fp']} / {rules['metafusion']['fn']} "
             f"({_cell(rules['metafusion']['delta'], 2)}), kept "

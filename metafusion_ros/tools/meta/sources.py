@@ -35,6 +35,10 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--split', action='append', default=None,
                        help='split(s) to use; repeat or comma-separate (e.g. val,test)')
     group.add_argument('--model', type=Path, help='segmentation model (ONNX + its spec)')
+    group.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
+                       help='int8: run the INT8 network beside --model (<stem>.int8.onnx, '
+                            '`metafusion quantize`); bundles stay tied to the fp32 file, as at '
+                            'run time')
     parser.add_argument('--priors', type=Path, required=True, help='priors .npz (eq. 5)')
     parser.add_argument('--target', help='target class c by name (default: the priors table)')
     parser.add_argument('--cache', type=Path, default=Path('.cache/metafusion'),
@@ -103,9 +107,11 @@ def _dataset_source(args: argparse.Namespace, table: ClassTable) -> tuple[Source
     splits = _splits(args.split)
     parts = {split: open_dataset(args.dataset, args.root, split, table) for split in splits}
     with naming('model', args.model):
-        segmenter = load_segmenter(args.model, threads=args.threads)
+        segmenter = load_segmenter(args.model, threads=args.threads, precision=args.precision)
+    ran = network if segmenter.model_path == Path(args.model) else \
+        file_sha256(segmenter.model_path)  # the INT8 file: candidates cached apart
     data = hashlib.sha256('|'.join(part.data_sha256() for part in parts.values()).encode())
-    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{network}|' \
+    tag = f'{args.dataset}|{Path(args.root).resolve()}|{",".join(splits)}|{ran}|' \
           f'{data.hexdigest()}'
 
     def segment(image):
