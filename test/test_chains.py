@@ -25,7 +25,11 @@ from metafusion_ros.tools.commands.models import refresh_chain, write_chain
 
 MODELS = REPO / 'models'
 SHIPPED = {'cityscapes_espnet': 'street', 'camvid_espnet': 'street', 'camvid': 'street',
-           'synthetic_toy': 'toy'}
+           'cityscapes_espnetv2_s2_768x384': 'street', 'cityscapes_espnetv2_s2_512x256': 'street',
+           'cityscapes_espnetv2_s1p5': 'street', 'synthetic_toy': 'toy'}
+# How a one-line error lists the shipped chains, the default marked.
+NAMES = ('camvid, camvid_espnet, cityscapes_espnet, cityscapes_espnetv2_s1p5, '
+         'cityscapes_espnetv2_s2_512x256 (default), cityscapes_espnetv2_s2_768x384, synthetic_toy')
 DOMAIN = domain_for(96)
 
 
@@ -53,7 +57,7 @@ def test_shipped_manifest_lists_every_member_with_its_digest(name):
     """Network, spec, priors, bundle manifest and each booster it lists, digests matching."""
     chain = load_chain(name, MODELS)
     chain.verify()
-    roles = [m.role for m in chain.members]
+    roles = [m.role for m in chain.members if not m.role.startswith('network_int8')]
     assert roles[:3] == ['network', 'network_spec', 'priors'] and roles[3] == 'meta'
     boosters = [m['model_file'] for m in json.loads(chain.meta.read_text())['members']]
     assert [m.file for m in chain.members if m.role == 'meta_member'] == boosters
@@ -143,7 +147,7 @@ def test_unknown_chain_is_one_line_listing_the_shipped_names():
             resolve(name)
         text = str(info.value)
         assert '\n' not in text and text.startswith(f'unknown chain {name!r}: the chains in ')
-        assert 'camvid, camvid_espnet, cityscapes_espnet (default), synthetic_toy' in text
+        assert NAMES in text
 
 
 def test_engine_loads_a_chain_and_its_members(tmp_path):
@@ -282,12 +286,13 @@ def test_models_lists_the_shipped_chains(capsys):
     """`metafusion models`: one row per chain with the measured mIoU, human IoU and ms/frame."""
     assert cli(['models']) == 0
     out = capsys.readouterr().out
-    rows = {line.split()[0]: line for line in out.splitlines()[1:5]}
+    rows = {line.split()[0]: line for line in out.splitlines()[1:1 + len(SHIPPED)]}
     assert set(rows) == set(SHIPPED)
     for name, kind in SHIPPED.items():
         network = load_chain(name, MODELS).measured['network']
         cells = rows[name].replace(' *', '').split()
-        assert cells[1:4] == [kind, 'ok', 'no']
+        int8 = 'yes' if load_chain(name, MODELS).network_int8 else 'no'
+        assert cells[1:4] == [kind, 'ok', int8]
         assert cells[5:8] == [f"{network['miou']:.1f}", f"{network['human_iou']:.1f}",
                               f"{network['ms_per_frame']:.0f}"]
     assert rows[DEFAULT_CHAIN].startswith(f'{DEFAULT_CHAIN} *')

@@ -8,6 +8,7 @@ from test_chains import tiny_chain
 from test_node_harness import domain_for, REPO, ros_env
 
 from metafusion_ros.core.classes import cityscapes_table
+from metafusion_ros.runtime.chains import DEFAULT_CHAIN
 from metafusion_ros.tools.commands.models import write_chain
 import fixtures
 
@@ -71,6 +72,6 @@ def test_demo_with_an_unknown_chain_fails_with_one_clear_line(tmp_path):
     done = _demo(tmp_path, tmp_path / 'models')
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 1 and len(lines) == 1
-    assert lines[0].startswith("demo: unknown chain 'cityscapes_espnet': the chains in ")
+    assert lines[0].startswith(f"demo: unknown chain '{DEFAULT_CHAIN}': the chains in ")
     assert lines[0].endswith('are tiny (or give the path of an ONNX file)')
     assert not os.path.exists(tmp_path / 'out' / 'summary.json')

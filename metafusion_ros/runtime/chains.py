@@ -36,7 +36,7 @@ __all__ = ['Chain', 'ChainError', 'Member', 'Resolved', 'DEFAULT_CHAIN', 'FORMAT
            'startup_report']
 
 # The chain a user gets without naming one (launch file, node, `make demo`): the one place.
-DEFAULT_CHAIN = 'cityscapes_espnet'
+DEFAULT_CHAIN = 'cityscapes_espnetv2_s2_512x256'
 FORMAT = 'metafusion-chain/1'
 SUFFIX = '.chain.json'
 KINDS = ('street', 'toy')
