@@ -7,10 +7,10 @@ Example::
 
 ``model`` names a chain of the package's ``models/`` (``metafusion models`` lists them) or an
 ONNX file; empty, it is the default chain (``metafusion_ros.runtime.chains.DEFAULT_CHAIN``,
-ESPNetv2 Cityscapes at 512x256 today). Empty ``priors``/``meta_model`` arguments take the chain's files
-(``meta_model:=none``: no meta classifier, keep every candidate); an empty ``camera_info_topic``
-is ``camera_info`` beside ``input_topic``; any other empty argument leaves the config file's
-value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
+ESPNetv2 Cityscapes at 512x256 today). Empty ``priors``/``meta_model`` arguments take the
+chain's files (``meta_model:=none``: no meta classifier, keep every candidate); an empty
+``camera_info_topic`` is ``camera_info`` beside ``input_topic``; any other empty argument leaves
+the config file's value alone. ``metafusion_ros.ros.launch_args`` declares and checks the
 arguments: a bad value, or an argument on the command line that is not declared (``alhpa:=0.5``),
 ends the launch with one line naming the argument.
 """
