@@ -431,6 +431,8 @@ def interrupt(proc: subprocess.Popen, timeout: float = 30.0) -> int:
     try:
         os.killpg(proc.pid, signal.SIGINT)
         return proc.wait(timeout=timeout)
+    except ProcessLookupError:  # the group has exited already: its exit code
+        return proc.wait(timeout=timeout)
     except subprocess.TimeoutExpired:
         return -999
     finally:
