@@ -27,7 +27,8 @@ from metafusion_ros.core.files import load_npz, parse_json
 from metafusion_ros.core.fusion import FUSION_MODES, fuse
 from metafusion_ros.runtime.classifier import (check_training_set, MetaBundle, MetaParams,
                                                ModelContext)
-from metafusion_ros.tools.meta.collect import at_labels, candidate_set, load_frames
+from metafusion_ros.tools.meta.collect import (at_labels, CachedFrame, candidate_set,
+                                               load_frames)
 from metafusion_ros.tools.meta.fit import cross_validate, CrossValidation
 
 __all__ = ['DEFAULT_ALPHAS', 'RuleResult', 'Scores', 'Evaluation', 'out_of_fold', 'evaluate',
@@ -293,18 +294,26 @@ def _evaluate_alpha(folder: Path, alpha: float, table: ClassTable,
         n = frame.candidates.count
         truth = _Truth.of(at_labels(frame.pred_bayes, frame.gt), frame.gt, table) \
             if scores is not None and settings else None
+        kept_at: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # per τ, for every reading
         for (tau, mode), tally in fused.items() if truth is not None else ():
-            keep = scores[offset:offset + n] >= tau
+            if tau not in kept_at:
+                keep = scores[offset:offset + n] >= tau
+                kept_at[tau] = keep, _kept_at_labels(frame, keep)
+            keep, from_candidates = kept_at[tau]
             mask = tally.add(fuse(frame.pred_bayes, frame.candidates, keep, table.target, mode,
                                   frame.support, support), frame.gt, table)
-            kept = np.zeros(frame.pred_bayes.size, dtype=np.uint8)
-            kept[frame.candidates.pixels[keep[frame.candidates.pixel_ids - 1]]] = 1
-            tally.add_changes(mask, at_labels(kept.reshape(frame.pred_bayes.shape),
-                                              frame.gt) == 1, truth)
+            tally.add_changes(mask, from_candidates, truth)
             tally.kept += int(keep.sum())
             tally.kept_tp += int((keep & frame.labels).sum())
         offset += n
     return ml, fused, offset
+
+
+def _kept_at_labels(frame: CachedFrame, keep: np.ndarray) -> np.ndarray:
+    """Return where the ``keep`` candidates of ``frame`` lie, enlarged to its labels' size."""
+    kept = np.zeros(frame.pred_bayes.size, dtype=np.uint8)
+    kept[frame.candidates.pixels[keep[frame.candidates.pixel_ids - 1]]] = 1
+    return at_labels(kept.reshape(frame.pred_bayes.shape), frame.gt) == 1
 
 
 def out_of_fold_scores(folder: Path, context: ModelContext, params: MetaParams,
