@@ -14,9 +14,11 @@ from typing import Any
 
 from metafusion_ros.runtime.segmenter.base import file_sha256
 
-__all__ = ['PRECISIONS', 'INT8_SUFFIX', 'int8_sibling', 'network_file', 'check_int8_source']
+__all__ = ['PRECISIONS', 'ONNX_PRECISIONS', 'INT8_SUFFIX', 'int8_sibling', 'network_file',
+           'check_int8_source']
 
 PRECISIONS = ('fp32', 'fp16', 'int8')
+ONNX_PRECISIONS = ('fp32', 'int8')  # what ONNX Runtime runs: the model or its INT8 sibling
 INT8_SUFFIX = '.int8'
 
 
@@ -38,9 +40,9 @@ def network_file(model_path: str | Path, precision: str, backend: str) -> Path:
         raise ValueError(f'precision must be one of {", ".join(PRECISIONS)}, got {precision!r}')
     if precision == 'fp32' or backend == 'tensorrt':
         return model_path
-    if precision != 'int8':
+    if precision not in ONNX_PRECISIONS:
         raise ValueError(f'precision {precision} needs backend tensorrt, not {backend} (ONNX '
-                         f'Runtime runs fp32 or int8)')
+                         f'Runtime runs {" or ".join(ONNX_PRECISIONS)})')
     if not model_path.is_file():
         raise FileNotFoundError(f'ONNX model {model_path} does not exist')
     sibling = int8_sibling(model_path)

@@ -10,6 +10,7 @@ import numpy as np
 from metafusion_ros.core.classes import table_by_name
 from metafusion_ros.core.files import naming
 from metafusion_ros.core.mapping import mapping_between
+from metafusion_ros.runtime.segmenter.precision import ONNX_PRECISIONS
 from metafusion_ros.tools.cli import add_force, output_path
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument('--split', action='append', required=True,
                         help='split(s) to score; repeat or comma-separate (e.g. val,test)')
     parser.add_argument('--model', required=True, type=Path, help='ONNX model with its spec')
-    parser.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
+    parser.add_argument('--precision', choices=ONNX_PRECISIONS, default='fp32',
                         help='int8: run the INT8 network beside the model (<stem>.int8.onnx, '
                              '`metafusion quantize`), checked to be made from it; the scores '
                              'name the file that ran')

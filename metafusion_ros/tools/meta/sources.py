@@ -17,6 +17,7 @@ from metafusion_ros.core.features import feature_names
 from metafusion_ros.core.files import naming
 from metafusion_ros.core.priors import Priors
 from metafusion_ros.runtime.classifier import MetaParams, ModelContext
+from metafusion_ros.runtime.segmenter.precision import ONNX_PRECISIONS
 from metafusion_ros.tools.data.datasets import DATASETS, open_dataset
 from metafusion_ros.tools.meta.collect import NpzSource, SegmenterSource, Source
 
@@ -35,7 +36,7 @@ def add_source_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--split', action='append', default=None,
                        help='split(s) to use; repeat or comma-separate (e.g. val,test)')
     group.add_argument('--model', type=Path, help='segmentation model (ONNX + its spec)')
-    group.add_argument('--precision', choices=('fp32', 'int8'), default='fp32',
+    group.add_argument('--precision', choices=ONNX_PRECISIONS, default='fp32',
                        help='int8: run the INT8 network beside --model (<stem>.int8.onnx, '
                             '`metafusion quantize`); bundles stay tied to the fp32 file, as at '
                             'run time')
