@@ -109,7 +109,9 @@ def test_shipped_onnx_equals_torch(torch, shared_dir, name):
     path = MODELS / f'{name}.onnx'
     spec = resolve_spec(path, None)
     which = next(w for w in PRETRAINED.values() if w.file == spec.extra['pretrained']['file'])
-    model = Deployed(load_pretrained(_weights(shared_dir, which), which), spec.num_classes)
+    model = Deployed(load_pretrained(_weights(shared_dir, which), which), spec.num_classes,
+                     spec.output.layout)
+    assert spec.output.layout == which.output_layout  # ESPNetv2 NHWC, ESPNet NCHW
     image = read_rgb_png(shared_dir / CAMVID_FRAME)
     x = spec.preprocess(image)
     assert x.shape == (1, 3, spec.preprocess.height, spec.preprocess.width)
@@ -118,7 +120,7 @@ def test_shipped_onnx_equals_torch(torch, shared_dir, name):
     assert spec.extra['check']['max_abs_diff_torch_onnxruntime'] < 1e-4
     with torch.no_grad():
         probs = model(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(probs.sum(1), 1, atol=1e-5)  # void dropped, then the softmax
+    np.testing.assert_allclose(probs.sum(spec.output.class_axis), 1, atol=1e-5)  # void dropped
 
 
 def test_preprocessing_is_the_authors(torch):
@@ -280,10 +282,11 @@ def test_espnetv2_export_bounds_torch_vs_onnxruntime(torch, espnetv2_dir, shared
     assert extra['pretrained']['sha256'] == which.sha256
     assert extra['architecture']['name'] == 'ESPNetv2' and extra['architecture']['s'] == 1.5
     assert extra['normalisation']['statistics'] == 'imagenet'
-    model = Deployed(load_pretrained(espnetv2_dir / which.file, which), 19).eval()
+    assert seg.spec.output.layout == 'NHWC'  # ONNX Runtime's Softmax over the last axis
+    model = Deployed(load_pretrained(espnetv2_dir / which.file, which), 19, 'NHWC').eval()
     x = seg.spec.preprocess(read_rgb_png(frame))
     assert max_abs_difference(model, out, x) < 1e-4
     with torch.no_grad():
-        labels = model(torch.from_numpy(x)).numpy()[0].argmax(0)
+        labels = model(torch.from_numpy(x)).numpy()[0].argmax(-1)
     ours = seg.infer_network(read_rgb_png(frame)).probs.argmax(-1)
     assert (ours == labels).mean() > 0.999
