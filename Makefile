@@ -58,7 +58,7 @@ bench: build
 	$(ENV) && source install/setup.bash && for b in benchmarks/bench_*.py; do OMP_NUM_THREADS=1 NUMBA_NUM_THREADS=1 python $$b || exit 1; done
 
 # Every prior, meta model, chain manifest, table and figure of docs/results from the repo and
-# ../shared (28 min on the 2-core VM).
+# ../shared (24 min on the 2-core VM).
 results: build
 	$(ENV) && source install/setup.bash && bash scripts/results.sh
 
