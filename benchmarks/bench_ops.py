@@ -104,9 +104,11 @@ def profile(model: str, precision: str, runs: int, threads: int) -> dict[str, ob
 
 
 def target_line(rows: list[dict]) -> dict[str, object]:
-    """Return the ``int8_target`` line: each fp32 row's bound, and where its INT8 row was
-    profiled too (an INT8 file quantized from it), the measured speed-up of the network and
-    of each group."""
+    """Return the ``int8_target`` line: each fp32 row's bound and measured speed-ups.
+
+    The measured speed-ups, of the network and of each group, where the fp32 file's INT8 file
+    (quantized from it) was profiled too.
+    """
     fp32 = {row['fp32_file']: row for row in rows if row['precision'] == 'fp32'}
     int8 = {row['fp32_file']: row for row in rows if row['precision'] == 'int8'}
     models = {}

@@ -113,7 +113,7 @@ class PretrainedESPNet:
 
     @property
     def output_layout(self) -> str:
-        """Return the exported softmax's layout: ``NHWC`` with :attr:`fast_graph`, else ``NCHW``."""
+        """Return the exported softmax's layout: ``NHWC`` with ``fast_graph``, else ``NCHW``."""
         return 'NHWC' if self.fast_graph else 'NCHW'
 
     @property
@@ -221,8 +221,8 @@ class Deployed(torch.nn.Module):
         """Return ``softmax(logits[:, :classes])``, (N, classes, H, W) or (N, H, W, classes).
 
         ``NHWC``: ONNX's ``Softmax`` over the last axis, ONNX Runtime's vectorised kernel, and
-        the (H, W, C) array the core reads without a copy: ESPNetv2 s = 2.0 at 512x256 (network
-        and that copy) 93 ms against 107 ms for the written-out NCHW form on this 2-core VM.
+        the (H, W, C) array the core reads without a copy: ESPNetv2 s = 2.0 at 768x384, network
+        alone, 117 ms against 130 ms for the written-out NCHW form (docs/segmenter.md).
         ``NCHW`` (ESPNet's shipped files) writes it out as ``exp(z - max z) / Σ exp(z - max z)``:
         ONNX Runtime's ``Softmax`` over the NCHW class axis took 764 ms for 19 classes at
         1024x512 on one CPU thread, this 40 ms (same values to 5e-7).
