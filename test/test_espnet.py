@@ -123,6 +123,19 @@ def test_shipped_onnx_equals_torch(torch, shared_dir, name):
     np.testing.assert_allclose(probs.sum(spec.output.class_axis), 1, atol=1e-5)  # void dropped
 
 
+def test_deployed_nhwc_is_the_nchw_softmax_transposed(torch):
+    """Both layouts drop the void output and give the same softmax, NHWC the NCHW transposed."""
+    from metafusion_ros.tools.training.espnet_export import Deployed
+    logits = torch.from_numpy(np.random.default_rng(0).normal(0, 4, (1, 5, 6, 7)).astype('f4'))
+    nchw = Deployed(torch.nn.Identity(), 4, 'NCHW')(logits)
+    nhwc = Deployed(torch.nn.Identity(), 4, 'NHWC')(logits)
+    assert tuple(nchw.shape) == (1, 4, 6, 7) and tuple(nhwc.shape) == (1, 6, 7, 4)
+    np.testing.assert_allclose(nhwc.numpy(), nchw.permute(0, 2, 3, 1).numpy(), atol=1e-6)
+    np.testing.assert_allclose(nhwc.sum(-1).numpy(), 1, atol=1e-6)
+    with pytest.raises(ValueError, match="layout must be 'NCHW' or 'NHWC'"):
+        Deployed(torch.nn.Identity(), 4, 'NWHC')
+
+
 def test_preprocessing_is_the_authors(torch):
     """The spec's normalisation equals ((BGR - mean) / std) / 255 with BGR statistics."""
     from metafusion_ros.tools.training.espnet_export import normalisation
