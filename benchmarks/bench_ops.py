@@ -21,10 +21,10 @@ import argparse
 from collections import defaultdict
 import json
 from pathlib import Path
-import statistics
 import sys
 import tempfile
-import time
+
+import onnxruntime as ort
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -32,7 +32,8 @@ sys.path.insert(0, str(REPO / 'benchmarks'))
 
 from metafusion_ros.runtime.chains import DEFAULT_CHAIN, resolve  # noqa: E402
 from metafusion_ros.runtime.segmenter import load_segmenter  # noqa: E402
-from timing import street_frames  # noqa: E402
+from metafusion_ros.runtime.segmenter.onnx_backend import session_options  # noqa: E402
+from timing import median_ms, street_frames  # noqa: E402
 
 GROUPS = {'convolution': ('Conv', 'QLinearConv', 'ConvTranspose', 'FusedConv', 'NhwcConv'),
           'quantization': ('QuantizeLinear', 'DequantizeLinear'),
@@ -45,12 +46,20 @@ def group_of(op_type: str) -> str:
     return next((g for g, ops in GROUPS.items() if op_type in ops), 'other')
 
 
-def kernel_ms(events: list[dict], runs: int) -> dict[str, float]:
-    """Return the profiler's kernel time per operator type in ms per run."""
+def kernel_ms(events: list[dict], warmup: int = 1) -> dict[str, float]:
+    """Return the profiler's kernel time per operator type in ms per run, after ``warmup`` runs.
+
+    The runs are the profile's ``model_run`` events; kernels that started before the first
+    measured run (the warm-up's) are left out.
+    """
+    runs = sorted((e for e in events if e.get('name') == 'model_run'), key=lambda e: e['ts'])
+    measured = runs[warmup:]
+    start = measured[0]['ts']
     totals: dict[str, float] = defaultdict(float)
     for event in events:
-        if event.get('cat') == 'Node' and event.get('name', '').endswith('_kernel_time'):
-            totals[event['args']['op_name']] += event['dur'] / 1e3 / runs
+        if (event.get('cat') == 'Node' and event.get('name', '').endswith('_kernel_time')
+                and event['ts'] >= start):
+            totals[event['args']['op_name']] += event['dur'] / 1e3 / len(measured)
     return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
@@ -69,36 +78,26 @@ def summary(ops: dict[str, float], bound: bool) -> dict[str, object]:
 
 def profile(model: str, precision: str, runs: int, threads: int) -> dict[str, object]:
     """Profile one network (a chain name or ONNX path) on a street frame; return its JSON row."""
-    import onnxruntime as ort
-
     seg = load_segmenter(resolve(model).model, backend='onnxruntime-cpu', threads=threads,
                          precision=precision)
     x = seg.preprocess(street_frames(seg.input_size, 1)[0][0])
     with tempfile.TemporaryDirectory(prefix='metafusion-ops-') as tmp:
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.log_severity_level = 3
-        options.add_session_config_entry('session.intra_op.allow_spinning', '0')
+        options = session_options(threads)  # the segmenter's, with the profiler on
         options.enable_profiling = True
         options.profile_file_prefix = str(Path(tmp) / 'ops')
         session = ort.InferenceSession(str(seg.model_path), options,
                                        providers=['CPUExecutionProvider'])
         feeds = {session.get_inputs()[0].name: x}
-        session.run(None, feeds)  # warm-up, in the profile; dropped below
-        walls = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            session.run(None, feeds)
-            walls.append((time.perf_counter() - start) * 1e3)
+        wall_ms = median_ms(lambda: session.run(None, feeds), runs, warmup=1)
         events = json.loads(Path(session.end_profiling()).read_text())
-    ops = kernel_ms(events, runs + 1)
+    ops = kernel_ms(events, warmup=1)
     quantized = seg.spec.extra.get('quantization')  # an INT8 file, by :int8 or by its path
     file = Path(seg.model_path).name
     return {'case': 'network_ops', 'model': model, 'file': file,
             'precision': 'int8' if quantized else 'fp32',
             'fp32_file': quantized['source']['file'] if quantized else file,
             'input': list(seg.input_size), 'threads': threads,
-            'runs': runs, 'median_ms': round(statistics.median(walls), 1),
+            'runs': runs, 'median_ms': round(wall_ms, 1),
             **summary(ops, bound=not quantized),
             'top_ops_ms': {op: round(ms, 2) for op, ms in list(ops.items())[:8]}}
 

@@ -28,6 +28,21 @@ def rows(bench_ops):
             for precision in ('fp32', 'int8')]
 
 
+def test_kernel_time_leaves_out_the_warm_up(bench_ops):
+    """Kernels of the runs before the first measured ``model_run`` do not count."""
+    def run(ts):
+        return {'cat': 'Session', 'name': 'model_run', 'ts': ts, 'dur': 90}
+
+    def kernel(ts, op, dur):
+        return {'cat': 'Node', 'name': f'{op}_kernel_time', 'ts': ts, 'dur': dur,
+                'args': {'op_name': op}}
+    events = [run(0), kernel(1, 'Conv', 50_000), kernel(2, 'Add', 9_000),
+              run(100), kernel(101, 'Conv', 4_000), kernel(102, 'Add', 1_000),
+              run(200), kernel(201, 'Conv', 2_000), {'cat': 'Session', 'name': 'other', 'ts': 5}]
+    assert bench_ops.kernel_ms(events, warmup=1) == {'Conv': 3.0, 'Add': 0.5}
+    assert bench_ops.kernel_ms(events, warmup=0) == pytest.approx({'Conv': 56 / 3, 'Add': 10 / 3})
+
+
 def test_groups_add_up_to_the_kernel_time(rows):
     """Every profiled kernel falls in one group; the shares and the bound follow from them."""
     for row in rows:
