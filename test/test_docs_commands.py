@@ -548,6 +548,20 @@ def undiscovered(output: str) -> bool:
     return any(mark in output for mark in UNDISCOVERED)
 
 
+def until_discovered(attempt: Callable[[], int], log: Path) -> int:
+    """Run ``attempt`` until ros2cli has discovered what it names; return the last exit code.
+
+    ``attempt`` is one try of a ros2 command writing ``log``; it runs again while ``log`` says
+    the node or topic is not discovered yet, at most ``DISCOVERY_TRIES`` times.
+    """
+    for _ in range(DISCOVERY_TRIES):
+        code = attempt()
+        if not undiscovered(log.read_text()):
+            break
+        time.sleep(2.0)
+    return code
+
+
 def run_against_node(command: Command, run: Run, scratch: Scratch, log: Path) -> tuple[int, str]:
     """Run ``command`` beside the launched node (feeding it frames if asked); return code, output.
 
@@ -556,7 +570,8 @@ def run_against_node(command: Command, run: Run, scratch: Scratch, log: Path) ->
     peer = scratch.peer
     frame = image_msg(SCENE, 2)
     want = command.prints or '\n'
-    for _ in range(DISCOVERY_TRIES):
+
+    def attempt() -> int:
         proc = shell(command, DOMAINS['node'], scratch.folder, log)
         try:
             done = peer.spin_until(
@@ -566,13 +581,10 @@ def run_against_node(command: Command, run: Run, scratch: Scratch, log: Path) ->
                 every=(lambda: peer.publisher('/camera/image_raw').publish(frame)) if run.feed
                 else None)
             assert done, f'{command.text} did not finish: {log.read_text()[-2000:]}'
-            code = interrupt(proc) if streaming(command) else proc.wait()
+            return interrupt(proc) if streaming(command) else proc.wait()
         finally:
             kill(proc)
-        if not undiscovered(log.read_text()):
-            break
-        time.sleep(2.0)
-    return code, log.read_text()
+    return until_discovered(attempt, log), log.read_text()
 
 
 def run_ending_the_node(command: Command, scratch: Scratch, log: Path) -> tuple[int, str]:
@@ -586,12 +598,8 @@ def run_ending_the_node(command: Command, scratch: Scratch, log: Path) -> tuple[
     peer = Peer(DOMAINS['ends'])
     try:
         answers_a_frame(peer, launch, launch_log, 3)
-        for _ in range(DISCOVERY_TRIES):
-            proc = shell(command, DOMAINS['ends'], scratch.folder, log)
-            code = proc.wait(timeout=120.0)
-            if not undiscovered(log.read_text()):
-                break
-            time.sleep(2.0)
+        code = until_discovered(
+            lambda: shell(command, DOMAINS['ends'], scratch.folder, log).wait(timeout=120.0), log)
         assert launch.wait(timeout=60.0) == 0, launch_log.read_text()[-3000:]
     finally:
         peer.close()
